@@ -1,0 +1,39 @@
+# Two entry points for a fresh machine: `make demo` and `make test`. Both create .venv if missing.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+UNIMP  := $(VENV)/bin/unimp
+STAMP  := $(VENV)/.installed
+DEMO   ?= demo
+
+.PHONY: demo test test-slow test-all bench venv clean
+
+venv: $(STAMP)
+
+# torch/torchvision are pinned (pyproject) to the builds measured here; open-flamingo pins torch 2.0.1
+# in its metadata, so it goes in with --no-deps and its real needs are in our `model` extra.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	DS_BUILD_OPS=0 $(PY) -m pip install -q -e '.[model,dev]'
+	$(PY) -m pip install -q --no-deps open-flamingo==2.0.1
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(UNIMP) prepare --datasets sample --out $(DEMO)/data/sample --cache-dir $(DEMO)/cache --overwrite
+
+test: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow || [ $$? -eq 5 ]  # 5: none collected yet
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q -m ""
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_prepare.py
+	$(PY) benchmarks/bench_download.py
+
+clean:
+	rm -rf $(DEMO) .pytest_cache

@@ -1,0 +1,56 @@
+import json
+import subprocess
+import sys
+
+from unimp_cli.common import expand_multi
+
+
+def test_expand_multi():
+    assert expand_multi(["prepare", "--datasets", "beauty", "sports", "--out", "x"]) == [
+        "prepare", "--datasets", "beauty", "--datasets", "sports", "--out", "x"]
+    assert expand_multi(["--datasets", "a,b"]) == ["--datasets", "a", "--datasets", "b"]
+
+
+def test_help_is_instant_and_lists_commands():
+    code = "import sys, unimp_cli.app; print('torch' in sys.modules, 'polars' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+    res = subprocess.run([sys.executable, "-m", "unimp_cli", "--help"], capture_output=True, text=True)
+    assert res.returncode == 0 and "prepare" in res.stdout and "filter-images" in res.stdout
+
+
+def test_prepare_dry_run_config_and_override(cli, tmp_path):
+    cfg = tmp_path / "spec.yaml"
+    cfg.write_text("datasets: [sample]\nuser_core: 3\nimages:\n  concurrency: 4\n")
+    res = cli("prepare", "--config", cfg, "--user-core", 6, "--dry-run")
+    assert res.exit_code == 0, res.output
+    spec = json.loads(res.output)
+    assert spec["user_core"] == 6 and spec["images"]["concurrency"] == 4 and spec["source"] == "sample"
+    toml = tmp_path / "spec.toml"
+    toml.write_text('datasets = ["beauty", "sports"]\nprotocol = "leave-one-out"\n')
+    spec = json.loads(cli("prepare", "--config", toml, "--dry-run").output)
+    assert spec["datasets"] == ["beauty", "sports"] and spec["protocol"] == "leave-one-out"
+
+
+def test_prepare_bad_config_is_one_line(cli, tmp_path):
+    cfg = tmp_path / "spec.json"
+    cfg.write_text('{"datasets": ["sample"], "user_cor": 3}')
+    res = cli("prepare", "--config", cfg)
+    assert res.exit_code == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "user_cor" in lines[0] and "spec.json" in lines[0]
+
+
+def test_prepare_sample_and_filter_images(cli, tmp_path):
+    out = tmp_path / "ds"
+    res = cli("prepare", "--datasets", "sample", "--out", out, "--cache-dir", tmp_path / "c", "--sample-users", 60,
+              "--sample-items", 30)
+    assert res.exit_code == 0, res.output
+    assert (out / "manifest.json").is_file() and "SYNTHETIC" in res.output
+    res = cli("prepare", "--datasets", "sample", "--out", out, "--cache-dir", tmp_path / "c")
+    assert res.exit_code == 1 and "--overwrite" in res.stderr
+    res = cli("filter-images", "--data", out)
+    assert res.exit_code == 0, res.output
+    assert "interactions" in res.output and (out / "filter_images_spec.json").is_file()
+    res = cli("filter-images", "--data", tmp_path)
+    assert res.exit_code == 1 and "manifest.json" in res.stderr

@@ -1,0 +1,27 @@
+"""The `unimp` command. Each command lives in its own module and is imported lazily enough that
+`unimp --help` stays instant (torch and friends are imported inside commands only)."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from .common import expand_multi
+from .filter_images import filter_images
+from .prepare import prepare
+
+app = typer.Typer(
+    name="unimp",
+    help="Unified multi-modal personalization (UniMP): prepare data, train, evaluate, generate.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("prepare")(prepare)
+app.command("filter-images")(filter_images)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = expand_multi(sys.argv[1:] if argv is None else argv)
+    app(args=args, prog_name="unimp")

@@ -1,0 +1,191 @@
+"""Item images: concurrent, resumable downloads (aiohttp) into a shared cache, local copies, and checks.
+
+A cached file exists only once it was fully received and recognised as an image (written under a
+temporary name, then renamed), so a rerun skips everything already done and retries the rest.
+One bad URL never stops the run: failures are counted by reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Iterable
+
+from ..io import atomic_path
+from ..progress import Progress
+from ..specs.data import ImageDownloadSpec
+
+RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
+
+
+class _Retryable(Exception):
+    pass
+
+
+def cache_path(cache_dir: Path, url: str) -> Path:
+    digest = hashlib.sha1(url.encode()).hexdigest()
+    return Path(cache_dir) / "images" / digest[:2] / digest
+
+
+def identify(path: Path) -> str | None:
+    """None if Pillow recognises the file as an image within the decompression-bomb limit, else a reason."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.verify()
+    except Image.DecompressionBombError:
+        return "decompression bomb"
+    except Exception:
+        return "not an image"
+    return None
+
+
+async def _fetch_one(session, url: str, dest: Path, spec: ImageDownloadSpec) -> str | None:
+    """Download one URL to `dest`; returns None on success or the failure reason."""
+    import aiohttp
+
+    delay = spec.backoff
+    reason = "unknown"
+    for attempt in range(spec.retries + 1):
+        if attempt:
+            await asyncio.sleep(delay)
+            delay *= 2
+        try:
+            async with session.get(url) as resp:
+                if resp.status in RETRY_STATUS:
+                    raise _Retryable(f"http {resp.status}")
+                if resp.status != 200:
+                    return f"http {resp.status}"
+                if resp.content_length is not None and resp.content_length > spec.max_bytes:
+                    return "too large"
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+                try:
+                    size = 0
+                    with open(tmp, "wb") as f:
+                        async for chunk in resp.content.iter_chunked(1 << 16):
+                            size += len(chunk)
+                            if size > spec.max_bytes:
+                                return "too large"
+                            f.write(chunk)
+                    if resp.content_length is not None and size != resp.content_length:
+                        raise _Retryable("truncated")
+                    bad = identify(tmp)
+                    if bad:
+                        return bad
+                    os.replace(tmp, dest)  # only a complete, recognised image enters the cache
+                finally:
+                    tmp.unlink(missing_ok=True)
+            return None
+        except _Retryable as exc:
+            reason = str(exc)
+        except asyncio.TimeoutError:
+            reason = "timeout"
+        except aiohttp.ClientPayloadError:
+            reason = "truncated"
+        except (aiohttp.ClientConnectionError, OSError):
+            reason = "connection error"
+        except aiohttp.InvalidURL:
+            return "invalid url"
+    return reason
+
+
+async def _download_all(urls: list[str], cache_dir: Path, spec: ImageDownloadSpec, advance) -> dict[str, str | None]:
+    import aiohttp
+
+    results: dict[str, str | None] = {}
+    todo = []
+    for url in urls:
+        if cache_path(cache_dir, url).is_file():
+            results[url] = None
+            advance(1)
+        else:
+            todo.append(url)
+    if not todo:
+        return results
+    sem = asyncio.Semaphore(spec.concurrency)
+    connector = aiohttp.TCPConnector(limit=spec.concurrency, limit_per_host=spec.per_host)
+    timeout = aiohttp.ClientTimeout(total=spec.timeout)
+
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def one(url: str) -> None:
+            async with sem:
+                if not url.startswith(("http://", "https://")):
+                    results[url] = "invalid url"
+                else:
+                    results[url] = await _fetch_one(session, url, cache_path(cache_dir, url), spec)
+            advance(1)
+
+        await asyncio.gather(*(one(u) for u in todo))
+    return results
+
+
+def download_images(
+    urls: Iterable[str], cache_dir: Path, spec: ImageDownloadSpec, progress: Progress
+) -> dict[str, str | None]:
+    """Fetch every distinct URL into the cache; returns url -> None (ok) or the failure reason."""
+    unique = list(dict.fromkeys(urls))
+    with progress.task("downloading images", total=len(unique)) as advance:
+        return asyncio.run(_download_all(unique, Path(cache_dir), spec, advance))
+
+
+def place(src: Path, dest: Path) -> None:
+    """Put `src` at `dest` by hard link when possible (no copy of the bytes), else copy atomically."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists():
+        dest.unlink()
+    try:
+        os.link(src, dest)
+    except OSError:
+        with atomic_path(dest) as tmp:
+            shutil.copyfile(src, tmp)
+
+
+def materialize(
+    items: "list[tuple[int, str | None, str | None]]",
+    root: Path,
+    cache_dir: Path,
+    spec: ImageDownloadSpec,
+    progress: Progress,
+) -> tuple[dict[int, str], dict]:
+    """Give every item its image at `root/images/<item_id>.jpg`.
+
+    `items` holds (item_id, image_url, image_path). Local paths are checked and linked; URLs are
+    downloaded (cached). Returns (item_id -> relative path for items that got an image, counts).
+    """
+    failed: Counter = Counter()
+    missing = 0
+    urls = [url for _, url, path in items if not path and url]
+    results = download_images(urls, cache_dir, spec, progress) if spec.enabled and urls else {}
+    placed: dict[int, str] = {}
+    for item_id, url, path in progress.track(items, "placing images"):
+        rel = f"images/{int(item_id)}.jpg"
+        if path:
+            src = Path(path)
+            if not src.is_file():
+                failed["missing file"] += 1
+                continue
+            reason = identify(src)
+            if reason:
+                failed[reason] += 1
+                continue
+        elif url and spec.enabled:
+            reason = results.get(url, "not downloaded")
+            if reason:
+                failed[reason] += 1
+                continue
+            src = cache_path(cache_dir, url)
+        else:
+            missing += 1
+            continue
+        place(src, root / rel)
+        placed[int(item_id)] = rel
+    counts = {"ok": len(placed), "failed": dict(sorted(failed.items())), "missing": missing,
+              "downloaded": spec.enabled}
+    return placed, counts

@@ -1,0 +1,108 @@
+"""`unimp prepare`: source → order → k-core → re-index → split → eval instances → images → folder."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import polars as pl
+
+from ..errors import UnimpError
+from ..progress import Progress
+from ..specs.data import PrepareSpec
+from . import images as image_io
+from . import process
+from .raw import RawData
+from .sources import load_source
+from .store import Dataset, is_complete, new_manifest, publish, staging_dir, write_tables
+
+
+def attach_explanations(inter: pl.DataFrame, spec: PrepareSpec) -> tuple[pl.DataFrame, str]:
+    """Explanation targets: the given P5/Sentires file, else the review summary."""
+    if spec.explanations is None:
+        return inter.with_columns(pl.coalesce("explanation", "summary").alias("explanation")), "review summary"
+    from .explanations import load_explanations
+
+    exp = load_explanations(spec.explanations).unique(subset=["raw_user", "source_id"], keep="first")
+    inter = inter.with_columns(pl.col("user_key").str.splitn(":", 2).struct.field("field_1").alias("raw_user"))
+    inter = inter.drop("explanation").join(exp, on=["raw_user", "source_id"], how="left").drop("raw_user")
+    return inter, f"explanation file {Path(spec.explanations).name}"
+
+
+def build_dataset(raw: RawData, spec: PrepareSpec, keep_splits: pl.DataFrame | None = None) -> tuple[Dataset, dict]:
+    """Everything between a source's raw tables and the folder, minus images. Returns (dataset, counts).
+
+    `keep_splits` (user_key, split) re-uses an existing split and order (filter-images).
+    """
+    before = {"interactions": raw.interactions.height, "items": raw.items.height}
+    inter = process.order_interactions(raw.interactions, spec.seed, raw.skipped, tie_break=keep_splits is None)
+    inter = process.kcore(inter, spec.user_core, spec.item_core)
+    if inter.height == 0:
+        raise UnimpError(
+            f"no interactions left after the {spec.user_core}/{spec.item_core} k-core "
+            f"(from {before['interactions']}); lower --user-core/--item-core"
+        )
+    if keep_splits is None:
+        inter, explanation_source = attach_explanations(inter, spec)
+    else:
+        explanation_source = "kept"
+    inter, items = process.reindex(inter, raw.items, spec.seed)
+    users = inter.group_by("user_id", maintain_order=True).agg(
+        pl.col("user_key").first(), pl.len().cast(pl.Int64).alias("length")
+    ).with_columns(pl.col("user_key").str.splitn(":", 2).struct.field("field_0").alias("domain")).sort("user_id")
+    users = process.assign_splits(users, spec.protocol, spec.split, spec.seed, keep=keep_splits)
+    instances = process.eval_instances(inter, items, users, spec.protocol, spec.seed)
+    ds = Dataset(items=items, interactions=inter.sort(["user_id", "timestamp"], maintain_order=True),
+                 users=users, instances=instances)
+    counts = {
+        "raw": before,
+        "users": users.height,
+        "items": items.height,
+        "interactions": inter.height,
+        "per_split": process.split_counts(users, instances),
+    }
+    return ds, {"counts": counts, "explanation_source": explanation_source}
+
+
+def run_prepare(spec: PrepareSpec, progress: Progress | None = None) -> Path:
+    """Build the dataset folder described by `spec`; returns its path.
+
+    The folder is assembled in a hidden staging folder and renamed into place last, so it appears
+    complete or not at all; downloads live in `spec.cache_dir` and are reused by a rerun.
+    """
+    progress = progress or Progress()
+    out = spec.output_dir()
+    if is_complete(out) and not spec.overwrite:
+        raise UnimpError(f"{out}: a dataset is already there; pass --overwrite to rebuild it")
+    started = time.time()
+    raw = load_source(spec, progress)
+    ds, info = build_dataset(raw, spec)
+
+    staging = staging_dir(out)
+    if staging.exists():
+        shutil.rmtree(staging)  # tables are cheap to rebuild; downloads live in the cache
+    staging.mkdir(parents=True)
+    jobs = list(ds.items.select("item_id", "image_url", "image_path").iter_rows())
+    placed, image_counts = image_io.materialize(jobs, staging, spec.cache_dir, spec.images, progress)
+    ds.items = ds.items.with_columns(
+        pl.col("item_id").replace_strict(placed, default=None, return_dtype=pl.Utf8).alias("image")
+    )
+    write_tables(staging, ds)
+    spec.save(staging / "prepare_spec.json")
+    manifest = new_manifest(
+        name=out.name,
+        synthetic=raw.synthetic,
+        source=spec.source,
+        datasets=spec.datasets,
+        protocol=spec.protocol,
+        sources=raw.sources,
+        parameters=spec.model_dump(mode="json"),
+        **info,
+        images=image_counts,
+        skipped=dict(sorted(raw.skipped.items())),
+        notes=raw.notes,
+        seconds=round(time.time() - started, 2),
+    )
+    publish(staging, out, manifest)
+    return out

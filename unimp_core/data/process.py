@@ -1,0 +1,176 @@
+"""Source-independent processing: order, iterated k-core, re-index, split, evaluation instances.
+
+All table work is columnar (polars); nothing here loops over interactions in Python.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Literal
+
+import numpy as np
+import polars as pl
+
+SPLITS = ("train", "valid", "test")
+
+
+def order_interactions(
+    inter: pl.DataFrame, seed: int, skipped: Counter | None = None, tie_break: bool = True
+) -> pl.DataFrame:
+    """Drop rows without user/item/timestamp and sort each user's history by time.
+
+    Equal timestamps are broken by a seeded random key, never by item id (that would leak order).
+    With `tie_break=False` rows that are already ordered keep their order (a stable sort).
+    """
+    before = inter.height
+    inter = inter.drop_nulls(["user_key", "source_id", "timestamp"])
+    if skipped is not None and inter.height < before:
+        skipped["missing user, item or timestamp"] += before - inter.height
+    if not tie_break:
+        return inter.sort(["user_key", "timestamp"], maintain_order=True)
+    rng = np.random.default_rng(seed)
+    inter = inter.with_columns(pl.Series("_tie", rng.random(inter.height)))
+    return inter.sort(["user_key", "timestamp", "_tie"]).drop("_tie")
+
+
+def kcore(inter: pl.DataFrame, user_core: int, item_core: int) -> pl.DataFrame:
+    """Iterate user/item minimum-count filters until neither removes anything (a fixed point)."""
+    # Integer codes make the repeated group counts cheap.
+    inter = inter.with_columns(
+        pl.col("user_key").rank("dense").cast(pl.UInt32).alias("_u"),
+        pl.col("source_id").rank("dense").cast(pl.UInt32).alias("_i"),
+    )
+    u = inter["_u"].to_numpy()
+    i = inter["_i"].to_numpy()
+    keep = np.ones(len(u), dtype=bool)
+    while True:
+        n = int(keep.sum())
+        ucount = np.bincount(u[keep], minlength=int(u.max(initial=0)) + 1)
+        keep &= ucount[u] >= user_core
+        icount = np.bincount(i[keep], minlength=int(i.max(initial=0)) + 1)
+        keep &= icount[i] >= item_core
+        if int(keep.sum()) == n:
+            break
+    return inter.filter(pl.Series(keep)).drop(["_u", "_i"])
+
+
+def reindex(inter: pl.DataFrame, items: pl.DataFrame, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Items get ids 0..N-1 in a seeded random order; users get 0..U-1 in key order.
+
+    Returns (interactions with user_id/item_id, items restricted to the kept ones with item_id).
+    Items missing from the items table are kept with empty text.
+    """
+    kept = inter.select("source_id").unique().sort("source_id")
+    rng = np.random.default_rng(seed)
+    kept = kept.with_columns(pl.Series("item_id", rng.permutation(kept.height), dtype=pl.Int64))
+    users = inter.select("user_key").unique().sort("user_key")
+    users = users.with_columns(pl.int_range(0, users.height, dtype=pl.Int64).alias("user_id"))
+    inter = inter.join(kept, on="source_id", how="left").join(users, on="user_key", how="left")
+    items = kept.join(items, on="source_id", how="left").sort("item_id")
+    return inter, items
+
+
+def assign_splits(
+    users: pl.DataFrame,
+    protocol: Literal["user-split", "leave-one-out"],
+    ratios: tuple[float, float, float],
+    seed: int,
+    keep: pl.DataFrame | None = None,
+) -> pl.DataFrame:
+    """user-split: shuffle user ids with `seed`, cut 80/10/10; leave-one-out: every user is 'all'.
+
+    `keep` (user_key, split) carries an earlier assignment over (filter-images keeps each user's split).
+    """
+    if keep is not None:
+        return users.join(keep.select("user_key", "split"), on="user_key", how="left")
+    if protocol == "leave-one-out":
+        return users.with_columns(pl.lit("all").alias("split"))
+    n = users.height
+    order = np.random.default_rng(seed).permutation(n)
+    n_train = int(round(ratios[0] * n))
+    n_valid = int(round(ratios[1] * n))
+    labels = np.empty(n, dtype=object)
+    labels[order[:n_train]] = "train"
+    labels[order[n_train : n_train + n_valid]] = "valid"
+    labels[order[n_train + n_valid :]] = "test"
+    return users.with_columns(pl.Series("split", labels.tolist(), dtype=pl.Utf8))
+
+
+def target_positions(users: pl.DataFrame, protocol: str) -> pl.DataFrame:
+    """One row per (user, eval split): `position` indexes the target; the history is everything before it."""
+    if protocol == "leave-one-out":
+        return pl.concat([
+            users.select("user_id", pl.lit("test").alias("split"), (pl.col("length") - 1).alias("position")),
+            users.select("user_id", pl.lit("valid").alias("split"), (pl.col("length") - 2).alias("position")),
+        ]).filter(pl.col("position") >= 1)
+    return users.filter(pl.col("split").is_in(["valid", "test"])).select(
+        "user_id", "split", (pl.col("length") - 1).alias("position")
+    )
+
+
+def eval_instances(
+    inter: pl.DataFrame, items: pl.DataFrame, users: pl.DataFrame, protocol: str, seed: int, n_candidates: int = 3
+) -> dict[str, pl.DataFrame]:
+    """Draw every evaluation instance once (seeded) so every evaluation sees the same ones.
+
+    Returns task -> table with user_id, split, position (history = sequence[:position]) and the
+    task's targets: rec (target), search (target, query), exp (target, rating, explanation),
+    img_sel (candidates, answers: 1 or 2 true next items, negatives never from the user's history).
+    """
+    rng = np.random.default_rng(seed + 1)
+    seqs = inter.group_by("user_id", maintain_order=True).agg(
+        pl.col("item_id"), pl.col("rating"), pl.col("explanation")
+    )
+    pos = target_positions(users, protocol).join(seqs, on="user_id").sort(["split", "user_id"])
+    rec = pos.select(
+        "user_id", "split", "position", pl.col("item_id").list.get(pl.col("position")).alias("target")
+    )
+    search = rec.join(items.select(pl.col("item_id").alias("target"), pl.col("category").alias("query")), on="target", how="left")
+    search = search.filter(pl.col("query").is_not_null() & (pl.col("query").str.len_chars() > 0))
+
+    exp = pos.with_columns(
+        pl.col("item_id").list.get(pl.col("position")).alias("target"),
+        pl.col("rating").list.get(pl.col("position")).alias("rating"),
+        pl.col("explanation").list.get(pl.col("position")).alias("explanation"),
+        pl.col("explanation").list.head(pl.col("position")).list.eval(
+            pl.element().is_not_null() & (pl.element().str.len_chars() > 0)
+        ).list.sum().alias("_hist_exp"),
+    ).filter(
+        pl.col("explanation").is_not_null() & (pl.col("explanation").str.len_chars() > 0) & (pl.col("_hist_exp") >= 1)
+    ).select("user_id", "split", "position", "target", "rating", "explanation")
+
+    n_items = items.height
+    rows = {"user_id": [], "split": [], "position": [], "candidates": [], "answers": []}
+    for user_id, split, position, seq in pos.select("user_id", "split", "position", "item_id").iter_rows():
+        n_true = int(rng.integers(1, 3)) if position >= 2 else 1
+        start = position - n_true + 1
+        answers = list(seq[start : position + 1])
+        seen = set(seq)
+        negatives: list[int] = []
+        while len(negatives) < n_candidates - n_true and len(seen) < n_items:
+            cand = int(rng.integers(n_items))
+            if cand not in seen:
+                seen.add(cand)
+                negatives.append(cand)
+        if len(negatives) < n_candidates - n_true:
+            continue  # the user has touched (almost) the whole catalogue
+        cands = answers + negatives
+        rng.shuffle(cands)
+        rows["user_id"].append(user_id)
+        rows["split"].append(split)
+        rows["position"].append(start)
+        rows["candidates"].append([int(c) for c in cands])
+        rows["answers"].append([int(a) for a in answers])
+    img_sel = pl.DataFrame(
+        rows,
+        schema={"user_id": pl.Int64, "split": pl.Utf8, "position": pl.Int64,
+                "candidates": pl.List(pl.Int64), "answers": pl.List(pl.Int64)},
+    )
+    return {"rec": rec, "search": search, "exp": exp, "img_sel": img_sel}
+
+
+def split_counts(users: pl.DataFrame, instances: dict[str, pl.DataFrame]) -> dict[str, dict[str, int]]:
+    counts = {"users": dict(Counter(users["split"].to_list()))}
+    for task, df in instances.items():
+        counts[task] = dict(Counter(df["split"].to_list()))
+    return counts

@@ -1,0 +1,102 @@
+"""Spec machinery shared by every command: strict models, config files, CLI overrides.
+
+A spec never imports torch: `unimp <cmd> --dry-run` resolves and prints it instantly.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ..errors import UnimpError
+from ..io import write_json_atomic
+
+S = TypeVar("S", bound="Spec")
+
+
+class Spec(BaseModel):
+    """Base of every run spec: unknown keys are rejected, assignments re-validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+    def save(self, path: str | Path) -> None:
+        """Write the resolved spec as JSON (atomically)."""
+        write_json_atomic(path, self.model_dump(mode="json"))
+
+
+def describe(spec: type[Spec], field: str) -> str:
+    """The field's description, reused as the CLI option's --help text."""
+    return spec.model_fields[field].description or ""
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a spec file (YAML, TOML or JSON, by extension) into a dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise UnimpError(f"{path}: config file not found")
+    text = path.read_text()
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        elif suffix == ".toml":
+            data = tomllib.loads(text)
+        elif suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise UnimpError(f"{path}: unknown config format {suffix!r} (use .yaml, .toml or .json)")
+    except UnimpError:
+        raise
+    except Exception as exc:  # the parsers' own errors carry line/column
+        raise UnimpError(f"{path}: cannot parse: {exc}".splitlines()[0]) from exc
+    if not isinstance(data, dict):
+        raise UnimpError(f"{path}: a config file must hold a mapping of fields")
+    return data
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            v = _drop_none(v)
+            if not v:
+                continue
+        if v is None or (isinstance(v, (list, tuple)) and len(v) == 0):
+            continue
+        out[k] = v
+    return out
+
+
+def format_validation_error(exc: ValidationError, origin: str) -> str:
+    """One line naming the field(s) at fault."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(spec)"
+        parts.append(f"{loc}: {err['msg']}")
+    return f"{origin}: invalid spec: " + "; ".join(parts)
+
+
+def resolve_spec(spec_cls: type[S], config: str | Path | None, overrides: dict[str, Any]) -> S:
+    """Config file (if any) < command-line overrides (None / empty values mean 'not given')."""
+    data: dict[str, Any] = load_config(config) if config else {}
+    data = _deep_merge(data, _drop_none(overrides))
+    try:
+        return spec_cls.model_validate(data)
+    except ValidationError as exc:
+        raise UnimpError(format_validation_error(exc, str(config) if config else "options")) from exc
