@@ -47,7 +47,7 @@ class ImageDownloadSpec(Spec):
 
     enabled: bool = Field(default=True, description="Download item images (--no-images skips them).")
     concurrency: int = Field(default=32, ge=1, le=1024, description="Simultaneous image downloads.")
-    per_host: int = Field(default=16, ge=1, le=1024, description="Simultaneous connections to one host.")
+    per_host: int = Field(default=32, ge=1, le=1024, description="Simultaneous connections to one host.")
     timeout: float = Field(default=30.0, gt=0, description="Seconds per request before it counts as a timeout.")
     retries: int = Field(default=3, ge=0, le=20, description="Retries on timeouts, connection errors and 5xx (never on 4xx).")
     backoff: float = Field(default=0.5, ge=0, description="First retry delay in seconds; doubles each retry.")
