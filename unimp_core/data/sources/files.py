@@ -1,0 +1,116 @@
+"""`--source files`: a user's own interactions table and optional items table.
+
+Tables are CSV / TSV / JSON lines / Parquet by extension (`.gz` for the text ones). Columns are
+found by role (`spec.files.columns`, else a column of the role's name); user, item and timestamp
+are required. Timestamps: numbers are Unix seconds, text is parsed with `timestamp_format` or as
+ISO dates. A relative `image_path` is read from `spec.files.images` (default: the folder of the
+table that names it) and can never point outside that folder.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import polars as pl
+
+from ...errors import UnimpError
+from ...progress import Progress
+from ...specs.data import INTERACTION_COLUMNS, ITEM_COLUMNS, FilesSpec, PrepareSpec
+from ..raw import RawData
+from ..tables import as_text, epoch_seconds, file_record, first_bad_row, pick_columns, read_table, resolve_images
+
+REQUIRED = ("user", "item", "timestamp")
+
+
+def _number(column: str, dtype: pl.DataType) -> pl.Expr:
+    """Float64 from a numeric or text column; currency signs and spaces are ignored, junk is null."""
+    if dtype.is_numeric():
+        return pl.col(column).cast(pl.Float64)
+    text = pl.col(column).cast(pl.Utf8).str.replace_all(r"[\s$€£¥]", "")
+    return text.cast(pl.Float64, strict=False)
+
+
+def _interactions(
+    df: pl.DataFrame, path: Path, fs: FilesSpec, strict: bool, skipped: Counter, notes: dict
+) -> pl.DataFrame:
+    roles = pick_columns(df, path, INTERACTION_COLUMNS, fs.columns, REQUIRED)
+    ts_col = roles["timestamp"]
+    out = df.select(
+        (pl.lit(f"{fs.domain}:") + as_text(pl.col(roles["user"]))).alias("user_key"),
+        as_text(pl.col(roles["item"])).alias("source_id"),
+        epoch_seconds(ts_col, df.schema[ts_col], fs.timestamp_format).alias("timestamp"),
+        as_text(pl.col(ts_col)).is_not_null().alias("_has_ts"),
+        *[as_text(pl.col(roles[r])).alias(r) for r in ("review", "summary") if r in roles],
+        *([_number(roles["rating"], df.schema[roles["rating"]]).alias("rating"),
+           as_text(pl.col(roles["rating"])).is_not_null().alias("_has_rating")] if "rating" in roles else []),
+    )
+    bad_ts = pl.col("_has_ts") & pl.col("timestamp").is_null()
+    n_bad = out.select(bad_ts.sum()).item()
+    if n_bad:
+        row = first_bad_row(out, bad_ts)
+        value = df[ts_col][row - 1]
+        hint = (f"format {fs.timestamp_format!r}" if fs.timestamp_format
+                else "Unix seconds or ISO 8601 (set timestamp_format)")
+        if strict:
+            raise UnimpError(f"{path}: row {row}: cannot parse timestamp {value!r} as {hint}")
+        skipped[f"timestamp not parseable as {hint}"] += n_bad
+        out = out.filter(~bad_ts)
+    if "rating" in roles:
+        junk = out.select((pl.col("_has_rating") & pl.col("rating").is_null()).sum()).item()
+        if junk:
+            notes["ratings_not_numeric"] = junk  # rows kept, rating left empty
+        out = out.drop("_has_rating")
+    return out.drop("_has_ts")
+
+
+def _items(
+    table: pl.DataFrame, path: Path, fs: FilesSpec, item_ids: pl.DataFrame, strict: bool, skipped: Counter,
+    progress: Progress, own_table: bool,
+) -> pl.DataFrame:
+    """One row per interacted item with whatever item roles `table` has (first row per item wins).
+
+    `own_table` is False when the item roles are looked for in the interactions table itself.
+    """
+    roles = pick_columns(table, path, ("item",) + ITEM_COLUMNS, fs.columns, ("item",) if own_table else ())
+    attrs = [r for r in ITEM_COLUMNS if r in roles]
+    if not attrs:
+        return item_ids.with_columns(pl.lit(fs.domain).alias("domain"))
+    exprs = [as_text(pl.col(roles["item"])).alias("source_id")]
+    for role in attrs:
+        col = roles[role]
+        value = _number(col, table.schema[col]) if role == "price" else as_text(pl.col(col))
+        exprs.append(value.alias(role))
+    found = table.select(exprs).drop_nulls("source_id").unique(subset="source_id", keep="first", maintain_order=True)
+    items = item_ids.join(found, on="source_id", how="left").with_columns(pl.lit(fs.domain).alias("domain"))
+    if "image_path" in attrs:
+        root = fs.images if fs.images is not None else path.parent
+        rels = items["image_path"].to_list()
+        try:
+            resolved = resolve_images(root, rels, skipped, must_exist=False, strict=strict, progress=progress)
+        except UnimpError as exc:
+            raise UnimpError(f"{path}: {exc}") from exc
+        items = items.with_columns(pl.Series("image_path", resolved, dtype=pl.Utf8))
+    return items
+
+
+def load(spec: PrepareSpec, progress: Progress) -> RawData:
+    """Read the user's tables into RawData (user_key = "<domain>:<user>")."""
+    fs = spec.files
+    if fs is None:
+        raise UnimpError("files: --source files needs --interactions FILE")
+    skipped: Counter = Counter()
+    notes: dict = {}
+    with progress.task(f"reading {fs.interactions.name}"):
+        table = read_table(fs.interactions)
+    inter = _interactions(table, fs.interactions, fs, spec.strict, skipped, notes)
+    item_ids = inter.select("source_id").drop_nulls().unique(maintain_order=True)
+    sources = [file_record(fs.interactions)]
+    if fs.items is not None:
+        with progress.task(f"reading {fs.items.name}"):
+            item_table = read_table(fs.items)
+        items = _items(item_table, fs.items, fs, item_ids, spec.strict, skipped, progress, own_table=True)
+        sources.append(file_record(fs.items))
+    else:
+        items = _items(table, fs.interactions, fs, item_ids, spec.strict, skipped, progress, own_table=False)
+    return RawData(interactions=inter, items=items, sources=sources, skipped=skipped, notes=notes)
