@@ -21,7 +21,7 @@ class FilesSpec(Spec):
 
     interactions: Path = Field(description="Interactions table: CSV, TSV, JSON lines or Parquet (by extension).")
     items: Path | None = Field(default=None, description="Optional items table (same formats), keyed by the item column.")
-    images: Path | None = Field(default=None, description="Optional folder that relative image_path values are read from.")
+    images: Path | None = Field(default=None, description="Folder that relative image_path values are read from (default: the folder of the table that names them).")
     columns: dict[str, str] = Field(
         default_factory=dict,
         description="Column mapping role=column; roles: user item timestamp rating review summary "

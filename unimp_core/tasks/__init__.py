@@ -1,0 +1,93 @@
+"""Tasks: how a user history becomes a prompt and its answer.
+
+    build_training_samples(dataset, ["rec", "exp"], history_len=5, seed=0, epoch=3)
+    build_eval_samples(dataset, "rec", "test", history_len=5)
+
+One module per task (rec, search, exp, img_sel), each with `training` and `evaluation` builders;
+none of them looks at the dataset's name, only at the items table's text fields.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from ..data.store import Dataset
+from ..errors import UnimpError
+from . import exp, img_sel, rec, search
+from .base import (ANSWER, DEFAULT_TASK_WEIGHTS, EOC, IMAGE, TASK_NAMES, Sample, Task, TaskContext, item_token,
+                   rate_token, slot_token, task_rng)
+from .curriculum import curriculum_mix, curriculum_tasks
+
+TASKS: dict[str, Task] = {t.name: t for t in (rec.TASK, search.TASK, exp.TASK, img_sel.TASK)}
+
+__all__ = [
+    "ANSWER", "DEFAULT_TASK_WEIGHTS", "EOC", "IMAGE", "TASKS", "TASK_NAMES", "Sample", "Task", "TaskContext",
+    "build_eval_samples", "build_training_samples", "context", "curriculum_mix", "curriculum_tasks",
+    "get_task", "item_token", "rate_token", "slot_token",
+]
+
+
+def get_task(name: str) -> Task:
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise UnimpError(f"unknown task {name!r} (choose from {', '.join(TASKS)})") from None
+
+
+def context(data: Dataset | TaskContext) -> TaskContext:
+    """Index a dataset for the tasks (pass the result around to index it only once)."""
+    return data if isinstance(data, TaskContext) else TaskContext.from_dataset(data)
+
+
+def _check_history_len(history_len: int) -> None:
+    if history_len < 1:
+        raise UnimpError(f"history_len must be at least 1 (got {history_len})")
+
+
+def build_training_samples(
+    data: Dataset | TaskContext,
+    tasks: Sequence[str],
+    history_len: int = 5,
+    seed: int = 0,
+    epoch: int = 0,
+    fractions: Mapping[str, float] | None = None,
+    shuffle: bool = True,
+) -> list[Sample]:
+    """One epoch's training stream: at most one sample per training user and task, tasks mixed.
+
+    Deterministic in (seed, epoch): a resumed run rebuilds the same list and skips to its position.
+    `fractions` keeps that share of a task's samples (the curriculum's replay); `shuffle` mixes
+    the tasks into one seeded order.
+    """
+    _check_history_len(history_len)
+    ctx = context(data)
+    samples: list[Sample] = []
+    for name in tasks:
+        part = get_task(name).training(ctx, task_rng(seed, epoch, name), history_len)
+        frac = 1.0 if fractions is None else fractions.get(name, 1.0)
+        if frac < 1.0 and part:
+            n = max(1, round(frac * len(part))) if frac > 0 else 0
+            keep = np.sort(task_rng(seed, epoch, name, stream=1).permutation(len(part))[:n])
+            part = [part[i] for i in keep]
+        samples += part
+    if shuffle:
+        order = np.random.default_rng([seed, epoch]).permutation(len(samples))
+        samples = [samples[i] for i in order]
+    return samples
+
+
+def build_eval_samples(
+    dataset: Dataset, task: str, split: str, history_len: int = 5, ctx: TaskContext | None = None
+) -> list[Sample]:
+    """Evaluation prompts for the stored instances of `task` in `split` ("valid" or "test"), in table order."""
+    _check_history_len(history_len)
+    t = get_task(task)
+    table = dataset.instances.get(task)
+    if table is None:
+        where = dataset.root / "eval" if dataset.root is not None else "dataset"
+        raise UnimpError(f"{where}: no {task}.parquet evaluation instances (rerun `unimp prepare`)")
+    if split not in ("valid", "test"):
+        raise UnimpError(f"unknown evaluation split {split!r} (choose valid or test)")
+    return t.evaluation(ctx or context(dataset), table.filter(table["split"] == split), history_len)

@@ -1,0 +1,276 @@
+"""What every task shares: the sample type, the prompt vocabulary and the per-dataset context.
+
+A prompt is plain text with one `<image>` marker per entry of `Sample.image_items`, in order. Each
+history item reads `<image> Category … Price … Brand … Title …` followed by `<answer> item_<i>
+<|endofchunk|>` (the paper's context reconstruction: the model learns to name each item it sees).
+Training prompts end with the task's answer and `<|endofchunk|>`; evaluation prompts end right
+after `<answer>`, the answer text is kept in `Sample.answer`.
+
+Evaluation prompts keep the `<answer> item_<i> <|endofchunk|>` reconstruction in the history (the
+seed dropped the `<answer>` marker there), so the model sees at test time exactly the layout it
+was trained on.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import zlib
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from typing import Any, Callable
+
+import numpy as np
+import polars as pl
+
+from ..data.store import Dataset
+from ..errors import UnimpError
+
+IMAGE = "<image>"
+EOC = "<|endofchunk|>"
+ANSWER = "<answer>"
+# Free text never carries the structural markers: a title holding "<image>" would otherwise add
+# an image slot that has no picture.
+_MARKERS = re.compile(r"<image>|<\|endofchunk\|>|<answer>")
+
+FIELD_WORDS = 20  # the seed caps each item field at 20 words
+EXPLANATION_WORDS = 30  # and training explanations at 30
+
+# Order matters: it fixes the task ids the collator emits. New tasks are appended.
+TASK_NAMES: tuple[str, ...] = ("rec", "search", "exp", "img_sel")
+DEFAULT_TASK_WEIGHTS: dict[str, float] = {"rec": 2.0, "search": 1.0, "exp": 1.0, "img_sel": 1.0}
+
+
+def item_token(item_id: int) -> str:
+    return f"item_{item_id}"
+
+
+def rate_token(rating: float) -> str:
+    return f"rate_{rating_value(rating)}"
+
+
+def slot_token(slot: int) -> str:
+    return f"s_{slot}"
+
+
+def rating_value(rating: float) -> int:
+    """Clip to 1..5, then round half up (Python's round() would send 2.5 to 2)."""
+    return int(math.floor(min(5.0, max(1.0, float(rating))) + 0.5))
+
+
+def clean(text: str | None, max_words: int | None = None) -> str:
+    """One line of free text: markers removed, whitespace collapsed, at most `max_words` words."""
+    if not text:
+        return ""
+    words = _MARKERS.sub(" ", text).split()
+    return " ".join(words if max_words is None else words[:max_words])
+
+
+@dataclass
+class Sample:
+    """One prompt. `text` holds one `<image>` per entry of `image_items`, in the same order.
+
+    `answer` is the target text of an evaluation sample (None in training, where the answer is
+    already inside `text`); `meta` holds what scoring needs (user, target, candidates, ...).
+    """
+
+    task: str
+    text: str
+    image_items: list[int]
+    answer: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def with_answer(self) -> "Sample":
+        """The evaluation sample completed with its answer, as training would see it (validation loss)."""
+        if self.answer is None:
+            return self
+        return replace(self, text=f"{self.text} {self.answer} {EOC}", answer=None)
+
+
+@dataclass
+class TaskContext:
+    """Everything the tasks read from a dataset, indexed once.
+
+    Sequences are full histories in time order; `train_lengths` says how much of each training
+    user's history training may see (the whole of it under user-split, all but the last two items
+    under leave-one-out).
+    """
+
+    item_desc: list[str]  # item_id -> "Category … Price … Brand … Title …" (may be "")
+    item_category: list[str]  # item_id -> cleaned category ("" when missing)
+    has_image: np.ndarray  # (n_items,) bool
+    sequences: dict[int, np.ndarray]  # user_id -> item ids in time order
+    ratings: dict[int, list[float | None]]  # user_id -> rating per interaction
+    explanations: dict[int, list[str]]  # user_id -> cleaned explanation per interaction ("" when missing)
+    train_lengths: dict[int, int]  # training user_id -> usable prefix length
+    protocol: str
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_desc)
+
+    @cached_property
+    def has_category(self) -> np.ndarray:
+        """(n_items,) bool: the item has a category (search needs one as its query)."""
+        return np.fromiter((bool(c) for c in self.item_category), dtype=bool, count=len(self.item_category))
+
+    @classmethod
+    def from_dataset(cls, ds: Dataset) -> "TaskContext":
+        items = ds.items.sort("item_id")
+        n = int(items["item_id"].max()) + 1 if items.height else 0
+        desc = [""] * n
+        category = [""] * n
+        has_image = np.zeros(n, dtype=bool)
+        for row in items.select("item_id", "category", "price", "brand", "title", "image").iter_rows(named=True):
+            i = row["item_id"]
+            desc[i] = describe_item(row)
+            category[i] = clean(row["category"], FIELD_WORDS)
+            has_image[i] = bool(row["image"])
+        seqs = ds.interactions.group_by("user_id", maintain_order=True).agg(
+            pl.col("item_id"), pl.col("rating"), pl.col("explanation")
+        )
+        user_items = {u: np.asarray(s, dtype=np.int64) for u, s in zip(seqs["user_id"], seqs["item_id"].to_list())}
+        protocol = protocol_of(ds)
+        if protocol == "leave-one-out":
+            train = {u: len(s) - 2 for u, s in user_items.items()}
+        else:
+            train_ids = ds.users.filter(pl.col("split") == "train")["user_id"].to_list()
+            train = {u: len(user_items[u]) for u in train_ids if u in user_items}
+        return cls(
+            item_desc=desc,
+            item_category=category,
+            has_image=has_image,
+            sequences=user_items,
+            ratings=dict(zip(seqs["user_id"].to_list(), seqs["rating"].to_list())),
+            explanations={u: [clean(e) for e in es] for u, es in zip(seqs["user_id"], seqs["explanation"].to_list())},
+            train_lengths={u: length for u, length in sorted(train.items()) if length >= 2},
+            protocol=protocol,
+        )
+
+    def sequence(self, user_id: int) -> np.ndarray:
+        try:
+            return self.sequences[user_id]
+        except KeyError:
+            raise UnimpError(f"eval instance: user_id {user_id} has no interactions in this dataset") from None
+
+    def image_of(self, item_id: int) -> list[int]:
+        return [item_id] if self.has_image[item_id] else []
+
+    def item_text(self, item_id: int) -> str:
+        """`<image> Category … Title …` (no `<image>` when the item has no picture)."""
+        parts = [IMAGE] if self.has_image[item_id] else []
+        if self.item_desc[item_id]:
+            parts.append(self.item_desc[item_id])
+        return " ".join(parts)
+
+    def history(self, items: np.ndarray | list[int], answers: list[str] | None = None) -> tuple[str, list[int]]:
+        """Each item followed by `<answer> {its answer} <|endofchunk|>` (default: its item token).
+
+        An empty answer leaves the item without a reconstruction span. Returns (text, image items).
+        """
+        chunks, images = [], []
+        for k, item in enumerate(items):
+            item = int(item)
+            answer = item_token(item) if answers is None else answers[k]
+            head = self.item_text(item)
+            tail = f"{ANSWER} {answer} {EOC}" if answer else EOC
+            chunks.append(f"{head} {tail}" if head else tail)
+            images += self.image_of(item)
+        return " ".join(chunks), images
+
+
+def describe_item(row: dict[str, Any]) -> str:
+    """`Category … Price … Brand … Title …`, leaving out the fields the item lacks."""
+    parts = []
+    category = clean(row.get("category"), FIELD_WORDS)
+    if category:
+        parts.append(f"Category {category}")
+    price = row.get("price")
+    if price is not None and math.isfinite(price):
+        parts.append(f"Price {price:.2f}")
+    brand = clean(row.get("brand"), FIELD_WORDS)
+    if brand:
+        parts.append(f"Brand {brand}")
+    title = clean(row.get("title"), FIELD_WORDS)
+    if title:
+        parts.append(f"Title {title}")
+    return " ".join(parts)
+
+
+def protocol_of(ds: Dataset) -> str:
+    """The manifest's protocol; older folders without one are told apart by the users' split labels."""
+    protocol = ds.manifest.get("protocol")
+    if protocol is None:
+        protocol = "leave-one-out" if (ds.users["split"] == "all").any() else "user-split"
+    if protocol not in ("user-split", "leave-one-out"):
+        raise UnimpError(f"manifest.json: unknown protocol {protocol!r} (expected user-split or leave-one-out)")
+    return protocol
+
+
+def join(*parts: str) -> str:
+    return " ".join(p for p in parts if p)
+
+
+def assemble(task: str, parts: list[tuple[str, list[int]]], answer: str, train: bool,
+             meta: dict[str, Any]) -> Sample:
+    """Join (text, images) parts and close the prompt with `<answer>`.
+
+    Training samples carry `answer <|endofchunk|>` inside the text; evaluation samples stop at
+    `<answer>` and keep the answer aside.
+    """
+    text = join(*(t for t, _ in parts), ANSWER)
+    images = [i for _, im in parts for i in im]
+    if train:
+        return Sample(task, f"{text} {answer} {EOC}", images, None, meta)
+    return Sample(task, text, images, answer, meta)
+
+
+def draw_negatives(rng: np.random.Generator, n_items: int, seen: set[int], k: int) -> list[int] | None:
+    """`k` distinct items outside `seen` (None when the catalogue has too few)."""
+    available = n_items - len(seen)
+    if available < k:
+        return None
+    if available < 4 * k:  # rejection sampling would crawl: draw from the explicit complement
+        pool = np.setdiff1d(np.arange(n_items), np.fromiter(seen, dtype=np.int64, count=len(seen)))
+        return [int(x) for x in rng.choice(pool, size=k, replace=False)]
+    out: list[int] = []
+    while len(out) < k:
+        c = int(rng.integers(n_items))
+        if c not in seen and c not in out:
+            out.append(c)
+    return out
+
+
+def pick_target(rng: np.random.Generator, length: int, history_len: int, valid: np.ndarray | None = None) -> int | None:
+    """Draw a target position p in 1..length-1 of a user's usable prefix (history = sequence[max(0, p-h):p]).
+
+    Positions with a full window of `history_len` items are preferred (as the seed's windows);
+    shorter users fall back to any position >= 1. `valid` (bool, indexed by position) filters the
+    positions, e.g. the target needs an explanation. None when nothing qualifies.
+    """
+    positions = np.arange(1, length)
+    if valid is not None:
+        positions = positions[np.asarray(valid[1:length], dtype=bool)]
+    if not len(positions):
+        return None
+    full = positions[positions >= history_len]
+    pool = full if len(full) else positions
+    return int(pool[rng.integers(len(pool))])
+
+
+def task_rng(seed: int, epoch: int, task: str, stream: int = 0) -> np.random.Generator:
+    """A generator that depends only on (seed, epoch, task, stream): resuming rebuilds the same draws."""
+    return np.random.default_rng([seed, epoch, zlib.crc32(task.encode()), stream])
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task: how a training user's history becomes samples, and how an eval instance becomes one.
+
+    training(ctx, rng, history_len) -> samples (one per training user at most, per epoch)
+    evaluation(ctx, instances, history_len) -> samples (one per instance row)
+    """
+
+    name: str
+    training: Callable[[TaskContext, np.random.Generator, int], list[Sample]]
+    evaluation: Callable[[TaskContext, pl.DataFrame, int], list[Sample]]

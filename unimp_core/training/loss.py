@@ -1,0 +1,76 @@
+"""The training objective: focal, task-weighted next-token cross-entropy on answer spans only.
+
+For each answer token t of sample b (labels from the collator, shifted by one so position t-1
+predicts token t):
+
+    loss = sum_{b,t} w_b * (1 - p_t)^gamma * (-log p_t) / N
+
+with p_t the model's probability of the label, w_b the sample's task weight and N the number of
+answer tokens (unweighted, as the seed). gamma = 0 is plain cross-entropy.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from .collate import IGNORE_INDEX
+
+
+class LossParts(NamedTuple):
+    loss: torch.Tensor  # () the objective
+    sample_sums: torch.Tensor  # (B,) detached weighted focal CE summed over each sample's answer tokens
+    sample_tokens: torch.Tensor  # (B,) answer tokens per sample
+
+
+def answer_loss_parts(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    weights: torch.Tensor | None = None,
+    gamma: float = 0.0,
+    normalizer: float | torch.Tensor | None = None,
+) -> LossParts:
+    """The loss and its per-sample pieces (for per-task logging).
+
+    logits (B, T, V), labels (B, T) with IGNORE_INDEX outside answers, weights (B,) (default 1).
+    `normalizer` replaces the token count N (e.g. the count over all accumulation micro-batches).
+    """
+    B, T, V = logits.shape
+    shift_labels = labels[:, 1:]  # (B, T-1) token predicted at each position
+    mask = shift_labels != IGNORE_INDEX
+    # Only answer positions reach the softmax: a few tokens instead of (B, T, V) in float32.
+    picked = logits[:, :-1][mask].float()  # (N, V)
+    targets = shift_labels[mask]  # (N,)
+    logp = F.log_softmax(picked, dim=-1).gather(1, targets[:, None]).squeeze(1)  # (N,)
+    token_loss = -logp
+    if gamma:
+        token_loss = token_loss * (1.0 - logp.exp()).pow(gamma)
+    if weights is not None:
+        rows = mask.nonzero()[:, 0]  # (N,) sample of each answer token
+        token_loss = token_loss * weights.to(token_loss.dtype)[rows]
+    n_tokens = mask.sum(dim=1)  # (B,)
+    denom = mask.sum().clamp(min=1) if normalizer is None else normalizer
+    # The empty slice adds 0 but keeps the graph (and every rank's gradients) alive for a batch
+    # without answer tokens, e.g. when truncation removed them all (0 * logits.sum() would turn
+    # an overflowed logit into NaN).
+    loss = token_loss.sum() / denom + logits[:, :0].sum()
+    sample_sums = torch.zeros(B, dtype=torch.float32, device=logits.device)
+    sample_sums.index_add_(0, mask.nonzero()[:, 0], token_loss.detach().float())
+    return LossParts(loss, sample_sums, n_tokens)
+
+
+def answer_loss(
+    logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None, gamma: float = 0.0
+) -> torch.Tensor:
+    """Scalar focal, task-weighted CE over answer tokens, divided by the number of answer tokens."""
+    return answer_loss_parts(logits, labels, weights, gamma).loss
+
+
+def per_task(sample_sums: torch.Tensor, sample_tokens: torch.Tensor, task_ids: torch.Tensor,
+             n_tasks: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n_tasks,) summed loss and (n_tasks,) answer-token counts: sum / count is a task's mean token loss."""
+    sums = torch.zeros(n_tasks, dtype=torch.float32, device=sample_sums.device).index_add_(0, task_ids, sample_sums)
+    counts = torch.zeros(n_tasks, dtype=torch.long, device=sample_sums.device).index_add_(0, task_ids, sample_tokens)
+    return sums, counts

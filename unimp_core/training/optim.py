@@ -1,0 +1,89 @@
+"""AdamW with the seed's weight-decay groups, and pure learning-rate schedules.
+
+Weight decay applies only to the gated cross-attention layers' matrices (the seed's rule: names
+containing "gated_cross_attn", minus biases, norms and the tanh gates); the Perceiver, the new
+token embeddings and everything else train without decay (decaying embeddings would also pull
+the rows of tokens that never occur towards zero).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Iterable, Literal
+
+import torch
+
+from ..errors import UnimpError
+
+ScheduleKind = Literal["constant", "linear", "cosine"]
+SCHEDULES = ("constant", "linear", "cosine")
+
+
+def decays(name: str, param: torch.Tensor) -> bool:
+    """True for the gated cross-attention weights that get weight decay.
+
+    Biases, norm scales and the scalar gates are all 1-D, so "2-D or more" excludes them whatever
+    they are called (the seed's name test missed the LayerNorm inside the feed-forward, `ff.0`).
+    """
+    leaf = name.rsplit(".", 1)[-1]
+    return ("gated_cross_attn" in name and param.ndim >= 2 and "norm" not in name
+            and leaf != "bias" and not leaf.endswith("gate"))
+
+
+def param_groups(named_params: Iterable[tuple[str, torch.nn.Parameter]], weight_decay: float) -> list[dict]:
+    """Two AdamW groups over the trainable parameters: decayed (cross-attention weights) and the rest."""
+    with_wd, without_wd = [], []
+    for name, p in named_params:
+        if p.requires_grad:
+            (with_wd if decays(name, p) else without_wd).append(p)
+    return [
+        {"params": with_wd, "weight_decay": weight_decay},
+        {"params": without_wd, "weight_decay": 0.0},
+    ]
+
+
+def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float = 0.1,
+                    betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> torch.optim.AdamW:
+    """AdamW over `model`'s trainable parameters with the seed's decay groups."""
+    groups = param_groups(model.named_parameters(), weight_decay)
+    if not any(g["params"] for g in groups):
+        raise UnimpError("optimizer: the model has no trainable parameters")
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
+
+
+def warmup_steps(total_steps: int, warmup_ratio: float) -> int:
+    return int(warmup_ratio * total_steps)
+
+
+def lr_at(step: int, total_steps: int, base_lr: float, warmup_ratio: float = 0.0,
+          kind: ScheduleKind = "constant") -> float:
+    """Learning rate before optimizer step `step` (0-based), as transformers' schedules with warmup.
+
+    Warmup rises linearly from 0 over the first int(warmup_ratio * total_steps) steps; then
+    constant keeps base_lr, linear decays to 0 at total_steps, cosine follows half a cosine to 0.
+    """
+    if kind not in SCHEDULES:
+        raise UnimpError(f"unknown schedule {kind!r} (choose {', '.join(SCHEDULES)})")
+    warm = warmup_steps(total_steps, warmup_ratio)
+    if step < warm:
+        return base_lr * step / warm
+    if kind == "constant":
+        return base_lr
+    progress = min(1.0, (step - warm) / max(1, total_steps - warm))
+    if kind == "linear":
+        return base_lr * (1.0 - progress)
+    return base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float = 0.0,
+                    kind: ScheduleKind = "constant") -> torch.optim.lr_scheduler.LambdaLR:
+    """A LambdaLR following `lr_at` (a multiplier on each group's lr); its state_dict is resumable."""
+    if total_steps < 1:
+        raise UnimpError(f"schedule needs at least one step (got total_steps={total_steps})")
+    if not 0.0 <= warmup_ratio < 1.0:
+        raise UnimpError(f"warmup_ratio must be in [0, 1) (got {warmup_ratio})")
+    lr_at(0, total_steps, 1.0, warmup_ratio, kind)  # validates `kind` now rather than at the first step
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, partial(lr_at, total_steps=total_steps, base_lr=1.0, warmup_ratio=warmup_ratio, kind=kind)
+    )
