@@ -34,6 +34,7 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_prepare.py
 	$(PY) benchmarks/bench_download.py
+	$(PY) benchmarks/bench_parse.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache
