@@ -54,3 +54,36 @@ def test_prepare_sample_and_filter_images(cli, tmp_path):
     assert "interactions" in res.output and (out / "filter_images_spec.json").is_file()
     res = cli("filter-images", "--data", tmp_path)
     assert res.exit_code == 1 and "manifest.json" in res.stderr
+
+
+def test_list_datasets_and_unknown_name(cli):
+    res = cli("prepare", "--list-datasets")
+    assert res.exit_code == 0 and "beauty" in res.output and "Beauty" in res.output
+    res = cli("prepare", "--datasets", "beuaty", "--no-images")
+    assert res.exit_code == 1
+    line = res.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: ") and "beuaty" in line and "beauty" in line and "sports" in line
+
+
+def test_files_source_missing_column_names_it(cli, tmp_path):
+    table = tmp_path / "log.csv"
+    table.write_text("customer,sku\nu1,a\n")
+    res = cli("prepare", "--source", "files", "--interactions", table, "--column", "user=customer",
+              "--column", "item=sku", "--out", tmp_path / "o")
+    assert res.exit_code == 1
+    line = res.stderr.strip().splitlines()[-1]  # progress bars may precede it on stderr
+    assert line.startswith("error: ") and "log.csv" in line and "timestamp" in line
+
+
+def test_files_source_end_to_end(cli, tmp_path):
+    rows = ["who,what,when,stars"] + [f"u{u},i{(u + k) % 12},{1000 + k},{1 + k % 5}" for u in range(30) for k in range(9)]
+    (tmp_path / "log.csv").write_text("\n".join(rows) + "\n")
+    res = cli("prepare", "--source", "files", "--interactions", tmp_path / "log.csv", "--column", "user=who",
+              "--column", "item=what", "--column", "timestamp=when", "--column", "rating=stars",
+              "--out", tmp_path / "ds", "--cache-dir", tmp_path / "c", "--protocol", "leave-one-out")
+    assert res.exit_code == 0, res.output + res.stderr
+    from unimp_core.data.store import load_dataset
+
+    ds = load_dataset(tmp_path / "ds")
+    assert ds.users.height == 30 and ds.items.height == 12 and ds.interactions.height == 270
+    assert ds.manifest["protocol"] == "leave-one-out" and ds.manifest["images"]["missing"] == 12
