@@ -25,7 +25,7 @@ class Progress:
 
         bars = RichProgress(
             SpinnerColumn(), TextColumn("[progress.description]{task.description}"), BarColumn(),
-            MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+            MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
             console=Console(stderr=True), transient=False,
         )
         return cls(bars)
@@ -41,13 +41,21 @@ class Progress:
 
     @contextmanager
     def task(self, description: str, total: float | None = None) -> Iterator[Callable[[float], None]]:
-        """Yield `advance(n)`; the bar is completed when the block ends."""
+        """Yield `advance(n, info=None)`; `info` is shown after the bar (loss, lr, ...). The bar is
+        completed when the block ends."""
         if self._bars is None:
-            yield lambda n=1: None
+            yield lambda n=1, info=None: None
             return
-        tid = self._bars.add_task(description, total=total)
+        tid = self._bars.add_task(description, total=total, info="")
+
+        def advance(n: float = 1, info: str | None = None) -> None:
+            if info is None:
+                self._bars.advance(tid, n)
+            else:
+                self._bars.update(tid, advance=n, info=info)
+
         try:
-            yield lambda n=1: self._bars.advance(tid, n)
+            yield advance
         finally:
             self._bars.update(tid, completed=total if total is not None else self._bars.tasks[tid].completed)
             if total is None:

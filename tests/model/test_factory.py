@@ -1,0 +1,237 @@
+"""The tiny model end to end: offline build, freezing, images, generation, speed, run-folder rebuild."""
+
+
+import pytest
+import torch
+from PIL import Image
+
+from unimp_core.errors import UnimpError
+from unimp_core.model.factory import build_model, freeze, load_bundle, save_bundle, trainable_state_dict
+from unimp_core.specs.model import ModelSpec
+
+from .conftest import N_ITEMS, make_dataset, open_gates
+
+HISTORY = "<image> Category Hats Brand Brand1 Title red hats model 3 <answer> item_3 <|endofchunk|>"
+
+
+def _batch(tok, texts, side="right"):
+    tok.padding_side = side
+    return tok(texts, return_tensors="pt", padding=True)
+
+
+def _images(b, t, size, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, t, 1, 3, size, size, generator=g)  # (B, T_img, F, C, H, W)
+
+
+def test_tiny_builds_offline(tiny_bundle):
+    b = tiny_bundle
+    assert type(b.model).__name__ == "Flamingo"
+    assert b.image_size == 32 and b.total < 2_000_000
+    x = b.image_transform(Image.new("RGB", (64, 48), (200, 10, 10)))
+    assert x.shape == (3, 32, 32) and x.dtype == torch.float32
+    assert len(b.model.perceiver.layers) == 1 and b.model.perceiver.latents.shape == (8, 64)
+
+
+def test_freezing_as_openflamingo(tiny_bundle):
+    model = tiny_bundle.model
+    lm = model.lang_encoder
+    assert not any(p.requires_grad for p in model.vision_encoder.parameters())
+    assert all(p.requires_grad for p in model.perceiver.parameters())
+    assert all(p.requires_grad for p in lm.gated_cross_attn_layers.parameters())
+    assert lm.get_input_embeddings().weight.requires_grad and lm.get_output_embeddings().weight.requires_grad
+    assert not any(p.requires_grad for p in lm.old_decoder_blocks.parameters())
+    expected = sum(p.numel() for m in (model.perceiver, lm.gated_cross_attn_layers, lm.get_input_embeddings(),
+                                       lm.get_output_embeddings()) for p in m.parameters())
+    assert tiny_bundle.trainable == expected > 0
+    assert tiny_bundle.trainable == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert set(trainable_state_dict(model)) == {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_train_lm_unfreezes_the_lm_only(tiny_bundle, fresh_model):
+    count = freeze(fresh_model, train_lm=True)
+    lm = fresh_model.lang_encoder
+    assert all(p.requires_grad for p in lm.parameters())
+    assert not any(p.requires_grad for p in fresh_model.vision_encoder.parameters())
+    assert count == tiny_bundle.trainable + sum(p.numel() for p in lm.old_decoder_blocks.parameters()) + sum(
+        p.numel() for n, p in lm.named_parameters() if "final_layer_norm" in n)
+
+
+def test_gates_closed_means_images_do_nothing_open_means_they_matter(tiny_bundle, fresh_model):
+    tok, size = tiny_bundle.tokenizer, tiny_bundle.image_size
+    enc = _batch(tok, [HISTORY * 2 + " What next? <answer>"] * 2)
+    fresh_model.eval()
+
+    def logits(seed):
+        with torch.no_grad():
+            return fresh_model(vision_x=_images(2, 2, size, seed), lang_x=enc.input_ids,
+                               attention_mask=enc.attention_mask).logits
+
+    torch.testing.assert_close(logits(1), logits(2))  # gates start at 0
+    open_gates(fresh_model)
+    a, b = logits(1), logits(2)
+    assert (a - b).abs().max() > 1e-3
+    torch.testing.assert_close(a, logits(1))
+
+
+def test_samples_without_images_run(tiny_bundle, fresh_model):
+    tok, size = tiny_bundle.tokenizer, tiny_bundle.image_size
+    open_gates(fresh_model)
+    fresh_model.eval()
+    mixed = _batch(tok, [HISTORY + " What next? <answer>", "Category Hats Title no picture What next? <answer>"])
+    with torch.no_grad():
+        one = fresh_model(vision_x=_images(2, 1, size, 1), lang_x=mixed.input_ids, attention_mask=mixed.attention_mask)
+        two = fresh_model(vision_x=_images(2, 1, size, 2), lang_x=mixed.input_ids, attention_mask=mixed.attention_mask)
+        # the sample without <image> does not see the placeholder image, whatever it holds
+        torch.testing.assert_close(one.logits[1], two.logits[1])
+        # a batch in which nobody has an image: vision_x with zero images per sample
+        alone = _batch(tok, ["Category Hats Title no picture What next? <answer>"])
+        out = fresh_model(vision_x=torch.zeros(1, 0, 1, 3, size, size), lang_x=alone.input_ids,
+                          attention_mask=alone.attention_mask)
+    assert torch.isfinite(out.logits).all()
+    n = alone.input_ids.shape[1]
+    torch.testing.assert_close(out.logits[0], one.logits[1, :n])
+
+
+def test_lm_runs_without_attention_mask(tiny_bundle, fresh_model):
+    # transformers >= 5.18 generate() drops an all-ones mask; the Flamingo LM must accept its absence
+    tok, size = tiny_bundle.tokenizer, tiny_bundle.image_size
+    open_gates(fresh_model)
+    fresh_model.eval()
+    enc = _batch(tok, [HISTORY + " What next? <answer>"])
+    with torch.no_grad():
+        with_mask = fresh_model(vision_x=_images(1, 1, size, 3), lang_x=enc.input_ids,
+                                attention_mask=enc.attention_mask).logits
+        fresh_model._encode_vision_x(_images(1, 1, size, 3))
+        fresh_model._condition_media_locations(enc.input_ids)
+        without = fresh_model.lang_encoder(input_ids=enc.input_ids).logits
+        fresh_model.lang_encoder.clear_conditioned_layers()
+    torch.testing.assert_close(with_mask, without)
+
+
+def test_beam_generation(tiny_bundle, fresh_model):
+    tok, size = tiny_bundle.tokenizer, tiny_bundle.image_size
+    open_gates(fresh_model)
+    fresh_model.eval()
+    enc = _batch(tok, [HISTORY + " What next? <answer>", HISTORY * 2 + " What next? <answer>"], side="left")
+    vision = _images(2, 2, size, 4)
+    with torch.no_grad():
+        beams = fresh_model.generate(vision_x=vision, lang_x=enc.input_ids, attention_mask=enc.attention_mask,
+                                     num_beams=3, max_new_tokens=4, num_return_sequences=3)
+        greedy = fresh_model.generate(vision_x=vision, lang_x=enc.input_ids, attention_mask=enc.attention_mask,
+                                      max_new_tokens=4)
+        no_mask = fresh_model.generate(vision_x=vision[:1], lang_x=enc.input_ids[:1, -20:], num_beams=3,
+                                       max_new_tokens=3)
+    n = enc.input_ids.shape[1]
+    assert beams.shape[0] == 6 and n < beams.shape[1] <= n + 4
+    assert torch.equal(beams[::3, :n], enc.input_ids)
+    assert greedy.shape[0] == 2 and no_mask.shape[0] == 1
+    assert not fresh_model.lang_encoder._use_cached_vision_x  # generate cleaned up after itself
+
+
+def test_training_step_on_a_batch_of_histories(tiny_bundle, fresh_model):
+    """A forward+backward step on 4 histories of 5 images (~150 tokens) moves only trainable weights
+    (its speed is measured by benchmarks/bench_train.py, not here)."""
+    tok, ids, size = tiny_bundle.tokenizer, tiny_bundle.ids, tiny_bundle.image_size
+    text = " ".join([HISTORY] * 5) + " What is the next item recommended to the user? <answer> item_9 <|endofchunk|>"
+    enc = _batch(tok, [text] * 4)
+    assert 100 <= enc.input_ids.shape[1] <= 250
+    vision = _images(4, 5, size, 5)
+    fresh_model.train()
+    params = [p for p in fresh_model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-3)
+    frozen_before = [p.detach().clone() for p in fresh_model.vision_encoder.parameters()]
+    perceiver_before = fresh_model.perceiver.latents.detach().clone()
+    for _ in range(2):
+        out = fresh_model(vision_x=vision, lang_x=enc.input_ids, attention_mask=enc.attention_mask)
+        logits = out.logits[:, :-1]  # (B, T-1, V)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), enc.input_ids[:, 1:].reshape(-1))
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    assert not torch.equal(fresh_model.perceiver.latents, perceiver_before)
+    assert all(torch.equal(a, b) for a, b in zip(frozen_before, fresh_model.vision_encoder.parameters()))
+    assert fresh_model.perceiver.latents.grad is None  # zero_grad ran; vision tower never got a grad
+    assert all(p.grad is None for p in fresh_model.vision_encoder.parameters())
+    item_logits = out.logits[..., ids.items]  # (B, T, N): item scores in item-id order
+    assert item_logits.shape == (4, enc.input_ids.shape[1], N_ITEMS)
+
+
+def test_build_is_deterministic_and_rebuilds_from_the_run_folder(tiny_bundle, dataset, tmp_path):
+    save_bundle(tiny_bundle, tmp_path)
+    assert (tmp_path / "model.json").is_file() and (tmp_path / "tokenizer").is_dir()
+    again = load_bundle(tmp_path)
+    assert len(again.tokenizer) == len(tiny_bundle.tokenizer)
+    assert torch.equal(again.ids.items, tiny_bundle.ids.items) and again.trainable == tiny_bundle.trainable
+    ref = tiny_bundle.model.state_dict()
+    got = again.model.state_dict()
+    assert ref.keys() == got.keys()
+    for name in ref:  # frozen random weights (and the seeded trainable init) come back identical
+        assert torch.equal(ref[name], got[name]), name
+
+
+def test_llama_tiny_and_dataset_checks():
+    ds = make_dataset(12)
+    bundle = build_model(ModelSpec(tiny={"lm_arch": "llama", "layers": 1}), items_text=ds, n_items=12)
+    assert type(bundle.model.lang_encoder).__name__ == "LlamaForCausalLM"
+    assert bundle.ids.n_items == 12
+    with pytest.raises(UnimpError, match="n_items is 13"):
+        build_model(ModelSpec(), items_text=ds, n_items=13)
+    with pytest.raises(UnimpError, match="trains its tokenizer"):
+        build_model(ModelSpec(), n_items=12)
+
+
+def test_load_bundle_needs_a_run_folder(tmp_path):
+    with pytest.raises(UnimpError, match="not a run folder"):
+        load_bundle(tmp_path)
+
+
+def test_checkpoint_errors_are_one_line(tmp_path):
+    from unimp_core.model.factory import _load_checkpoint
+    from unimp_core.progress import Progress
+
+    with pytest.raises(UnimpError, match="not a checkpoint file"):
+        _load_checkpoint(torch.nn.Linear(2, 2), str(tmp_path / "missing.pt"), Progress())
+    path = tmp_path / "other.pt"
+    torch.save({"something.else": torch.zeros(2)}, path)
+    with pytest.raises(UnimpError, match="none of its 1 tensors"):
+        _load_checkpoint(torch.nn.Linear(2, 2), str(path), Progress())
+
+
+def test_checkpoint_is_loaded_non_strictly(tiny_bundle, fresh_model, tmp_path):
+    from unimp_core.model.factory import _load_checkpoint
+    from unimp_core.progress import Progress
+
+    state = {k: torch.full_like(v, 0.5) for k, v in fresh_model.perceiver.state_dict().items()}
+    torch.save({f"perceiver.{k}": v for k, v in state.items()}, tmp_path / "checkpoint.pt")
+    _load_checkpoint(fresh_model, str(tmp_path / "checkpoint.pt"), Progress())
+    assert torch.all(fresh_model.perceiver.latents == 0.5)
+
+
+def test_custom_model_from_local_folders_with_a_checkpoint(dataset, tmp_path):
+    """The real-preset path (from_pretrained, the LM's tokenizer, checkpoint, then UniMP tokens), offline."""
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    from unimp_core.model.factory import register_tiny_vision
+    from unimp_core.model.tokenizer import dataset_texts, train_bpe_tokenizer
+    from unimp_core.specs.model import TinyModelSpec
+
+    base = train_bpe_tokenizer(dataset_texts(dataset), 400)
+    lm_dir = tmp_path / "lm"
+    GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=len(base), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=64)).save_pretrained(lm_dir)
+    base.save_pretrained(lm_dir)
+    flamingo_size = len(base) + 3  # + <|endofchunk|>, <image>, <PAD>: what an OpenFlamingo checkpoint holds
+    embed = torch.randn(flamingo_size, 32)
+    torch.save({"lang_encoder.gpt_neox.embed_in.weight": embed,
+                "lang_encoder.gated_cross_attn_layers.1.attn_gate": torch.tensor([0.7])}, tmp_path / "ckpt.pt")
+    spec = ModelSpec(preset="custom", vision=register_tiny_vision(TinyModelSpec()), lm=str(lm_dir),
+                     cross_attn_every_n_layers=2, checkpoint=str(tmp_path / "ckpt.pt"), local_files_only=True)
+    bundle = build_model(spec, n_items=5)
+    lm = bundle.model.lang_encoder
+    weight = lm.get_input_embeddings().weight
+    assert weight.dtype == torch.float32 and weight.shape[0] == flamingo_size + 11 + 5
+    torch.testing.assert_close(weight[:flamingo_size], embed)  # checkpoint loaded before the UniMP tokens
+    torch.testing.assert_close(weight[flamingo_size:], embed.mean(0).expand(16, -1))
+    assert lm.gated_cross_attn_layers[0] is None and lm.gated_cross_attn_layers[1].attn_gate.item() == pytest.approx(0.7)
+    assert bundle.ids.items.tolist() == list(range(flamingo_size + 11, flamingo_size + 16))

@@ -1,0 +1,447 @@
+"""The one model factory: spec -> OpenFlamingo model + tokenizer + image transform + token ids.
+
+Every preset takes the same path (open_flamingo's `create_model_and_transforms`, reorganised so tiny
+and meta-device builds fit in):
+  tokenizer (trained / loaded) + `<|endofchunk|>`, `<image>`, pad
+  -> open_clip vision tower (`output_tokens=True`) -> causal LM + FlamingoLMMixin -> resize embeddings
+  -> Flamingo(...) (tiny: a smaller Perceiver) -> OpenFlamingo checkpoint (strict=False)
+  -> UniMP tokens (sized from the dataset) -> resize, new rows = mean -> freeze -> trainable count.
+Downloads happen only here (open_clip weights, the LM, its tokenizer, the checkpoint); tiny needs none.
+
+A run folder rebuilds its model offline: `save_bundle(bundle, run_dir)` writes `model.json` (the model
+spec and catalogue size) and `tokenizer/`; `load_bundle(run_dir)` reads them back. The trainable
+weights themselves are the training checkpoint's business (`trainable_state_dict`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+
+import torch
+from torch import nn
+
+from ..errors import UnimpError
+from ..io import write_json_atomic
+from ..progress import Progress
+from ..data.store import Dataset
+from ..specs.model import ModelSpec, TinyModelSpec
+from .presets import CHECKPOINT_FILE, Preset, resolve_preset
+from .tokenizer import TOKENIZER_DIR, dataset_texts, load_tokenizer, save_tokenizer, train_bpe_tokenizer
+from .vocab import (VocabIds, add_flamingo_tokens, add_unimp_tokens, base_vocab_size, flamingo_vocab_size,
+                    resize_embeddings, vocab_ids)
+
+if TYPE_CHECKING:
+    from open_flamingo import Flamingo
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+MODEL_META = "model.json"
+# Length of EleutherAI/gpt-neox-20b's tokenizer, which RedPajama-INCITE and the MPT models all use:
+# the meta-device assembly of a paper preset stands in a tokenizer of this size (no download).
+GPT_NEOX_TOKENIZER_SIZE = 50277
+
+
+@dataclass
+class ModelBundle:
+    """What the factory returns: the model and everything needed to feed it."""
+
+    model: "Flamingo"
+    tokenizer: "PreTrainedTokenizerBase"
+    image_transform: Callable  # PIL image -> (C, H, W) float tensor
+    ids: VocabIds
+    image_size: int
+    trainable: int  # number of trainable parameters
+    total: int  # number of parameters
+    spec: ModelSpec
+    n_items: int
+
+
+def build_model(
+    spec: ModelSpec,
+    *,
+    items_text: "Iterable[str] | Dataset | None" = None,
+    n_items: int,
+    device: str | torch.device = "cpu",
+    tokenizer_dir: str | Path | None = None,
+    tokenizer: "PreTrainedTokenizerBase | None" = None,
+    progress: Progress | None = None,
+) -> ModelBundle:
+    """Build the OpenFlamingo model a spec names, with its vocabulary extended for `n_items` items.
+
+    Args:
+        spec: the model spec (preset, sizes, what is trained).
+        items_text: the dataset, or any texts (e.g. the dataset's chained with the tasks' prompt
+            phrases), the tiny tokenizer is trained on; unused otherwise.
+        n_items: catalogue size: one `item_<i>` token per item id 0..n_items-1.
+        device: where the model lives; "meta" assembles it without weights (no download, no memory).
+        tokenizer_dir: a saved (possibly already extended) tokenizer to use instead of training/loading one.
+        tokenizer: a tokenizer object to use as is (it is extended in place).
+        progress: where steps are reported (silent by default).
+    Returns:
+        A ModelBundle; its `trainable` count was checked against the modules meant to train.
+    """
+    progress = progress or Progress()
+    preset = resolve_preset(spec)
+    if isinstance(items_text, Dataset) and items_text.items.height != n_items:
+        raise UnimpError(f"model: n_items is {n_items} but the dataset has {items_text.items.height} items")
+    meta = torch.device(device).type == "meta"
+    if meta and not preset.is_tiny and not preset.lm_config:
+        raise UnimpError(f"model.preset {spec.preset}: no known LM config to assemble on the meta device")
+    with torch.random.fork_rng(devices=[]), (torch.device("meta") if meta else contextlib.nullcontext()):
+        torch.manual_seed(spec.init_seed)
+        with progress.task("building model", total=None) as advance:
+            tok = tokenizer if tokenizer is not None else _base_tokenizer(spec, preset, items_text, tokenizer_dir, meta)
+            base_vocab = base_vocab_size(tok)  # the tiny LM's own vocabulary, fresh or saved tokenizer alike
+            add_flamingo_tokens(tok)
+            advance(1)
+            vision, transform, vis_dim, image_size = _vision_tower(spec, preset, meta)
+            advance(1)
+            lm = _language_model(spec, preset, meta, base_vocab, tok)
+            advance(1)
+            model = _assemble(spec, preset, vision, lm, tok, vis_dim)
+            if preset.checkpoint is not None and not meta:
+                _load_checkpoint(model, preset.checkpoint, progress, local_files_only=spec.local_files_only)
+            add_unimp_tokens(tok, n_items, spec.image_gen_codes)
+            resize_embeddings(model.lang_encoder, len(tok))
+            _set_generation_tokens(model.lang_encoder, tok)
+            ids = vocab_ids(tok, n_items, spec.image_gen_codes)
+            trainable = freeze(model, train_lm=spec.train_lm)
+            advance(1)
+    if not meta and torch.device(device).type != "cpu":
+        model.to(device)
+    total = sum(p.numel() for p in model.parameters())
+    progress.log(f"model {spec.preset}: {trainable:,} trainable of {total:,} parameters")
+    return ModelBundle(model, tok, transform, ids, image_size, trainable, total, spec, n_items)
+
+
+# ---------------------------------------------------------------------------------------- tokenizer
+
+
+def _base_tokenizer(spec: ModelSpec, preset: Preset, items_text, tokenizer_dir, meta: bool):
+    if tokenizer_dir is not None:
+        return load_tokenizer(tokenizer_dir, trust_remote_code=spec.trust_remote_code, local_files_only=True)
+    if preset.is_tiny:
+        if items_text is None:
+            raise UnimpError("model: the tiny preset trains its tokenizer on the dataset's text; none was given")
+        if isinstance(items_text, Dataset):
+            texts = dataset_texts(items_text)
+        else:
+            texts = [items_text] if isinstance(items_text, str) else items_text
+        return train_bpe_tokenizer(texts, spec.tiny.vocab_size)
+    if meta:
+        return standin_tokenizer(GPT_NEOX_TOKENIZER_SIZE)
+    return load_tokenizer(preset.tokenizer, trust_remote_code=spec.trust_remote_code,
+                          local_files_only=spec.local_files_only)
+
+
+def standin_tokenizer(size: int) -> "PreTrainedTokenizerBase":
+    """A word-level tokenizer with `size` entries (an end-of-text token among them): it stands in for a
+    hub tokenizer of that length when a preset is assembled on the meta device, offline."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<|endoftext|>": 0, "<unk>": 1, **{f"w{i}": i for i in range(2, size)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", unk_token="<unk>")
+
+
+# ------------------------------------------------------------------------------------- vision tower
+
+
+def tiny_vision_config(tiny: TinyModelSpec) -> tuple[str, dict[str, Any]]:
+    """The open_clip config (name, dict) of the tiny ViT; its text tower is minimal and discarded."""
+    name = (f"unimp-tiny-vit-w{tiny.vision_width}-l{tiny.vision_layers}-hw{tiny.vision_head_width}"
+            f"-p{tiny.patch_size}-i{tiny.image_size}")
+    cfg = {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": tiny.image_size, "layers": tiny.vision_layers, "width": tiny.vision_width,
+                       "head_width": tiny.vision_head_width, "patch_size": tiny.patch_size, "mlp_ratio": 4.0},
+        "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 32, "heads": 1, "layers": 1},
+    }
+    return name, cfg
+
+
+def register_tiny_vision(tiny: TinyModelSpec) -> str:
+    """Register the tiny ViT with open_clip (once) and return its model name."""
+    import tempfile
+
+    import open_clip
+
+    name, cfg = tiny_vision_config(tiny)
+    if name in open_clip.list_models():
+        return name
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{name}.json"
+        path.write_text(json.dumps(cfg))
+        open_clip.add_model_config(path)  # the registry keeps the config after the file is gone
+    return name
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    # open_clip warns on the root logger for random weights, which tiny and meta builds want
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _vision_tower(spec: ModelSpec, preset: Preset, meta: bool):
+    import open_clip
+
+    if preset.is_tiny:
+        name, pretrained = register_tiny_vision(spec.tiny), None
+    else:
+        name, pretrained = preset.vision, (None if meta else preset.vision_pretrained)
+    if open_clip.get_model_config(name) is None:
+        raise UnimpError(f"model.vision: {name!r} is not an open_clip model (see open_clip.list_models())")
+    quiet = _quiet_root_logger() if pretrained is None else contextlib.nullcontext()
+    try:
+        with quiet:
+            clip, _, transform = open_clip.create_model_and_transforms(
+                name, pretrained=pretrained, device="meta" if meta else "cpu"
+            )
+    except Exception as exc:
+        raise UnimpError(f"model.vision: cannot create {name} ({pretrained}): {_first_line(exc)}") from exc
+    clip.visual.output_tokens = True  # Flamingo reads the patch tokens, not the pooled embedding
+    vis_dim = open_clip.get_model_config(name)["vision_cfg"]["width"]
+    size = clip.visual.image_size
+    image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
+    return clip, transform, vis_dim, image_size
+
+
+# ---------------------------------------------------------------------------------- language model
+
+
+def tiny_lm_config(tiny: TinyModelSpec, vocab_size: int, tok: "PreTrainedTokenizerBase"):
+    """The transformers config of the tiny causal LM (its decoder layers are where open_flamingo looks)."""
+    from transformers import GPTNeoXConfig, LlamaConfig
+
+    common = dict(vocab_size=vocab_size, hidden_size=tiny.hidden_size, num_hidden_layers=tiny.layers,
+                  num_attention_heads=tiny.heads, intermediate_size=4 * tiny.hidden_size,
+                  max_position_embeddings=tiny.max_positions, eos_token_id=tok.eos_token_id,
+                  bos_token_id=tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id,
+                  tie_word_embeddings=False)
+    if tiny.lm_arch == "llama":
+        return LlamaConfig(num_key_value_heads=tiny.heads, **common)
+    return GPTNeoXConfig(use_parallel_residual=False, **common)
+
+
+class _EmbeddingFnMixin:
+    """MosaicGPT (mpt-1b-redpajama-200b's remote code) lacks get/set_input_embeddings (open_flamingo's hack)."""
+
+    def get_input_embeddings(self):
+        return self.transformer.wte
+
+    def set_input_embeddings(self, new_embeddings):
+        self.transformer.wte = new_embeddings
+
+
+class _NoImageBatchMixin:
+    """Accept a batch in which no sample has an image (vision_x (B, 0, F, C, H, W)).
+
+    open_flamingo cannot encode zero images; one blank image per sample is encoded instead. No
+    `<image>` token refers to it, so the text attends to nothing, exactly as without images.
+    """
+
+    def _encode_vision_x(self, vision_x: torch.Tensor):
+        if vision_x.ndim == 6 and vision_x.shape[1] == 0:
+            b, _, f, c, h, w = vision_x.shape
+            vision_x = vision_x.new_zeros(b, 1, f, c, h, w)
+        return super()._encode_vision_x(vision_x)
+
+
+class _OptionalMaskMixin:
+    """Let the Flamingo LM run without an attention mask.
+
+    open_flamingo's `FlamingoLMMixin.forward(input_ids, attention_mask, ...)` requires the mask;
+    transformers >= 5.18 `generate()` drops an all-ones mask and the call fails. None is passed on to
+    the LM, which treats it as "attend to every token" (all ones), whatever the cache length.
+    """
+
+    def forward(self, input_ids=None, attention_mask=None, **kwargs):
+        return super().forward(input_ids, attention_mask, **kwargs)
+
+
+def _language_model(spec: ModelSpec, preset: Preset, meta: bool, base_vocab: int, tok) -> "PreTrainedModel":
+    from open_flamingo.src.factory import _infer_decoder_layers_attr_name
+    from open_flamingo.src.flamingo_lm import FlamingoLMMixin
+    from open_flamingo.src.utils import extend_instance
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if preset.is_tiny:
+        lm = AutoModelForCausalLM.from_config(tiny_lm_config(spec.tiny, base_vocab, tok))
+    elif meta:
+        lm = AutoModelForCausalLM.from_config(AutoConfig.for_model(**preset.lm_config))
+    else:
+        try:
+            lm = AutoModelForCausalLM.from_pretrained(
+                preset.lm, trust_remote_code=spec.trust_remote_code, local_files_only=spec.local_files_only,
+                **_fp32_kwargs(),
+            )
+        except Exception as exc:
+            raise UnimpError(f"model.lm: cannot load {preset.lm!r}: {_first_line(exc)}") from exc
+    if _lacks_input_embeddings(lm):
+        extend_instance(lm, _EmbeddingFnMixin)
+    extend_instance(lm, FlamingoLMMixin)
+    extend_instance(lm, _OptionalMaskMixin)  # outermost: its forward runs first
+    try:
+        lm.set_decoder_layers_attr_name(_infer_decoder_layers_attr_name(lm))
+    except ValueError as exc:
+        raise UnimpError(f"model.lm: {type(lm).__name__}: open_flamingo does not know where its decoder layers are") from exc
+    resize_embeddings(lm, flamingo_vocab_size(tok))  # what an OpenFlamingo checkpoint is sized for
+    return lm
+
+
+def _fp32_kwargs() -> dict[str, Any]:
+    """Load weights in float32, as the seed did (transformers 4 default); transformers 5 defaults to the
+    checkpoint's dtype ("auto"), which would mix fp16 LM weights with fp32 Perceiver/cross-attention.
+    Mixed precision is the training loop's business (autocast)."""
+    import transformers
+
+    return {"dtype": torch.float32} if int(transformers.__version__.split(".")[0]) >= 5 else {}
+
+
+def _lacks_input_embeddings(lm) -> bool:
+    try:
+        return lm.get_input_embeddings() is None
+    except (NotImplementedError, AttributeError):
+        return hasattr(lm, "transformer") and hasattr(lm.transformer, "wte")
+
+
+def _set_generation_tokens(lm, tok) -> None:
+    lm.config.pad_token_id = tok.pad_token_id
+    if getattr(lm, "generation_config", None) is not None:
+        lm.generation_config.pad_token_id = tok.pad_token_id
+
+
+# --------------------------------------------------------------------------------- Flamingo assembly
+
+
+def _assemble(spec: ModelSpec, preset: Preset, vision, lm, tok, vis_dim: int) -> "Flamingo":
+    from open_flamingo import Flamingo
+    from open_flamingo.src.helpers import PerceiverResampler
+
+    model = Flamingo(
+        vision, lm,
+        eoc_token_id=tok.convert_tokens_to_ids("<|endofchunk|>"),
+        media_token_id=tok.convert_tokens_to_ids("<image>"),
+        vis_dim=vis_dim,
+        cross_attn_every_n_layers=preset.cross_attn_every_n_layers,
+    )
+    from open_flamingo.src.utils import extend_instance
+
+    extend_instance(model, _NoImageBatchMixin)
+    if preset.is_tiny:
+        # Flamingo's constructor fixes the Perceiver at depth 6 / 64 latents; tiny swaps in a small one
+        t = spec.tiny
+        model.perceiver = PerceiverResampler(dim=vis_dim, depth=t.perceiver_depth, num_latents=t.perceiver_latents,
+                                             heads=t.perceiver_heads, dim_head=t.perceiver_dim_head)
+        model.perceiver._use_gradient_checkpointing = False
+    return model
+
+
+def _load_checkpoint(model: nn.Module, ref: str, progress: Progress, local_files_only: bool = False) -> None:
+    """Load an OpenFlamingo checkpoint (a local file, or a hub repo's checkpoint.pt) with strict=False."""
+    path = Path(ref)
+    if not path.is_file():
+        if path.suffix == ".pt" or path.exists() or ref.count("/") != 1:
+            raise UnimpError(f"model.checkpoint: {ref}: not a checkpoint file nor a hub repo id (owner/name)")
+        try:
+            from huggingface_hub import hf_hub_download
+
+            path = Path(hf_hub_download(ref, CHECKPOINT_FILE, local_files_only=local_files_only))
+        except Exception as exc:
+            raise UnimpError(f"model.checkpoint: cannot download {ref}/{CHECKPOINT_FILE}: {_first_line(exc)}") from exc
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UnimpError(f"model.checkpoint: {path}: unreadable: {_first_line(exc)}") from exc
+    if isinstance(state, dict) and "model_state_dict" in state:  # a training checkpoint, not a bare state dict
+        state = state["model_state_dict"]
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches stay errors under strict=False
+        raise UnimpError(f"model.checkpoint: {path}: does not fit this model: {_first_line(exc)}") from exc
+    if len(result.unexpected_keys) == len(state):
+        raise UnimpError(f"model.checkpoint: {path}: none of its {len(state)} tensors belong to this model")
+    if result.unexpected_keys:
+        progress.log(f"checkpoint {path}: {len(result.unexpected_keys)} tensors ignored, e.g. {result.unexpected_keys[0]}")
+
+
+# ------------------------------------------------------------------------------------------ freezing
+
+
+def trainable_modules(model: "Flamingo", train_lm: bool) -> list[nn.Module]:
+    """The modules OpenFlamingo trains: Perceiver, gated cross-attention, input and output embeddings
+    (whole matrices: the new tokens' rows need both); with `train_lm` the whole language model too."""
+    lm = model.lang_encoder
+    modules: list[nn.Module] = [model.perceiver, lm.gated_cross_attn_layers, lm.get_input_embeddings()]
+    if lm.get_output_embeddings() is not None:
+        modules.append(lm.get_output_embeddings())
+    if train_lm:
+        modules.append(lm)
+    return modules
+
+
+def freeze(model: "Flamingo", train_lm: bool = False) -> int:
+    """Freeze everything but `trainable_modules`; return the trainable parameter count (checked)."""
+    model.requires_grad_(False)
+    intended: dict[int, nn.Parameter] = {}
+    for module in trainable_modules(model, train_lm):
+        module.requires_grad_(True)
+        intended.update((id(p), p) for p in module.parameters())
+    model.vision_encoder.requires_grad_(False)  # frozen even with train_lm: features can then be cached
+    actual = {id(p): p for p in model.parameters() if p.requires_grad}
+    if set(actual) != set(intended):
+        raise UnimpError("model: trainable parameters differ from the intended modules (a shared vision/LM weight?)")
+    count = sum(p.numel() for p in actual.values())
+    if count <= 0:
+        raise UnimpError("model: nothing to train")
+    return count
+
+
+def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The trainable tensors by name (what a checkpoint of a frozen-backbone run holds)."""
+    return {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+
+
+# ----------------------------------------------------------------------------------------- run folder
+
+
+def save_bundle(bundle: ModelBundle, run_dir: str | Path) -> None:
+    """Write what rebuilds the model offline: `model.json` (spec, catalogue size) and `tokenizer/`."""
+    run_dir = Path(run_dir)
+    save_tokenizer(bundle.tokenizer, run_dir)
+    write_json_atomic(run_dir / MODEL_META, {"spec": bundle.spec.model_dump(mode="json"), "n_items": bundle.n_items})
+
+
+def load_bundle(run_dir: str | Path, device: str | torch.device = "cpu",
+                progress: Progress | None = None) -> ModelBundle:
+    """Rebuild a run's model and tokenizer from its folder (tiny: fully offline; presets: the LM and
+    checkpoint come from the local cache). Trainable weights are loaded by the caller."""
+    run_dir = Path(run_dir)
+    meta_path = run_dir / MODEL_META
+    if not meta_path.is_file() or not (run_dir / TOKENIZER_DIR).is_dir():
+        raise UnimpError(f"{run_dir}: not a run folder (no {MODEL_META} or {TOKENIZER_DIR}/)")
+    try:
+        meta = json.loads(meta_path.read_text())
+        spec = ModelSpec.model_validate(meta["spec"])
+        n_items = int(meta["n_items"])
+    except Exception as exc:
+        raise UnimpError(f"{meta_path}: unreadable: {_first_line(exc)}") from exc
+    return build_model(spec, n_items=n_items, device=device, tokenizer_dir=run_dir / TOKENIZER_DIR, progress=progress)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
