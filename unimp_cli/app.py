@@ -10,6 +10,7 @@ import typer
 from .common import expand_multi
 from .filter_images import filter_images
 from .prepare import prepare
+from .train import finetune, train
 
 app = typer.Typer(
     name="unimp",
@@ -20,6 +21,8 @@ app = typer.Typer(
 )
 app.command("prepare")(prepare)
 app.command("filter-images")(filter_images)
+app.command("train")(train)
+app.command("finetune")(finetune)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,94 @@
+"""Specs for `unimp train` and `unimp finetune`, grouped the way a config file reads:
+TrainSpec(model=..., data=..., optim=..., run=...)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from .base import Spec
+from .model import ModelSpec
+
+TASKS = ("rec", "search", "exp", "img_sel", "img_gen")
+Task = Literal["rec", "search", "exp", "img_sel", "img_gen"]
+
+
+class DataSpec(Spec):
+    """Which dataset folder and which tasks to train on."""
+
+    path: Path = Field(description="Dataset folder written by `unimp prepare`.")
+    tasks: list[Task] = Field(
+        default_factory=lambda: ["rec", "search", "exp", "img_sel"],
+        description="Tasks mixed into one training stream (one task: single-task training).",
+    )
+    task_weights: dict[str, float] = Field(
+        default_factory=lambda: {"rec": 2.0}, description="Per-task loss weight (unlisted tasks: 1.0; rec 2.0 as the seed)."
+    )
+    history_len: int = Field(default=5, ge=1, le=50, description="History items per prompt (training windows and evaluation).")
+    max_tokens: int = Field(default=512, ge=32, description="Longest prompt in tokens; longer ones lose their oldest history items.")
+    curriculum: bool = Field(default=False, description="Add tasks in stages across epochs (the seed's curriculum).")
+    valid_users: int = Field(default=64, ge=0, description="Validation instances per task for the periodic validation loss (0: off).")
+
+    @model_validator(mode="after")
+    def _check(self) -> "DataSpec":
+        if not self.tasks:
+            raise ValueError("tasks: name at least one task")
+        unknown = set(self.task_weights) - set(TASKS)
+        if unknown:
+            raise ValueError(f"task_weights: unknown task(s) {sorted(unknown)}")
+        return self
+
+
+class OptimSpec(Spec):
+    """AdamW, schedule, clipping, accumulation."""
+
+    lr: float = Field(default=1e-4, gt=0, description="Peak learning rate.")
+    weight_decay: float = Field(default=0.1, ge=0, description="AdamW weight decay, applied to the gated cross-attention weights only (as the seed).")
+    schedule: Literal["constant", "linear", "cosine"] = Field(default="cosine", description="Learning-rate schedule after warmup.")
+    warmup_ratio: float = Field(default=0.03, ge=0, lt=1, description="Share of the steps spent warming up linearly.")
+    grad_clip: float = Field(default=1.0, gt=0, description="Gradient norm clipping.")
+    grad_accum: int = Field(default=1, ge=1, description="Micro-batches per optimizer step.")
+    batch_size: int = Field(default=8, ge=1, description="Samples per micro-batch per process.")
+    gamma: float = Field(default=2.0, ge=0, description="Focal term (1-p)^gamma on each answer token's loss (0: plain cross-entropy).")
+
+
+class RunSpec(Spec):
+    """Where the run lives and how it is executed."""
+
+    out: Path = Field(description="Run folder (spec, tokenizer, checkpoints, final weights, metrics log).")
+    epochs: float = Field(default=1.0, gt=0, description="Passes over the training samples (ignored with max_steps).")
+    max_steps: int | None = Field(default=None, ge=1, description="Optimizer steps to train for (overrides epochs).")
+    seed: int = Field(default=42, description="Seed for weights of new parameters, sampling and data order.")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(default="fp32", description="Mixed precision (bf16 is the paper's setting on GPUs).")
+    save_every: int = Field(default=200, ge=1, description="Save a checkpoint every this many optimizer steps.")
+    keep_last: int = Field(default=2, ge=1, description="Checkpoints kept (older ones are deleted).")
+    eval_every: int = Field(default=200, ge=1, description="Validation loss every this many optimizer steps.")
+    log_every: int = Field(default=10, ge=1, description="Write a metrics line every this many optimizer steps.")
+    resume: bool = Field(default=False, description="Continue the run in `out` from its last checkpoint.")
+    distributed: Literal["auto", "ddp", "zero2", "zero3", "fsdp"] = Field(
+        default="auto", description="Strategy under `accelerate launch`: auto (what accelerate was launched with), ddp, zero2, zero3, fsdp."
+    )
+    accelerate_config: Path | None = Field(default=None, description="A user's accelerate config file (overrides --distributed).")
+    cache_vision_features: bool = Field(
+        default=False, description="Compute each item's frozen vision features once (memory-mapped) and skip the vision tower."
+    )
+    trackers: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list, description="Experiment trackers (through accelerate).")
+    num_workers: int = Field(default=0, ge=0, description="DataLoader worker processes.")
+
+
+class TrainSpec(Spec):
+    """Everything `unimp train` needs; saved as train_spec.json in the run folder."""
+
+    model: ModelSpec = Field(default_factory=ModelSpec, description="Which OpenFlamingo model to build.")
+    data: DataSpec = Field(description="Dataset folder and tasks.")
+    optim: OptimSpec = Field(default_factory=OptimSpec, description="Optimizer and schedule.")
+    run: RunSpec = Field(description="Run folder and execution.")
+    init_from: Path | None = Field(default=None, description="Start from this run's final weights (set by `unimp finetune --from`).")
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainSpec":
+        if "img_gen" in self.data.tasks and self.model.image_gen_codes == 0:
+            raise ValueError("data.tasks: img_gen needs image codes (run `unimp tokenize-images` first)")
+        return self
