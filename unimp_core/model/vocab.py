@@ -21,32 +21,14 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..errors import UnimpError
+from ..tasks.base import ANSWER, EOC, IMAGE as MEDIA, image_code_token, item_token, rate_token, slot_token
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-MEDIA = "<image>"
-EOC = "<|endofchunk|>"
 PAD = "<PAD>"
-ANSWER = "<answer>"
 RATINGS = (1, 2, 3, 4, 5)
 N_SLOTS = 5
-
-
-def rate_token(rating: int) -> str:
-    return f"rate_{rating}"
-
-
-def slot_token(slot: int) -> str:
-    return f"s_{slot}"
-
-
-def item_token(item_id: int) -> str:
-    return f"item_{item_id}"
-
-
-def image_code_token(code: int) -> str:
-    return f"img_{code}"
 
 
 def unimp_tokens(n_items: int, image_gen_codes: int = 0) -> list[str]:

@@ -53,6 +53,10 @@ def slot_token(slot: int) -> str:
     return f"s_{slot}"
 
 
+def image_code_token(code: int) -> str:
+    return f"img_{code}"
+
+
 def rating_value(rating: float) -> int:
     """Clip to 1..5, then round half up (Python's round() would send 2.5 to 2)."""
     return int(math.floor(min(5.0, max(1.0, float(rating))) + 0.5))
