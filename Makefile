@@ -4,7 +4,6 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 UNIMP  := $(VENV)/bin/unimp
 STAMP  := $(VENV)/.installed
-DEMO   ?= demo
 
 .PHONY: demo test test-slow test-all bench venv clean
 
@@ -19,8 +18,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps open-flamingo==2.0.1
 	touch $(STAMP)
 
+# The main job on the bundled SYNTHETIC sample: prepare it, train the tiny model for ~2 minutes.
 demo: $(STAMP)
-	$(UNIMP) prepare --datasets sample --out $(DEMO)/data/sample --cache-dir $(DEMO)/cache --overwrite
+	$(UNIMP) prepare --config examples/prepare-sample.yaml
+	rm -rf demo/runs/sample-tiny
+	$(UNIMP) train --config examples/train-sample-tiny.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
@@ -37,4 +39,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_parse.py
 
 clean:
-	rm -rf $(DEMO) .pytest_cache
+	rm -rf demo .pytest_cache
