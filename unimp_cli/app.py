@@ -8,7 +8,9 @@ import sys
 import typer
 
 from .common import expand_multi
+from .evaluate import evaluate
 from .filter_images import filter_images
+from .generate import generate
 from .prepare import prepare
 from .train import finetune, train
 
@@ -23,6 +25,8 @@ app.command("prepare")(prepare)
 app.command("filter-images")(filter_images)
 app.command("train")(train)
 app.command("finetune")(finetune)
+app.command("evaluate")(evaluate)
+app.command("generate")(generate)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,58 @@
+"""`unimp evaluate` on the command line: dry run, errors, table and JSON output."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.evaluation.trained import trained_run
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return trained_run(tmp_path_factory)
+
+
+def test_dry_run_resolves_config_and_flags(cli, tmp_path):
+    cfg = tmp_path / "eval.yaml"
+    cfg.write_text("split: valid\nks: [10, 1]\ndecode: beam\n")
+    res = cli("evaluate", "--run", tmp_path, "--config", cfg, "--k", "5,1", "--tasks", "rec", "exp", "--dry-run")
+    assert res.exit_code == 0, res.output
+    spec = json.loads(res.output)
+    assert spec["split"] == "valid" and spec["ks"] == [1, 5] and spec["decode"] == "beam"
+    assert spec["tasks"] == ["rec", "exp"] and spec["checkpoint"] == "final"
+
+
+def test_bad_options_are_one_line(cli, tmp_path):
+    res = cli("evaluate", "--run", tmp_path, "--checkpoint", "latest")
+    assert res.exit_code == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "checkpoint" in lines[0] and "step-N" in lines[0]
+    res = cli("evaluate", "--run", tmp_path, "--tasks", "img_gen")
+    assert res.exit_code == 1 and "tasks" in res.stderr
+    res = cli("evaluate", "--run", tmp_path, "--k", "ten")
+    assert res.exit_code != 0 and "--k" in res.output
+    res = cli("evaluate", "--run", tmp_path)
+    assert res.exit_code == 1 and res.stderr.strip().splitlines()[-1].startswith("error: ") and "not a run folder" in res.stderr
+
+
+def test_unknown_checkpoint_names_the_existing_ones(cli, run):
+    res = cli("evaluate", "--run", run, "--checkpoint", "step-999", "--tasks", "rec")
+    assert res.exit_code == 1
+    line = res.stderr.strip().splitlines()[-1]
+    assert "step-999" in line and "step-3" in line and "final" in line
+
+
+def test_table_and_json(cli, run):
+    res = cli("evaluate", "--run", run, "--tasks", "rec", "--k", "1,10", "--limit", "5", "--batch-size", "2")
+    assert res.exit_code == 0, res.output
+    assert "popularity" in res.output and "HR" in res.output and "@10" in res.output and "SYNTHETIC" in res.output
+    assert "final-test-first5/metrics.json" in res.output
+    res = cli("evaluate", "--run", run, "--tasks", "rec", "--k", "1,10", "--limit", "5", "--json")
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert report["tasks"]["rec"]["users"] == 5 and set(report["tasks"]["rec"]["metrics"]) == {
+        "HR@1", "HR@10", "NDCG@1", "NDCG@10", "MRR@1", "MRR@10"}
+    saved = json.loads((run / "evaluations" / "final-test-first5" / "metrics.json").read_text())
+    assert saved["tasks"]["rec"]["metrics"] == report["tasks"]["rec"]["metrics"]

@@ -1,0 +1,218 @@
+"""The evaluate runner on a briefly trained tiny run (sample shop): outputs, consistency, distribution."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from tests.evaluation.trained import trained_run
+from unimp_core.errors import UnimpError
+from unimp_core.evaluation import metrics as M
+from unimp_core.evaluation.runner import (evaluation_name, gather_records, run_evaluate, shard,
+                                          training_interactions)
+from unimp_core.specs.evaluate import EvaluateSpec
+from unimp_core.tasks import context
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return trained_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def full(run):
+    """All four tasks, default settings."""
+    return run_evaluate(EvaluateSpec(run=run, tasks=["rec", "search", "exp", "img_sel"], batch_size=4,
+                                     max_new_tokens=16))
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_metrics_file_holds_every_task_with_baseline_and_timing(run, full):
+    folder = run / "evaluations" / "final-test"
+    assert full["folder"] == str(folder)
+    saved = json.loads((folder / "metrics.json").read_text())
+    assert saved["tasks"].keys() == {"rec", "search", "exp", "img_sel"} == set(saved["evaluated"])
+    assert saved["checkpoint"] == "final" and saved["split"] == "test" and saved["protocol"] == "user-split"
+    assert saved["processes"] == 1 and saved["synthetic"] is True and saved["spec"]["batch_size"] == 4
+    for task in ("rec", "search"):
+        res = saved["tasks"][task]
+        assert res["users"] > 0 and res["seconds"] > 0 and res["users_per_s"] > 0
+        assert set(res["metrics"]) == {f"{m}@{k}" for m in ("HR", "NDCG", "MRR") for k in (1, 3, 5, 10, 20)}
+        assert set(res["popularity"]) == set(res["metrics"])
+        hr = [res["metrics"][f"HR@{k}"] for k in (1, 3, 5, 10, 20)]
+        assert hr == sorted(hr) and all(0 <= v <= 1 for v in hr)
+        assert res["metrics"]["MRR@20"] <= res["metrics"]["NDCG@20"] <= res["metrics"]["HR@20"]
+    exp = saved["tasks"]["exp"]
+    assert exp["rating"]["unparsable_policy"] == "exclude" and "unparsable" in exp["rating"]
+    assert exp["rating"]["scored"] + exp["rating"]["unparsable"] + exp["rating"]["no_reference"] == exp["users"]
+    assert "BLEU-4" in exp["explanation"] and "BERTScore" in exp["explanation"]["unavailable"]
+    meteor = exp["explanation"]["METEOR"]
+    assert (meteor is None) == ("METEOR" in exp["explanation"]["unavailable"])  # a number or a reason, never both
+    assert set(saved["tasks"]["img_sel"]["metrics"]) == {"precision", "recall", "f1"}
+
+
+def test_rank_predictions_are_consistent_with_the_metrics(run, full):
+    folder = run / "evaluations" / "final-test"
+    for task in ("rec", "search"):
+        records = _lines(folder / "predictions" / f"{task}.jsonl")
+        assert [r["index"] for r in records] == list(range(full["tasks"][task]["users"]))
+        ranks = np.array([r["rank"] for r in records])
+        assert M.ranking_metrics(ranks) == full["tasks"][task]["metrics"]
+        for r in records:
+            top = [item for item, _ in r["top"]]
+            scores = [s for _, s in r["top"]]
+            assert len(top) == 20 and scores == sorted(scores, reverse=True)
+            if r["rank"] < 20:  # the target sits at its rank in the list (pessimistic ties: at or before it)
+                assert r["target"] in top[: r["rank"] + 1]
+            else:
+                assert r["target"] not in top or scores[top.index(r["target"])] == scores[-1]
+
+
+def test_popularity_baseline_uses_training_users_only(run, full):
+    from unimp_core.data.store import load_dataset
+    from unimp_core.tasks import build_eval_samples
+
+    ds = load_dataset(json.loads((run / "train_spec.json").read_text())["data"]["path"])
+    ctx = context(ds)
+    items, ratings = training_interactions(ds, ctx)
+    train_users = set(ds.users.filter(pl.col("split") == "train")["user_id"].to_list())
+    expected = ds.interactions.filter(pl.col("user_id").is_in(list(train_users)))
+    assert len(items) == expected.height and sorted(items.tolist()) == sorted(expected["item_id"].to_list())
+    counts = M.item_counts(items, ds.items.height)
+    targets = [s.meta["target"] for s in build_eval_samples(ds, "rec", "test", 5, ctx)]
+    assert full["tasks"]["rec"]["popularity"] == M.popularity_metrics(counts, targets)
+
+
+def test_leave_one_out_training_prefix():
+    from tests.tasks.synthetic import make_dataset
+
+    ds = make_dataset("leave-one-out", n_users=6)
+    ctx = context(ds)
+    items, _ = training_interactions(ds, ctx)
+    expected = np.concatenate([seq[:-2] for seq in ctx.sequences.values()])
+    assert items.tolist() == expected.tolist()
+
+
+def test_beam_decoding_reproduces_the_exact_ranking(run, full):
+    beam = run_evaluate(EvaluateSpec(run=run, tasks=["rec"], decode="beam", batch_size=4))
+    res = beam["tasks"]["rec"]
+    assert beam["folder"].endswith("final-test-beam")
+    for k in (1, 3, 5, 10):
+        for m in ("HR", "NDCG", "MRR"):
+            assert res["metrics"][f"{m}@{k}"] == pytest.approx(full["tasks"]["rec"]["metrics"][f"{m}@{k}"])
+    assert res["metrics"]["HR@20"] is None and "beams" in res["note"]
+    ranked = _lines(run / "evaluations" / "final-test" / "predictions" / "rec.jsonl")
+    beamed = _lines(Path(beam["folder"]) / "predictions" / "rec.jsonl")
+    for a, b in zip(ranked, beamed):
+        assert [i for i, _ in a["top"][:10]] == [i for i, _ in b["top"]]
+
+
+def test_free_decoding_reports_invalid_outputs(run):
+    free = run_evaluate(EvaluateSpec(run=run, tasks=["rec"], decode="free", num_beams=3, limit=4))
+    res = free["tasks"]["rec"]
+    assert res["users"] == 4 and 0 <= res["invalid_share"] <= 1 and 0 <= res["invalid_top1_share"] <= 1
+    records = _lines(Path(free["folder"]) / "predictions" / "rec.jsonl")
+    outputs = [o for r in records for o in r["outputs"]]
+    invalid = sum(not o.startswith("item_") or " " in o for o in outputs)
+    assert res["invalid_share"] == pytest.approx(invalid / len(outputs))
+    assert Path(free["folder"]).name == "final-test-free-first4"
+
+
+def test_exclude_history_keeps_history_out_of_the_lists(run):
+    res = run_evaluate(EvaluateSpec(run=run, tasks=["rec"], exclude_history=True))
+    from unimp_core.data.store import load_dataset
+    from unimp_core.tasks import build_eval_samples
+
+    ds = load_dataset(json.loads((run / "train_spec.json").read_text())["data"]["path"])
+    samples = build_eval_samples(ds, "rec", "test", 5)
+    records = _lines(Path(res["folder"]) / "predictions" / "rec.jsonl")
+    for r in records:
+        history = set(samples[r["index"]].meta["history"]) - {r["target"]}
+        assert not history & {i for i, _ in r["top"]}
+    assert Path(res["folder"]).name == "final-test-exclude-history"
+
+
+def test_step_checkpoint_and_split_get_their_own_folder(run, full):
+    res = run_evaluate(EvaluateSpec(run=run, checkpoint="step-3", split="valid", tasks=["rec"]))
+    assert Path(res["folder"]).name == "step-3-valid" and res["checkpoint"] == "step-3"
+    assert res["split"] == "valid" and res["tasks"]["rec"]["users"] > 0
+    assert json.loads((run / "evaluations" / "final-test" / "metrics.json").read_text())["checkpoint"] == "final"
+    with pytest.raises(UnimpError, match=r"step-99.*step-3"):
+        run_evaluate(EvaluateSpec(run=run, checkpoint="step-99", tasks=["rec"]))
+
+
+def test_later_tasks_are_added_to_the_same_metrics_file(run, full):
+    run_evaluate(EvaluateSpec(run=run, tasks=["img_sel"], batch_size=8))
+    saved = json.loads((run / "evaluations" / "final-test" / "metrics.json").read_text())
+    assert saved["evaluated"] == ["img_sel"] and set(saved["tasks"]) == {"rec", "search", "exp", "img_sel"}
+    assert saved["tasks"]["rec"] == full["tasks"]["rec"]
+    # batch size does not change a single number
+    assert saved["tasks"]["img_sel"]["metrics"] == full["tasks"]["img_sel"]["metrics"]
+
+
+def test_not_a_run_folder(tmp_path):
+    with pytest.raises(UnimpError, match="not a run folder"):
+        run_evaluate(EvaluateSpec(run=tmp_path))
+
+
+# ------------------------------------------------------------------------------------- distribution
+
+
+def test_shards_cover_every_instance_once():
+    parts = [shard(11, r, 3) for r in range(3)]
+    assert sorted(i for p in parts for i in p) == list(range(11))
+    assert shard(2, 1, 4) == [1] and shard(2, 3, 4) == []
+
+
+def test_gather_dedupes_and_refuses_drops():
+    ranks = [[{"index": i, "v": i * 10} for i in shard(7, r, 2)] for r in range(2)]
+    everything = lambda mine: ranks[0] + ranks[1] + ranks[1][:1]  # noqa: E731 (a duplicate, as padding makes)
+    gathered = gather_records(ranks[0], 7, everything)
+    assert [r["index"] for r in gathered] == list(range(7)) and gathered[3]["v"] == 30
+    with pytest.raises(UnimpError, match="missing"):
+        gather_records(ranks[0], 7, lambda mine: ranks[0])
+
+
+def test_evaluation_names():
+    spec = EvaluateSpec(run="r")
+    assert evaluation_name(spec, 5) == "final-test"
+    spec = EvaluateSpec(run="r", checkpoint="step-40", split="valid", decode="free", exclude_history=True,
+                        history_len=8, limit=10)
+    assert evaluation_name(spec, 5) == "step-40-valid-free-exclude-history-h8-first10"
+    assert evaluation_name(EvaluateSpec(run="r", history_len=5), 5) == "final-test"
+    # decoding and history exclusion do not touch exp / img_sel numbers
+    assert evaluation_name(spec, 5, ["exp", "img_sel"]) == "step-40-valid-h8-first10"
+    assert evaluation_name(spec, 5, ["exp", "search"]).startswith("step-40-valid-free-exclude-history")
+
+
+@pytest.mark.slow
+def test_two_processes_give_exactly_the_one_process_metrics(run, tmp_path):
+    """`accelerate launch --multi_gpu --num_processes 2` on a machine without GPUs: two gloo processes."""
+    one = run_evaluate(EvaluateSpec(run=run, tasks=["rec", "img_sel"], batch_size=3, limit=7))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
+           "-m", "unimp_cli", "evaluate", "--run", str(run), "--tasks", "rec", "img_sel", "--batch-size", "3",
+           "--limit", "7", "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = json.loads(proc.stdout)
+    assert two["processes"] == 2
+    for task in ("rec", "img_sel"):
+        assert two["tasks"][task]["metrics"] == one["tasks"][task]["metrics"]
+        assert two["tasks"][task]["users"] == one["tasks"][task]["users"] == 7  # odd: the shards differ in size
+    assert two["tasks"]["rec"]["popularity"] == one["tasks"]["rec"]["popularity"]
+    predictions = Path(two["folder"]) / "predictions" / "rec.jsonl"
+    assert [r["index"] for r in _lines(predictions)] == list(range(two["tasks"]["rec"]["users"]))

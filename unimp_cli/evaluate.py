@@ -1,0 +1,129 @@
+"""`unimp evaluate`: metrics of a trained run on the dataset's stored evaluation instances."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+
+from unimp_core.specs.base import describe as d
+from unimp_core.specs.evaluate import EvaluateSpec as ES
+
+from .common import CONFIG_HELP, DRY_RUN_HELP, handle_errors, resolve
+
+
+def _ks(values: list[str] | None) -> list[int] | None:
+    if not values:
+        return None
+    try:
+        return [int(v) for value in values for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"--k {','.join(values)}: expected whole numbers such as 1,5,10") from None
+
+
+@handle_errors
+def evaluate(
+    run: Optional[Path] = typer.Option(None, "--run", exists=True, file_okay=False, help=d(ES, "run")),
+    checkpoint: Optional[str] = typer.Option(None, help=d(ES, "checkpoint")),
+    split: Optional[str] = typer.Option(None, help=d(ES, "split")),
+    tasks: Optional[List[str]] = typer.Option(None, "--tasks", help=d(ES, "tasks") + " Several: --tasks rec exp."),
+    data: Optional[Path] = typer.Option(None, "--data", exists=True, file_okay=False, help=d(ES, "data")),
+    batch_size: Optional[int] = typer.Option(None, help=d(ES, "batch_size")),
+    k: Optional[List[str]] = typer.Option(None, "--k", help=d(ES, "ks") + " Comma-separated: --k 1,5,10."),
+    decode: Optional[str] = typer.Option(None, help=d(ES, "decode")),
+    num_beams: Optional[int] = typer.Option(None, help=d(ES, "num_beams")),
+    exclude_history: Optional[bool] = typer.Option(None, "--exclude-history/--keep-history", help=d(ES, "exclude_history")),
+    text_beams: Optional[int] = typer.Option(None, help=d(ES, "text_beams")),
+    max_new_tokens: Optional[int] = typer.Option(None, help=d(ES, "max_new_tokens")),
+    rating_policy: Optional[str] = typer.Option(None, help=d(ES, "rating_policy")),
+    save_top: Optional[int] = typer.Option(None, help=d(ES, "save_top")),
+    limit: Optional[int] = typer.Option(None, help=d(ES, "limit")),
+    history_len: Optional[int] = typer.Option(None, help=d(ES, "history_len")),
+    max_tokens: Optional[int] = typer.Option(None, help=d(ES, "max_tokens")),
+    precision: Optional[str] = typer.Option(None, help=d(ES, "precision")),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON on stdout (no table)."),
+    config: Optional[Path] = typer.Option(None, "--config", exists=True, dir_okay=False, help=CONFIG_HELP),
+    dry_run: bool = typer.Option(False, "--dry-run", help=DRY_RUN_HELP),
+) -> None:
+    """Evaluate a run: HR/NDCG/MRR over the whole catalogue (rec, search) against popularity, rating and
+    explanation metrics (exp), selection precision/recall/F1 (img_sel). Runs under `accelerate launch` too."""
+    overrides = {"run": run, "checkpoint": checkpoint, "split": split, "tasks": tasks, "data": data,
+                 "batch_size": batch_size, "ks": _ks(k), "decode": decode, "num_beams": num_beams,
+                 "exclude_history": exclude_history, "text_beams": text_beams, "max_new_tokens": max_new_tokens,
+                 "rating_policy": rating_policy, "save_top": save_top, "limit": limit, "history_len": history_len,
+                 "max_tokens": max_tokens, "precision": precision}
+    spec = resolve(ES, config, overrides, dry_run)
+
+    import json
+
+    from accelerate import PartialState
+
+    from unimp_core.evaluation.runner import run_evaluate
+    from unimp_core.progress import Progress
+
+    with (Progress() if as_json else Progress.rich()) as progress:
+        report = run_evaluate(spec, progress)
+    if not PartialState().is_main_process:
+        return
+    if as_json:
+        typer.echo(json.dumps(report, indent=2, default=str))
+    else:
+        from rich.console import Console
+
+        print_report(Console(), report)
+
+
+def _fmt(value: Any) -> str:
+    return "—" if value is None else f"{value:.4f}"
+
+
+def print_report(con, report: dict[str, Any]) -> None:
+    """The tasks evaluated now as rich tables, each model metric beside its trivial baseline."""
+    from rich.table import Table
+
+    synthetic = "  [bold yellow](SYNTHETIC sample data)[/]" if report.get("synthetic") else ""
+    con.print(f"[bold]{report['run']}[/] checkpoint {report['checkpoint']}, split {report['split']}, "
+              f"{report['protocol']}, history {report['history_len']}, {report['processes']} process(es){synthetic}")
+    for task in report.get("evaluated", list(report["tasks"])):
+        res = report["tasks"][task]
+        if not res.get("users"):
+            con.print(f"{task}: {res.get('note', 'no instances')}")
+            continue
+        con.print(f"\n[bold]{task}[/] — {res['users']} users, {res.get('decode', '')}, "
+                  f"{res.get('users_per_s', 0):.1f} users/s")
+        notes: list[str] = []
+        if "popularity" in res:
+            ks = sorted({int(name.split("@")[1]) for name in res["metrics"]})
+            table = Table("metric", *[f"@{k}" for k in ks])
+            for metric in ("HR", "NDCG", "MRR"):
+                table.add_row(f"[bold]{metric}[/]", *[_fmt(res["metrics"].get(f"{metric}@{k}")) for k in ks])
+                table.add_row("  popularity", *[_fmt(res["popularity"].get(f"{metric}@{k}")) for k in ks], style="dim")
+            if "invalid_share" in res:
+                notes.append(f"invalid outputs: {res['invalid_share']:.1%} of all beams, "
+                             f"{res['invalid_top1_share']:.1%} of top-1 answers")
+            if res.get("note"):
+                notes.append(res["note"])
+        elif task == "exp":
+            table = Table("metric", "model", "baseline")
+            rating, base = res["rating"], res.get("rating_baseline", {})
+            for name in ("RMSE", "MAE"):
+                table.add_row(name, _fmt(rating[name]), _fmt(base.get(name)))
+            expl = res["explanation"]
+            for name in ("BLEU-1", "BLEU-4", "ROUGE-1", "ROUGE-2", "ROUGE-L", "METEOR"):
+                table.add_row(name, _fmt(expl[name]) if expl[name] is not None else "unavailable", "")
+            notes.append(f"{rating['unparsable']} of {rating['scored'] + rating['unparsable']} outputs had no parsable "
+                         f"rating (policy: {rating['unparsable_policy']})")
+            if base:
+                notes.append(f"rating baseline: {base['predict']}")
+            notes += [f"{name}: {why}" for name, why in expl.get("unavailable", {}).items()]
+        else:
+            table = Table("metric", "model")
+            for name, value in res["metrics"].items():
+                table.add_row(name, _fmt(value))
+        con.print(table)
+        for note in notes:
+            con.print(f"  [dim]{note}[/]")
+    # paths stay on one line, whatever the terminal's width (they are copied, not read)
+    con.print(f"\nmetrics: {report['folder']}/metrics.json\npredictions: {report['folder']}/predictions/",
+              soft_wrap=True)

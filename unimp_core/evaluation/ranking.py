@@ -1,0 +1,298 @@
+"""Scoring items with the Flamingo model: exact full-catalogue ranking, constrained and free beam search.
+
+Item ids are single tokens (`item_<i>`), so the model's ranking of the whole catalogue is one forward
+pass: the logits at the last prompt position (right after `<answer>`) restricted to the item tokens.
+Batches are left-padded, so the last position is the answer position of every row; position ids are
+counted from each row's first real token, so a row scores exactly as it would alone (and as in
+training, which pads on the right).
+
+Beam search is kept for two purposes: `constrained_beam` restricts every step to a prefix trie of valid
+item-token sequences (needed when an item id spans several tokens; with single-token items its
+top-k equals the exact ranking's), and `free_beam` generates without constraint and says which
+outputs are not a valid item id at all (what the seed's evaluation silently counted as misses).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+
+from ..tasks.base import ANSWER, EOC
+
+_ITEM_TEXT = re.compile(r"item_(\d+)")
+
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) positions counted from each row's first real token (0 on left padding)."""
+    return (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
+
+
+def autocast(device: torch.device, precision: str):
+    """The autocast context of `precision` ("fp32": none)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+@torch.no_grad()
+def answer_logits(model, batch: dict[str, Any], precision: str = "fp32") -> torch.Tensor:
+    """Next-token logits after each prompt's last token: (B, V) float32.
+
+    `batch` comes from a left-padding collator (already on the model's device). This is
+    `Flamingo.forward` with position ids added (Flamingo.forward does not pass them on).
+    """
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    with autocast(ids.device, precision):
+        encode_images(model, batch["vision_x"], batch.get("image_ids"))
+        model._condition_media_locations(input_ids=ids)
+        try:
+            out = _last_logits(model.lang_encoder, ids, mask)
+        finally:
+            model.lang_encoder.clear_conditioned_layers()
+    return out[:, -1].float()
+
+
+def encode_images(model, vision_x: torch.Tensor, image_ids: torch.Tensor | None = None) -> None:
+    """Condition the model on a batch's images (`Flamingo._encode_vision_x`), each distinct item once.
+
+    Users share items, so a batch holds the same picture many times; the vision tower and the
+    Perceiver see each image on its own, hence encoding the distinct ones and copying their latents
+    to every slot is exact. (Not when the Perceiver adds a per-slot time embedding: then as is.)
+
+    Args:
+        vision_x: (B, T_img, F, C, H, W) pixels or (B, T_img, F, v, d) cached features.
+        image_ids: (B, T_img) item id per slot, -1 for the zero padding slots (from the collator).
+    """
+    if image_ids is None or getattr(model.perceiver, "media_time_embs", None) is not None:
+        model._encode_vision_x(vision_x=vision_x)
+        return
+    b, t = vision_x.shape[:2]
+    flat = image_ids.reshape(-1).to(vision_x.device)  # (B * T_img,)
+    distinct, inverse = torch.unique(flat, return_inverse=True)
+    slots = torch.arange(flat.numel(), device=flat.device)
+    first = torch.full((distinct.numel(),), flat.numel(), device=flat.device, dtype=torch.long)
+    first = first.scatter_reduce(0, inverse, slots, reduce="amin")  # first slot showing each distinct image
+    model._encode_vision_x(vision_x=vision_x.reshape(b * t, *vision_x.shape[2:])[first][None])  # (1, U, ...)
+    layers = model.lang_encoder._get_decoder_layers()
+    latents = layers[0].vis_x[0]  # (U, n, d): every layer was conditioned on the same tensor
+    latents = latents[inverse].reshape(b, t, *latents.shape[1:])  # (B, T_img, n, d)
+    for layer in layers:
+        layer.condition_vis_x(latents)
+
+
+def _last_logits(lm, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, 1 or T, V) logits; only the last position's when the LM supports `logits_to_keep`
+    (transformers' causal LMs do: the output head over the whole vocabulary then runs once per row)."""
+    kwargs = dict(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask))
+    if getattr(lm, "_unimp_keeps_logits", True):
+        try:
+            return lm(**kwargs, logits_to_keep=1).logits
+        except TypeError as exc:  # an LM (e.g. remote code) without the argument
+            if "logits_to_keep" not in str(exc):
+                raise
+            lm._unimp_keeps_logits = False
+    return lm(**kwargs).logits
+
+
+def item_scores(logits: torch.Tensor, item_ids: torch.Tensor) -> torch.Tensor:
+    """(B, V) logits -> (B, N) scores of the item tokens, in item-id order."""
+    return logits.index_select(1, item_ids.to(logits.device))
+
+
+def exclusion_mask(histories: Sequence[Sequence[int]], targets: Sequence[int] | None, n_items: int,
+                   device: torch.device | str = "cpu") -> torch.Tensor:
+    """(B, N) bool: True for each user's history items, except the user's target (never removed)."""
+    mask = torch.zeros((len(histories), n_items), dtype=torch.bool)
+    for row, items in enumerate(histories):
+        if len(items):
+            mask[row, torch.as_tensor(list(items), dtype=torch.long)] = True
+    if targets is not None:
+        mask[torch.arange(len(histories)), torch.as_tensor(list(targets), dtype=torch.long)] = False
+    return mask.to(device)
+
+
+def top_items(scores: torch.Tensor, k: int, exclude: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k best items of each row: (B, k) scores and (B, k) item ids, best first.
+
+    Equal scores are ordered by item id (a stable sort), so the lists are deterministic. Excluded items
+    (a (B, N) bool mask) are never listed.
+    """
+    if exclude is not None:
+        scores = scores.masked_fill(exclude, float("-inf"))
+    k = min(k, scores.shape[1])
+    values, order = torch.sort(scores, dim=1, descending=True, stable=True)
+    return values[:, :k], order[:, :k]
+
+
+# --------------------------------------------------------------------------------- valid item sequences
+
+
+@dataclass(eq=False, repr=False)
+class TokenTrie:
+    """Prefix trie of the token sequences that spell a valid item id (a leaf names its item)."""
+
+    children: dict[int, "TokenTrie"] = field(default_factory=dict)
+    item: int | None = None
+
+    @classmethod
+    def build(cls, sequences: Sequence[Sequence[int]]) -> "TokenTrie":
+        root = cls()
+        for item, seq in enumerate(sequences):
+            node = root
+            for token in seq:
+                node = node.children.setdefault(int(token), cls())
+            node.item = item
+        return root
+
+    def node(self, prefix: Sequence[int]) -> "TokenTrie | None":
+        node: TokenTrie | None = self
+        for token in prefix:
+            node = node.children.get(int(token)) if node is not None else None
+        return node
+
+    def lookup(self, tokens: Sequence[int]) -> int | None:
+        """The item spelled by exactly `tokens`, or None."""
+        node = self.node(tokens)
+        return node.item if node is not None else None
+
+    @property
+    def depth(self) -> int:
+        """Length of the longest item sequence."""
+        return max((1 + c.depth for c in self.children.values()), default=0)
+
+
+def item_token_sequences(tokenizer, n_items: int) -> list[list[int]]:
+    """How each item id is spelled right after `<answer>`, as token ids (one token each with UniMP's vocabulary)."""
+    answer = tokenizer.convert_tokens_to_ids(ANSWER)
+    encoded = tokenizer([f"{ANSWER} item_{i}" for i in range(n_items)], add_special_tokens=False)["input_ids"]
+    out = []
+    for ids in encoded:
+        ids = ids[ids.index(answer) + 1:] if answer in ids else ids
+        # a leading whitespace-only token (a tokenizer without lstrip tokens) is not part of the id
+        while len(ids) > 1 and not tokenizer.decode(ids[:1]).strip():
+            ids = ids[1:]
+        out.append(ids)
+    return out
+
+
+def prefix_constraint(trie: TokenTrie, prompt_len: int, end_id: int,
+                      banned: Sequence[set[int]] | None = None) -> Callable[[int, torch.Tensor], list[int]]:
+    """A `prefix_allowed_tokens_fn` for HF generate: continue a valid item sequence; at a complete item,
+    `end_id` may close it (and must, at a leaf).
+
+    `banned[b]` are items prompt b may not produce (e.g. its history); HF passes the prompt's index in
+    the batch as `batch_id`, shared by its beams.
+    """
+    def allowed(batch_id: int, input_ids: torch.Tensor) -> list[int]:
+        node = trie.node(input_ids[prompt_len:].tolist())
+        if node is None:  # cannot happen under the constraint; close the sequence
+            return [end_id]
+        out = list(node.children)
+        if banned is not None and banned[batch_id]:
+            out = [t for t in out if node.children[t].children or node.children[t].item not in banned[batch_id]]
+        if node.item is not None:
+            out.append(end_id)
+        return out or [end_id]
+
+    return allowed
+
+
+@torch.no_grad()
+def generate(model, batch: dict[str, Any], *, max_new_tokens: int, eos_id: int, pad_id: int, num_beams: int = 1,
+             num_return: int = 1, allowed: Callable | None = None, precision: str = "fp32"
+             ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Deterministic generation through `Flamingo.generate` (greedy or beam search).
+
+    Returns:
+        (B * num_return, new_tokens) generated ids (prompt removed; rows of one prompt are adjacent,
+        best first) and their beam scores (B * num_return,) (None for greedy).
+    """
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    kwargs: dict[str, Any] = {}
+    if allowed is not None:
+        kwargs["prefix_allowed_tokens_fn"] = allowed
+    with autocast(ids.device, precision):
+        out = model.generate(
+            batch["vision_x"], ids, attention_mask=mask, position_ids=position_ids(mask),
+            num_beams=num_beams, num_return_sequences=num_return, max_new_tokens=max_new_tokens,
+            do_sample=False, eos_token_id=eos_id, pad_token_id=pad_id, return_dict_in_generate=True,
+            output_scores=num_beams > 1, **kwargs,
+        )
+    scores = getattr(out, "sequences_scores", None) if num_beams > 1 else None
+    return out.sequences[:, ids.shape[1]:], scores
+
+
+def cut_at(tokens: Sequence[int], stops: set[int]) -> list[int]:
+    """The generated tokens before the first stop token (end of chunk, eos, padding)."""
+    out = []
+    for t in tokens:
+        if int(t) in stops:
+            break
+        out.append(int(t))
+    return out
+
+
+def parse_item(text: str, n_items: int) -> int | None:
+    """The item named by a generated answer that is exactly one item id (`item_12`), else None."""
+    match = _ITEM_TEXT.fullmatch(text.split(EOC, 1)[0].strip())
+    if match is None:
+        return None
+    item = int(match.group(1))
+    return item if item < n_items else None
+
+
+@dataclass
+class BeamResult:
+    """Per prompt: items best first (None: not a valid item id), beam scores, and the generated texts."""
+
+    items: list[list[int | None]]
+    scores: list[list[float]]
+    texts: list[list[str]]
+
+
+def constrained_beam(model, batch: dict[str, Any], trie: TokenTrie, *, num_beams: int, eoc_id: int, pad_id: int,
+                     banned: Sequence[set[int]] | None = None, precision: str = "fp32") -> BeamResult:
+    """Beam search that can only spell valid item ids (none of `banned[b]` for prompt b); returns
+    `num_beams` items per prompt, best first."""
+    prompt_len = batch["input_ids"].shape[1]
+    seqs, scores = generate(model, batch, max_new_tokens=trie.depth, eos_id=eoc_id, pad_id=pad_id,
+                            num_beams=num_beams, num_return=num_beams,
+                            allowed=prefix_constraint(trie, prompt_len, eoc_id, banned), precision=precision)
+    stops = {eoc_id, pad_id}
+    items = [trie.lookup(cut_at(row, stops)) for row in seqs.tolist()]
+    return _group(items, scores, [""] * len(items), num_beams)
+
+
+def free_beam(model, batch: dict[str, Any], tokenizer, n_items: int, *, num_beams: int, max_new_tokens: int,
+              eoc_id: int, pad_id: int, precision: str = "fp32") -> BeamResult:
+    """Unconstrained beam search; an output counts as an item only if its text is exactly one item id."""
+    seqs, scores = generate(model, batch, max_new_tokens=max_new_tokens, eos_id=eoc_id, pad_id=pad_id,
+                            num_beams=num_beams, num_return=num_beams, precision=precision)
+    stops = {eoc_id, pad_id}
+    texts = [tokenizer.decode(cut_at(row, stops), skip_special_tokens=False).strip() for row in seqs.tolist()]
+    return _group([parse_item(t, n_items) for t in texts], scores, texts, num_beams)
+
+
+def _group(items: list, scores: torch.Tensor | None, texts: list[str], per: int) -> BeamResult:
+    flat = scores.float().cpu().tolist() if scores is not None else [0.0] * len(items)
+    chunks = range(0, len(items), per)
+    return BeamResult([items[i:i + per] for i in chunks], [flat[i:i + per] for i in chunks],
+                      [texts[i:i + per] for i in chunks])
+
+
+def generate_texts(model, batch: dict[str, Any], tokenizer, *, max_new_tokens: int, num_beams: int, eoc_id: int,
+                   pad_id: int, eos_id: int | None = None, precision: str = "fp32") -> list[str]:
+    """One generated answer per prompt (greedy or the best beam), cut at the end of the chunk."""
+    seqs, _ = generate(model, batch, max_new_tokens=max_new_tokens, eos_id=eoc_id, pad_id=pad_id,
+                       num_beams=num_beams, num_return=1, precision=precision)
+    stops = {eoc_id, pad_id} | ({eos_id} if eos_id is not None else set())
+    return [tokenizer.decode(cut_at(row, stops), skip_special_tokens=True).strip() for row in seqs.tolist()]

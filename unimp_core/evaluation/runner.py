@@ -1,0 +1,431 @@
+"""`unimp evaluate`: load a run, score the stored evaluation instances, write metrics and predictions.
+
+    setup (run folder -> model with its weights, dataset, task context)
+    -> per task: this process's share of the instances -> records (one per instance, keyed by its index)
+    -> gather the records of every process (no duplicates, no drops) -> metrics (+ popularity baseline)
+    -> evaluations/<name>/metrics.json and predictions/<task>.jsonl (main process, atomic writes)
+
+Where the results go: `RUN/evaluations/<checkpoint>-<split>[-<decode>][-exclude-history][-h<N>][-first<N>]/`
+(e.g. `runs/x/evaluations/final-test/metrics.json`), so evaluating another checkpoint, split or
+protocol never overwrites a result; evaluating more tasks into the same folder adds them to its
+metrics.json (a task evaluated again replaces its own entry).
+
+Under `accelerate launch` (several processes) each process takes every n-th instance; the records are
+gathered with `accelerate.utils.gather_object` and de-duplicated by instance index, so the metrics are
+exactly those of a one-process evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..data.store import Dataset, load_dataset
+from ..errors import UnimpError
+from ..io import atomic_path, write_json_atomic
+from ..progress import Progress
+from ..specs.evaluate import EVAL_TASKS, EvaluateSpec
+from ..tasks import TaskContext, build_eval_samples, context
+from . import metrics as M
+
+EVALUATIONS = "evaluations"
+METRICS_FILE = "metrics.json"
+PREDICTIONS = "predictions"
+SLOT_TOKENS = 12  # img_sel answers are a few slot tokens ("s_0 s_2") and the end of the chunk
+
+
+@dataclass
+class LoadedRun:
+    """A run's model with its weights, its dataset and everything needed to build prompts."""
+
+    run: Path
+    checkpoint: str
+    train_spec: Any  # TrainSpec
+    dataset: Dataset
+    ctx: TaskContext
+    bundle: Any  # ModelBundle
+    images: Any  # item_id -> tensor
+    image_shape: tuple[int, ...]
+    device: Any  # torch.device
+    history_len: int
+    max_tokens: int
+
+    def collator(self):
+        """Left-padding collator for prompts that end at `<answer>`."""
+        from ..training.collate import make_collator
+
+        return make_collator(self.bundle.tokenizer, max_length=self.max_tokens, padding_side="left",
+                             images=self.images, image_shape=self.image_shape)
+
+
+def read_train_spec(run: Path):
+    """The run's saved TrainSpec (its model, dataset and prompt settings)."""
+    from ..specs.train import TrainSpec
+
+    saved = Path(run) / "train_spec.json"  # unimp_core.training.train.SPEC_FILE, without importing torch
+    if not saved.is_file():
+        raise UnimpError(f"{run}: not a run folder (no {saved.name}; train one with `unimp train`)")
+    try:
+        return TrainSpec.model_validate_json(saved.read_text())
+    except Exception as exc:
+        raise UnimpError(f"{saved}: unreadable run spec: {str(exc).splitlines()[0]}") from exc
+
+
+def dataset_folder(run: Path, train_spec, data: Path | None) -> Path:
+    """`data` if given, else the dataset folder the run was trained on (which must still exist)."""
+    folder = Path(data) if data is not None else Path(train_spec.data.path)
+    if not folder.is_dir():
+        where = "--data" if data is not None else f"{run}/train_spec.json: its dataset"
+        raise UnimpError(f"{where} folder {folder} is not there; pass the dataset folder with --data")
+    return folder
+
+
+def load_run(run: Path, checkpoint: str = "final", data: Path | None = None, *, device=None,
+             history_len: int | None = None, max_tokens: int | None = None,
+             progress: Progress | None = None) -> LoadedRun:
+    """Rebuild a run's model from its folder, load `checkpoint`'s weights, read its dataset.
+
+    Args:
+        run: the run folder (train_spec.json, model.json, tokenizer/, final/ or checkpoints/step-N/).
+        checkpoint: "final" or "step-N".
+        data: the dataset folder (default: the one in train_spec.json).
+        device: where the model goes (default: CPU).
+        history_len, max_tokens: prompt settings (default: the run's).
+    """
+    import torch
+
+    from ..training import checkpoint as ckpt
+    from ..training.train import load_weights, setup_model
+
+    progress = progress or Progress()
+    run = Path(run)
+    train_spec = read_train_spec(run)
+    ds = load_dataset(dataset_folder(run, train_spec, data))
+    weights = load_weights(run, checkpoint)  # fails early, naming the checkpoints that exist
+    setup = setup_model(train_spec, ds, run, fresh=False, progress=progress)
+    model = setup.bundle.model
+    ckpt.load_trainable(model, weights, f"{run}/{checkpoint}")
+    device = torch.device(device or "cpu")
+    model.to(device).eval()
+    return LoadedRun(run, checkpoint, train_spec, ds, context(ds), setup.bundle, setup.images, setup.image_shape,
+                     device, history_len or train_spec.data.history_len, max_tokens or train_spec.data.max_tokens)
+
+
+# ------------------------------------------------------------------------------------- training data
+
+
+def training_interactions(ds: Dataset, ctx: TaskContext) -> tuple[np.ndarray, list[float]]:
+    """Item ids and ratings that training could see: every interaction of the training users
+    (user-split), or each user's prefix before the validation and test items (leave-one-out)."""
+    if ctx.protocol == "leave-one-out":
+        users = {u: len(s) - 2 for u, s in ctx.sequences.items()}
+    else:
+        train = ds.users.filter(ds.users["split"] == "train")["user_id"].to_list()
+        users = {u: len(ctx.sequences[u]) for u in train if u in ctx.sequences}
+    items = [ctx.sequences[u][:n] for u, n in users.items() if n > 0]
+    ratings = [r for u, n in users.items() for r in ctx.ratings[u][:max(n, 0)]
+               if r is not None and np.isfinite(r)]
+    return (np.concatenate(items) if items else np.zeros(0, dtype=np.int64)), ratings
+
+
+# --------------------------------------------------------------------------------------- per task
+
+
+def _batches(indices: list[int], size: int):
+    for start in range(0, len(indices), size):
+        yield indices[start:start + size]
+
+
+def _rank_records(lr: LoadedRun, samples, mine: list[int], spec: EvaluateSpec, advance) -> list[dict]:
+    """rec / search: the target's rank over the whole catalogue (or among the beams) and the top items."""
+    from . import ranking as R
+
+    trie = None if spec.decode == "rank" else R.TokenTrie.build(R.item_token_sequences(lr.bundle.tokenizer,
+                                                                                         lr.bundle.n_items))
+    collate = lr.collator()
+    records = []
+    for chunk in _batches(mine, spec.batch_size):
+        group = [samples[i] for i in chunk]
+        batch = R.to_device(collate(group), lr.device)
+        if spec.decode == "rank":
+            records += _exact_ranks(lr, batch, chunk, group, spec)
+        else:
+            records += _beam_ranks(lr, batch, chunk, group, spec, trie)
+        advance(len(chunk))
+    return records
+
+
+def _record(index: int, sample, rank: int, items: list, scores: list[float]) -> dict:
+    return {"index": index, "user_id": sample.meta["user_id"], "target": sample.meta["target"], "rank": int(rank),
+            "top": [[item, round(score, 5)] for item, score in zip(items, scores)]}
+
+
+def _exact_ranks(lr: LoadedRun, batch, chunk: list[int], group, spec: EvaluateSpec) -> list[dict]:
+    """One forward pass: every item token's logit, the target's rank (pessimistic ties), the top items."""
+    from . import ranking as R
+
+    targets = [s.meta["target"] for s in group]
+    mask = (R.exclusion_mask([s.meta["history"] for s in group], targets, lr.bundle.n_items)
+            if spec.exclude_history else None)  # (B, N)
+    scores = R.item_scores(R.answer_logits(lr.bundle.model, batch, spec.precision), lr.bundle.ids.items).cpu()
+    ranks = M.target_ranks(scores.numpy(), targets, None if mask is None else mask.numpy())
+    top_scores, top_items = R.top_items(scores, spec.save_top, mask)
+    return [_record(i, s, r, items, values)
+            for i, s, r, items, values in zip(chunk, group, ranks, top_items.tolist(), top_scores.tolist())]
+
+
+def _beam_ranks(lr: LoadedRun, batch, chunk: list[int], group, spec: EvaluateSpec, trie) -> list[dict]:
+    """Beam search, constrained to valid item ids (beam) or not (free): the target's place among the beams."""
+    from . import ranking as R
+
+    ids = lr.bundle.ids
+    banned = ([set(s.meta["history"]) - {s.meta["target"]} for s in group]
+              if spec.exclude_history else [set()] * len(group))
+    if spec.decode == "beam":
+        result = R.constrained_beam(lr.bundle.model, batch, trie, num_beams=spec.num_beams, eoc_id=ids.eoc,
+                                    pad_id=ids.pad, banned=banned if spec.exclude_history else None,
+                                    precision=spec.precision)
+    else:
+        result = R.free_beam(lr.bundle.model, batch, lr.bundle.tokenizer, lr.bundle.n_items, num_beams=spec.num_beams,
+                             max_new_tokens=trie.depth + 2, eoc_id=ids.eoc, pad_id=ids.pad, precision=spec.precision)
+    records = []
+    for row, (i, s) in enumerate(zip(chunk, group)):
+        # free decoding cannot be steered: history items are dropped from its outputs afterwards
+        keep = [k for k, item in enumerate(result.items[row]) if item not in banned[row]]
+        items = [result.items[row][k] for k in keep]
+        target = s.meta["target"]
+        rec = _record(i, s, items.index(target) if target in items else M.ABSENT, items,
+                      [result.scores[row][k] for k in keep])
+        if spec.decode == "free":
+            rec["outputs"] = result.texts[row]
+            rec["invalid"] = sum(item is None for item in result.items[row])
+        records.append(rec)
+    return records
+
+
+def _text_records(lr: LoadedRun, samples, mine: list[int], spec: EvaluateSpec, advance, task: str) -> list[dict]:
+    """exp / img_sel: generate each answer and parse it."""
+    from . import ranking as R
+
+    collate = lr.collator()
+    ids = lr.bundle.ids
+    max_new = spec.max_new_tokens if task == "exp" else SLOT_TOKENS
+    records = []
+    for chunk in _batches(mine, spec.batch_size):
+        group = [samples[i] for i in chunk]
+        batch = R.to_device(collate(group), lr.device)
+        texts = R.generate_texts(lr.bundle.model, batch, lr.bundle.tokenizer, max_new_tokens=max_new,
+                                 num_beams=spec.text_beams, eoc_id=ids.eoc, pad_id=ids.pad, eos_id=ids.eos,
+                                 precision=spec.precision)
+        for i, s, text in zip(chunk, group, texts):
+            rec = {"index": i, "user_id": s.meta["user_id"], "generated": text}
+            if task == "exp":
+                rating, explanation = M.parse_exp_output(text)
+                true = s.meta.get("rating")
+                rec.update(target=s.meta["target"], rating=rating,
+                           true_rating=None if true is None or not np.isfinite(true) else float(true),
+                           explanation=explanation, true_explanation=s.meta["explanation"])
+            else:
+                slots, others = M.parse_slots(text)
+                rec.update(candidates=s.meta["candidates"], slots=sorted(slots), other_tokens=others,
+                           true_slots=s.meta["slots"])
+            records.append(rec)
+        advance(len(chunk))
+    return records
+
+
+# ---------------------------------------------------------------------------------------- metrics
+
+
+def _ranking_summary(records: list[dict], spec: EvaluateSpec, counts: np.ndarray, samples) -> dict:
+    ranks = np.array([r["rank"] for r in records], dtype=np.int64)
+    targets = [r["target"] for r in records]
+    exclude = [samples[r["index"]].meta["history"] for r in records] if spec.exclude_history else None
+    out: dict[str, Any] = {"decode": spec.decode, "exclude_history": spec.exclude_history}
+    if spec.decode == "rank":
+        out["metrics"] = M.ranking_metrics(ranks, spec.ks)
+        out["ties"] = "pessimistic: items scoring exactly the target's score count as ranked above it"
+    else:
+        # a beam search returns num_beams items: deeper cut-offs cannot be measured
+        ks = [k for k in spec.ks if k <= spec.num_beams]
+        values = M.ranking_metrics(ranks, ks) if ks else {}
+        out["metrics"] = {f"{m}@{k}": values.get(f"{m}@{k}") for m in M.RANK_METRICS for k in spec.ks}
+        out["num_beams"] = spec.num_beams
+        if len(ks) < len(spec.ks):
+            out["note"] = f"k > {spec.num_beams} not measurable with {spec.num_beams} beams (null)"
+    if spec.decode == "free":
+        outputs = sum(len(r["outputs"]) for r in records)
+        out["invalid_share"] = sum(r["invalid"] for r in records) / max(outputs, 1)
+        out["invalid_top1_share"] = float(np.mean([r["top"][0][0] is None if r["top"] else True for r in records]))
+    out["popularity"] = M.popularity_metrics(counts, targets, spec.ks, exclude)
+    return out
+
+
+def _exp_summary(records: list[dict], spec: EvaluateSpec, train_ratings: list[float], wordnet) -> dict:
+    from .text_metrics import explanation_metrics
+
+    mean = float(np.mean(train_ratings)) if train_ratings else None
+    if spec.rating_policy == "fill" and mean is None:
+        raise UnimpError("rating_policy fill: the training data has no ratings to take the mean of")
+    predicted = [r["rating"] for r in records]
+    true = [r["true_rating"] for r in records]
+    out: dict[str, Any] = {"decode": "greedy" if spec.text_beams == 1 else f"beam-{spec.text_beams}",
+                           "max_new_tokens": spec.max_new_tokens}
+    out["rating"] = M.rating_metrics(predicted, true, spec.rating_policy, mean if spec.rating_policy == "fill" else None)
+    if mean is not None:
+        out["rating_baseline"] = {"predict": f"training mean rating {mean:.4f}",
+                                  **M.rating_metrics([mean] * len(true), true, "exclude")}
+    out["explanation"] = explanation_metrics([r["explanation"] for r in records],
+                                             [r["true_explanation"] for r in records], wordnet)
+    return out
+
+
+def _selection_summary(records: list[dict], spec: EvaluateSpec) -> dict:
+    return {"decode": "greedy" if spec.text_beams == 1 else f"beam-{spec.text_beams}",
+            "metrics": M.selection_metrics([r["slots"] for r in records], [r["true_slots"] for r in records],
+                                           [r["other_tokens"] for r in records])}
+
+
+# --------------------------------------------------------------------------------- distributed
+
+
+def gather_records(records: list[dict], n: int, gather: Callable[[list], list] | None = None) -> list[dict]:
+    """Every process's records, one per instance index 0..n-1, in index order.
+
+    `gather` collects a list from every process (accelerate's `gather_object`; None: one process).
+    Raises UnimpError when an instance is missing (a dropped shard) rather than scoring fewer users.
+    """
+    merged = gather(records) if gather is not None else records
+    by_index: dict[int, dict] = {}
+    for rec in merged:
+        by_index.setdefault(int(rec["index"]), rec)
+    missing = sorted(set(range(n)) - set(by_index))
+    if missing or len(by_index) != n:
+        raise UnimpError(f"evaluation: {len(missing)} of {n} instances missing after gathering (e.g. {missing[:3]})")
+    return [by_index[i] for i in range(n)]
+
+
+def shard(n: int, rank: int, world: int) -> list[int]:
+    """The instance indices process `rank` of `world` evaluates (every world-th one)."""
+    return list(range(rank, n, world))
+
+
+# ------------------------------------------------------------------------------------------- output
+
+
+def evaluation_name(spec: EvaluateSpec, run_history_len: int, tasks: list[str] | None = None) -> str:
+    """The folder under RUN/evaluations/ that holds this evaluation (see the module docstring).
+
+    --decode and --exclude-history only change rec/search numbers, so they name the folder only when
+    one of those is evaluated; a task's own generation settings are recorded in its entry.
+    """
+    parts = [spec.checkpoint, spec.split]
+    ranking = tasks is None or bool({"rec", "search"} & set(tasks))
+    if spec.decode != "rank" and ranking:
+        parts.append(spec.decode)
+    if spec.exclude_history and ranking:
+        parts.append("exclude-history")
+    if spec.history_len is not None and spec.history_len != run_history_len:
+        parts.append(f"h{spec.history_len}")
+    if spec.limit is not None:
+        parts.append(f"first{spec.limit}")
+    return "-".join(parts)
+
+
+def _write_predictions(path: Path, records: list[dict]) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            for rec in records:
+                f.write(json.dumps(rec) + "\n")
+
+
+def _merge_previous(path: Path, tasks: dict[str, Any]) -> dict[str, Any]:
+    """Tasks evaluated earlier into the same folder stay in its metrics.json."""
+    if not path.is_file():
+        return tasks
+    try:
+        previous = json.loads(path.read_text()).get("tasks", {})
+    except (json.JSONDecodeError, AttributeError):
+        return tasks
+    return {**{t: v for t, v in previous.items() if t not in tasks}, **tasks}
+
+
+# -------------------------------------------------------------------------------------------- entry
+
+
+def run_evaluate(spec: EvaluateSpec, progress: Progress | None = None) -> dict[str, Any]:
+    """Evaluate a run; returns the metrics (what metrics.json holds) on every process.
+
+    The main process writes RUN/evaluations/<name>/metrics.json and predictions/<task>.jsonl.
+    """
+    import torch
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    progress = progress or Progress()
+    started = time.perf_counter()
+    # cpu=True where there is no GPU: `accelerate launch --multi_gpu` then runs gloo processes on the CPU
+    state = PartialState(cpu=not torch.cuda.is_available())
+    lr = load_run(spec.run, spec.checkpoint, spec.data, device=state.device, history_len=spec.history_len,
+                  max_tokens=spec.max_tokens, progress=progress)
+    tasks = spec.tasks or [t for t in lr.train_spec.data.tasks if t in EVAL_TASKS]
+    missing = [t for t in tasks if t not in lr.dataset.instances]
+    if missing:
+        raise UnimpError(f"{lr.dataset.root}: no evaluation instances for {', '.join(missing)} (rerun `unimp prepare`)")
+    train_items, train_ratings = training_interactions(lr.dataset, lr.ctx)
+    counts = M.item_counts(train_items, lr.bundle.n_items)
+    gather = gather_object if state.num_processes > 1 else None
+    out_dir = spec.run / EVALUATIONS / evaluation_name(spec, lr.train_spec.data.history_len, tasks)
+
+    results: dict[str, Any] = {}
+    wordnet = None
+    for task in tasks:
+        samples = build_eval_samples(lr.dataset, task, spec.split, lr.history_len, lr.ctx)[: spec.limit]
+        if not samples:
+            results[task] = {"users": 0, "note": f"no {spec.split} instances"}
+            continue
+        mine = shard(len(samples), state.process_index, state.num_processes)
+        t0 = time.perf_counter()
+        with progress.task(f"evaluating {task}", total=len(mine)) as advance:
+            if task in ("rec", "search"):
+                records = _rank_records(lr, samples, mine, spec, advance)
+            else:
+                records = _text_records(lr, samples, mine, spec, advance, task)
+        seconds = [time.perf_counter() - t0]
+        records = gather_records(records, len(samples), gather)
+        seconds = max(gather(seconds) if gather else seconds)  # the slowest process sets the pace
+        if task in ("rec", "search"):
+            summary = _ranking_summary(records, spec, counts, samples)
+        elif task == "exp":
+            if wordnet is None:
+                from .text_metrics import find_wordnet
+
+                wordnet = find_wordnet()
+            summary = _exp_summary(records, spec, train_ratings, wordnet)
+        else:
+            summary = _selection_summary(records, spec)
+        results[task] = {"users": len(samples), **summary, "seconds": round(seconds, 3),
+                         "users_per_s": round(len(samples) / max(seconds, 1e-9), 2),
+                         "predictions": f"{PREDICTIONS}/{task}.jsonl"}
+        if state.is_main_process:
+            _write_predictions(out_dir / PREDICTIONS / f"{task}.jsonl", records)
+
+    report = {
+        "run": str(spec.run), "checkpoint": spec.checkpoint, "split": spec.split, "protocol": lr.ctx.protocol,
+        "dataset": str(lr.dataset.root), "synthetic": bool(lr.dataset.manifest.get("synthetic", False)),
+        "history_len": lr.history_len, "processes": state.num_processes, "device": str(lr.device),
+        "folder": str(out_dir), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seconds": round(time.perf_counter() - started, 3), "spec": spec.model_dump(mode="json"),
+    }
+    report["evaluated"] = list(results)
+    report["tasks"] = _merge_previous(out_dir / METRICS_FILE, results) if state.is_main_process else results
+    if state.is_main_process:
+        write_json_atomic(out_dir / METRICS_FILE, report)
+    state.wait_for_everyone()
+    return report

@@ -1,0 +1,283 @@
+"""`unimp generate`: what the model says for one user (or a given history), printable and as HTML.
+
+    rec      the next items, scored over the whole catalogue (top-k with probabilities)
+    search   the items for a query
+    exp      the rating and explanation the user would give an item
+    img_sel  which of 2-5 pictured candidates the user takes
+
+Prompts are built by the same task code as training and evaluation; the only difference is that the
+answer is unknown (the task builders get a placeholder target, which only goes into `Sample.answer`).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import re
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from .data.store import Dataset
+from .errors import UnimpError
+from .io import safe_join, write_bytes_atomic
+from .progress import Progress
+from .specs.evaluate import GenerateSpec
+from .tasks import Sample, TaskContext
+from .tasks import exp as exp_task, img_sel as img_sel_task, rec as rec_task, search as search_task
+
+UNSEEN_USER = -1  # id of the user a --history stands for
+_PREFIXED = re.compile(r"^(id|key|src):(.*)$")
+_MIME = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".gif": "image/gif", ".webp": "image/webp"}
+
+
+# ------------------------------------------------------------------------------------------ lookups
+
+
+def list_users(run: Path, data: Path | None = None) -> pl.DataFrame:
+    """The users of the run's dataset: user_id, user_key, split, length (history length)."""
+    from .evaluation.runner import dataset_folder, read_train_spec
+
+    root = dataset_folder(run, read_train_spec(run), data)
+    return pl.read_parquet(Path(root) / "users.parquet").select("user_id", "user_key", "split", "length").sort("user_id")
+
+
+def resolve_user(users: pl.DataFrame, text: str, run: Path) -> int:
+    """An internal user id or an original user key (`id:N` / `key:K` say which) -> user id."""
+    hint = f"list them with `unimp generate --run {run} --list-users`"
+    m = _PREFIXED.match(text)
+    kind, value = (m.group(1), m.group(2)) if m else (None, text)
+    by_id = None
+    if kind in (None, "id") and value.strip().isdigit():
+        uid = int(value)
+        by_id = uid if (users["user_id"] == uid).any() else None
+    by_key = None
+    if kind in (None, "key"):
+        hit = users.filter(pl.col("user_key") == value)["user_id"]
+        by_key = int(hit[0]) if hit.len() else None
+    if kind == "src":
+        raise UnimpError(f"--user {text}: use id:N or key:K for users (src: is for items)")
+    if by_id is not None and by_key is not None and by_id != by_key:
+        raise UnimpError(f"--user {text}: both user id {by_id} and the key of user {by_key}; say id:{value} or key:{value}")
+    found = by_id if by_id is not None else by_key
+    if found is None:
+        raise UnimpError(f"--user {text}: no such user id or user key in this dataset; {hint}")
+    return found
+
+
+def resolve_items(items: pl.DataFrame, texts: list[str], option: str) -> list[int]:
+    """Item ids or source ids (`id:N` / `src:S` say which) -> item ids."""
+    n = items.height
+    source = dict(zip(items["source_id"].to_list(), items["item_id"].to_list()))
+    out = []
+    for text in texts:
+        text = text.strip()
+        m = _PREFIXED.match(text)
+        kind, value = (m.group(1), m.group(2)) if m else (None, text)
+        if kind == "key":
+            raise UnimpError(f"{option} {text}: use id:N or src:S for items (key: is for users)")
+        by_id = int(value) if kind in (None, "id") and value.isdigit() and int(value) < n else None
+        by_src = source.get(value) if kind in (None, "src") else None
+        if by_id is not None and by_src is not None and by_id != by_src:
+            raise UnimpError(f"{option} {text}: both item id {by_id} and the source id of item {by_src}; "
+                             f"say id:{value} or src:{value}")
+        found = by_id if by_id is not None else by_src
+        if found is None:
+            raise UnimpError(f"{option} {text}: no item with this id (0..{n - 1}) or source id")
+        out.append(int(found))
+    return out
+
+
+def item_row(items: pl.DataFrame, item_id: int) -> dict[str, Any]:
+    """What is shown of an item: ids, title, category, price and its image path (relative)."""
+    row = items.row(item_id, named=True)
+    price = row.get("price")
+    return {"item_id": int(item_id), "source_id": row.get("source_id"), "title": row.get("title") or "",
+            "category": row.get("category") or "", "price": None if price is None or not math.isfinite(price) else price,
+            "image": row.get("image")}
+
+
+# ------------------------------------------------------------------------------------------ prompts
+
+
+def _user_context(ctx: TaskContext, user_id: int | None, history: list[int]) -> tuple[TaskContext, int, np.ndarray]:
+    """A context holding just the user the prompt is about (a known user, or an unseen one with `history`)."""
+    if user_id is not None:
+        seq = ctx.sequence(user_id)
+        ratings, expls = list(ctx.ratings[user_id]), list(ctx.explanations[user_id])
+    else:
+        user_id, seq = UNSEEN_USER, np.asarray(history, dtype=np.int64)
+        ratings, expls = [None] * len(seq), [""] * len(seq)
+    return replace(ctx, sequences={user_id: seq}, ratings={user_id: ratings}, explanations={user_id: expls}), user_id, seq
+
+
+def build_prompt(ctx: TaskContext, task: str, user_id: int | None, history: list[int], history_len: int,
+                 query: str | None = None, item: int | None = None, candidates: list[int] | None = None) -> Sample:
+    """The evaluation-style prompt (ending at `<answer>`) asking `task` about what follows the history."""
+    ctx, uid, seq = _user_context(ctx, user_id, history)
+    position = len(seq)
+    if position == 0:
+        raise UnimpError("the history is empty: the model needs at least one item")
+    placeholder = np.append(seq, 0)  # the unknown next item; it only fills Sample.answer
+    if task == "rec":
+        return rec_task.make_sample(ctx, uid, placeholder, position, history_len, train=False)
+    if task == "search":
+        return search_task.make_sample(ctx, uid, placeholder, position, query or "", history_len, train=False)
+    if task == "exp":
+        extended = replace(ctx, sequences={uid: np.append(seq, item)}, ratings={uid: ctx.ratings[uid] + [None]},
+                           explanations={uid: ctx.explanations[uid] + [""]})
+        return exp_task.make_sample(extended, uid, position, history_len, "", train=False)
+    if task == "img_sel":
+        return img_sel_task.make_sample(ctx, uid, position, list(candidates), [candidates[0]], history_len, train=False)
+    raise UnimpError(f"unknown task {task!r}")
+
+
+# --------------------------------------------------------------------------------------------- run
+
+
+def run_generate(spec: GenerateSpec, progress: Progress | None = None) -> dict[str, Any]:
+    """Answer `spec.task` for one user; returns a JSON-able result (and writes `spec.html` if set)."""
+    import torch
+
+    from .evaluation import metrics as M
+    from .evaluation import ranking as R
+    from .evaluation.runner import load_run
+
+    progress = progress or Progress()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    lr = load_run(spec.run, spec.checkpoint, spec.data, device=device, history_len=spec.history_len,
+                  max_tokens=spec.max_tokens, progress=progress)
+    ds, ctx, ids = lr.dataset, lr.ctx, lr.bundle.ids
+    items = ds.items.sort("item_id")
+    if spec.user is not None:
+        users = ds.users
+        uid = resolve_user(users, spec.user, spec.run)
+        urow = users.filter(pl.col("user_id") == uid).row(0, named=True)
+        user = {"user_id": uid, "user_key": urow["user_key"], "split": urow["split"], "unseen": False}
+        history = ctx.sequence(uid).tolist()
+    else:
+        uid, history = None, resolve_items(items, spec.history, "--history")
+        user = {"user_id": None, "user_key": None, "split": None, "unseen": True}
+    item = resolve_items(items, [spec.item], "--item")[0] if spec.item else None
+    candidates = resolve_items(items, spec.candidates, "--candidates") if spec.candidates else None
+    sample = build_prompt(ctx, spec.task, uid, history, lr.history_len, spec.query, item, candidates)
+    batch = R.to_device(lr.collator()([sample]), lr.device)
+
+    result: dict[str, Any] = {
+        "task": spec.task, "run": str(spec.run), "checkpoint": spec.checkpoint, "dataset": str(ds.root),
+        "synthetic": bool(ds.manifest.get("synthetic", False)), "user": user,
+        "history": [item_row(items, i) for i in history[-lr.history_len:]], "history_total": len(history),
+    }
+    if spec.task in ("rec", "search"):
+        scores = R.item_scores(R.answer_logits(lr.bundle.model, batch), ids.items).cpu()  # (1, N)
+        probs = torch.softmax(scores, dim=1)  # over the catalogue: how sure the model is, 0..1
+        mask = R.exclusion_mask([history], None, lr.bundle.n_items) if spec.exclude_history else None
+        top_p, top_i = R.top_items(probs, spec.k, mask)
+        seen = set(history)
+        result["recommendations"] = [
+            {"rank": r + 1, **item_row(items, i), "score": p, "logit": float(scores[0, i]), "in_history": i in seen}
+            for r, (i, p) in enumerate(zip(top_i[0].tolist(), top_p[0].tolist()))]
+        result["score"] = "probability of the item token among all item tokens"
+        if spec.task == "search":
+            result["query"] = spec.query
+    else:
+        text = R.generate_texts(lr.bundle.model, batch, lr.bundle.tokenizer, max_new_tokens=spec.max_new_tokens,
+                                num_beams=spec.num_beams, eoc_id=ids.eoc, pad_id=ids.pad, eos_id=ids.eos)[0]
+        result["generated"] = text
+        if spec.task == "exp":
+            rating, explanation = M.parse_exp_output(text)
+            result.update(item=item_row(items, item), rating=rating, explanation=explanation)
+        else:
+            slots, _ = M.parse_slots(text)
+            result["candidates"] = [{"slot": j, **item_row(items, c), "selected": j in slots}
+                                    for j, c in enumerate(candidates)]
+    if spec.html is not None:
+        write_html(result, ds, spec.html)
+        result["html"] = str(spec.html)
+    return result
+
+
+# -------------------------------------------------------------------------------------------- HTML
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:24px;background:#fafafa;color:#222}
+h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:22px 0 8px}
+.meta{color:#555;font-size:13px}
+.synthetic{display:inline-block;background:#ffe08a;color:#5a4500;font-weight:bold;padding:3px 8px;border-radius:4px}
+.row{display:flex;flex-wrap:wrap;gap:12px}
+.card{width:150px;background:#fff;border:1px solid #ddd;border-radius:8px;padding:8px;font-size:12px}
+.card img,.card .noimg{width:134px;height:134px;object-fit:contain;image-rendering:pixelated;border-radius:4px;
+ background:#eee;display:block}
+.card .noimg{display:flex;align-items:center;justify-content:center;color:#999}
+.title{font-weight:600;margin:6px 0 2px} .score{color:#0a6;font-weight:bold} .seen{color:#a60}
+.picked{border:3px solid #0a6} .answer{background:#fff;border:1px solid #ddd;border-radius:8px;padding:12px;max-width:640px}
+"""
+
+
+def _data_uri(ds: Dataset, rel: str | None) -> str | None:
+    if not rel or ds.root is None:
+        return None
+    try:
+        path = safe_join(ds.root, rel)
+    except UnimpError:
+        return None
+    mime = _MIME.get(path.suffix.lower())
+    if mime is None or not path.is_file():
+        return None
+    return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _card(ds: Dataset, row: dict[str, Any], extra: str = "", cls: str = "card") -> str:
+    e = html.escape
+    uri = _data_uri(ds, row.get("image"))
+    img = f'<img src="{uri}" alt="item {row["item_id"]}">' if uri else '<div class="noimg">no image</div>'
+    price = f" · {row['price']:.2f}" if row.get("price") is not None else ""
+    return (f'<div class="{cls}">{img}<div class="title">{e(str(row["title"]))}</div>'
+            f'<div>{e(str(row["category"]))}{price}</div>'
+            f'<div class="meta">item {row["item_id"]} · {e(str(row["source_id"]))}</div>{extra}</div>')
+
+
+def render_html(result: dict[str, Any], ds: Dataset) -> str:
+    """A self-contained page (images embedded as data URIs) with the history and the model's answer."""
+    e = html.escape
+    user = result["user"]
+    who = "an unseen user" if user["unseen"] else f"user {user['user_id']} ({e(str(user['user_key']))})"
+    head = f"{e(result['task'])} for {who}"
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>unimp — {head}</title>",
+             f"<style>{_CSS}</style></head><body>", f"<h1>{head}</h1>",
+             f"<div class='meta'>run {e(result['run'])} · checkpoint {e(result['checkpoint'])} · "
+             f"dataset {e(result['dataset'])}</div>"]
+    if result["synthetic"]:
+        parts.append("<p><span class='synthetic'>SYNTHETIC sample data</span> — generated items, users and images</p>")
+    parts.append(f"<h2>Recent history ({len(result['history'])} of {result['history_total']} items, oldest first)</h2>")
+    parts.append("<div class='row'>" + "".join(_card(ds, r) for r in result["history"]) + "</div>")
+    if "recommendations" in result:
+        label = f"Results for “{e(result['query'])}”" if result.get("query") else "Recommended next"
+        parts.append(f"<h2>{label} (score: {e(result['score'])})</h2><div class='row'>")
+        for r in result["recommendations"]:
+            seen = " <span class='seen'>in history</span>" if r["in_history"] else ""
+            parts.append(_card(ds, r, f"<div>#{r['rank']} <span class='score'>{r['score']:.4f}</span>{seen}</div>"))
+        parts.append("</div>")
+    elif result["task"] == "exp":
+        rating = result["rating"] if result["rating"] is not None else "no parsable rating"
+        parts.append("<h2>Item</h2><div class='row'>" + _card(ds, result["item"]) + "</div>")
+        parts.append(f"<h2>Predicted rating and explanation</h2><div class='answer'><b>rating:</b> {e(str(rating))}"
+                     f"<br><b>explanation:</b> {e(result['explanation'])}</div>")
+    else:
+        parts.append("<h2>Candidates (selected ones framed)</h2><div class='row'>")
+        for c in result["candidates"]:
+            mark = "<div class='score'>selected</div>" if c["selected"] else "<div class='meta'>not selected</div>"
+            parts.append(_card(ds, c, f"<div>slot s_{c['slot']}</div>{mark}", "card picked" if c["selected"] else "card"))
+        parts.append(f"</div><p class='meta'>generated: {e(result['generated'])}</p>")
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def write_html(result: dict[str, Any], ds: Dataset, path: Path) -> None:
+    """Write `render_html` atomically."""
+    write_bytes_atomic(path, render_html(result, ds).encode("utf-8"))
