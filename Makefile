@@ -18,11 +18,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps open-flamingo==2.0.1
 	touch $(STAMP)
 
-# The main job on the bundled SYNTHETIC sample: prepare it, train the tiny model for ~2 minutes.
+# The main job on the bundled SYNTHETIC sample: prepare it, train the tiny model for ~2 minutes,
+# evaluate it against popularity, and recommend for one user (terminal + HTML page).
 demo: $(STAMP)
 	$(UNIMP) prepare --config examples/prepare-sample.yaml
 	rm -rf demo/runs/sample-tiny
 	$(UNIMP) train --config examples/train-sample-tiny.yaml
+	$(UNIMP) evaluate --run demo/runs/sample-tiny
+	$(UNIMP) generate --run demo/runs/sample-tiny --user 1 --html demo/user-1.html
+	@echo "open demo/user-1.html to see user 1's history and recommendations"
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
@@ -37,6 +41,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_prepare.py
 	$(PY) benchmarks/bench_download.py
 	$(PY) benchmarks/bench_parse.py
+	$(PY) benchmarks/bench_evaluate.py
 
 clean:
 	rm -rf demo .pytest_cache
