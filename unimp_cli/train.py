@@ -7,6 +7,7 @@ from typing import List, Optional
 
 import typer
 
+from unimp_core.errors import UnimpError
 from unimp_core.specs.base import describe as d
 from unimp_core.specs.model import ModelSpec as MS
 from unimp_core.specs.train import DataSpec as DS, OptimSpec as OS, RunSpec as RS
@@ -23,9 +24,9 @@ def _weights(pairs: list[str] | None) -> dict[str, float] | None:
         try:
             out[task] = float(value)
         except ValueError:
-            raise typer.BadParameter(f"--task-weight {pair!r}: expected task=number") from None
+            raise UnimpError(f"--task-weight {pair!r}: expected task=number") from None
         if not sep:
-            raise typer.BadParameter(f"--task-weight {pair!r}: expected task=number")
+            raise UnimpError(f"--task-weight {pair!r}: expected task=number")
     return out
 
 
@@ -35,25 +36,29 @@ def _overrides(**o) -> dict:
         "model": {"preset": o["model"], "train_lm": o["train_lm"], "vision": o["vision"], "lm": o["lm"],
                   "cross_attn_every_n_layers": o["cross_attn_every"], "checkpoint": o["flamingo_checkpoint"]},
         "data": {"path": o["data"], "tasks": o["tasks"], "task_weights": _weights(o["task_weight"]),
-                 "history_len": o["history_len"], "max_tokens": o["max_tokens"], "curriculum": o["curriculum"]},
+                 "history_len": o["history_len"], "max_tokens": o["max_tokens"], "curriculum": o["curriculum"],
+                 "valid_users": o["valid_users"]},
         "optim": {"lr": o["lr"], "schedule": o["schedule"], "warmup_ratio": o["warmup_ratio"], "gamma": o["gamma"],
                   "batch_size": o["batch_size"], "grad_accum": o["grad_accum"], "weight_decay": o["weight_decay"]},
         "run": {"out": o["out"], "epochs": o["epochs"], "max_steps": o["max_steps"], "seed": o["seed"],
                 "precision": o["precision"], "save_every": o["save_every"], "keep_last": o["keep_last"],
-                "eval_every": o["eval_every"], "resume": o["resume"], "distributed": o["distributed"],
-                "accelerate_config": o["accelerate_config"], "cache_vision_features": o["cache_vision_features"],
-                "trackers": o["tracker"]},
+                "eval_every": o["eval_every"], "log_every": o["log_every"], "resume": o["resume"],
+                "distributed": o["distributed"], "accelerate_config": o["accelerate_config"],
+                "cache_vision_features": o["cache_vision_features"], "trackers": o["tracker"],
+                "num_workers": o["num_workers"]},
     }
 
 
 # Options shared by both commands (typer reads them from each function's signature).
 TASKS = typer.Option(None, "--tasks", help=d(DS, "tasks") + " Several: --tasks rec exp.")
 OUT = typer.Option(None, "--out", "-o", help=d(RS, "out"))
+# --data is checked by the core (one line: missing folder, unfinished or other schema version), not by typer.
+DATA_HELP = d(DS, "path")
 
 
 @handle_errors
 def train(
-    data: Optional[Path] = typer.Option(None, "--data", exists=True, file_okay=False, help=d(DS, "path")),
+    data: Optional[Path] = typer.Option(None, "--data", help=DATA_HELP),
     tasks: Optional[List[str]] = TASKS,
     out: Optional[Path] = OUT,
     model: Optional[str] = typer.Option(None, "--model", help=d(MS, "preset")),
@@ -66,6 +71,7 @@ def train(
     history_len: Optional[int] = typer.Option(None, help=d(DS, "history_len")),
     max_tokens: Optional[int] = typer.Option(None, help=d(DS, "max_tokens")),
     curriculum: Optional[bool] = typer.Option(None, "--curriculum/--no-curriculum", help=d(DS, "curriculum")),
+    valid_users: Optional[int] = typer.Option(None, help=d(DS, "valid_users")),
     lr: Optional[float] = typer.Option(None, help=d(OS, "lr")),
     schedule: Optional[str] = typer.Option(None, help=d(OS, "schedule")),
     warmup_ratio: Optional[float] = typer.Option(None, help=d(OS, "warmup_ratio")),
@@ -80,12 +86,14 @@ def train(
     save_every: Optional[int] = typer.Option(None, help=d(RS, "save_every")),
     keep_last: Optional[int] = typer.Option(None, help=d(RS, "keep_last")),
     eval_every: Optional[int] = typer.Option(None, help=d(RS, "eval_every")),
+    log_every: Optional[int] = typer.Option(None, help=d(RS, "log_every")),
     resume: Optional[bool] = typer.Option(None, "--resume", help=d(RS, "resume")),
     distributed: Optional[str] = typer.Option(None, help=d(RS, "distributed")),
     accelerate_config: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help=d(RS, "accelerate_config")),
     cache_vision_features: Optional[bool] = typer.Option(None, "--cache-vision-features/--no-cache-vision-features",
                                                          help=d(RS, "cache_vision_features")),
     tracker: Optional[List[str]] = typer.Option(None, help=d(RS, "trackers")),
+    num_workers: Optional[int] = typer.Option(None, help=d(RS, "num_workers")),
     config: Optional[Path] = typer.Option(None, "--config", exists=True, dir_okay=False, help=CONFIG_HELP),
     dry_run: bool = typer.Option(False, "--dry-run", help=DRY_RUN_HELP),
 ) -> None:
@@ -99,17 +107,24 @@ def train(
 @handle_errors
 def finetune(
     source: Path = typer.Option(..., "--from", exists=True, file_okay=False, help="Finished run to start from."),
-    tasks: Optional[List[str]] = TASKS,
+    tasks: Optional[List[str]] = typer.Option(None, "--tasks", help=d(DS, "tasks") + " (default: rec)"),
     out: Path = typer.Option(..., "--out", "-o", help=d(RS, "out")),
-    data: Optional[Path] = typer.Option(None, "--data", exists=True, file_okay=False, help=d(DS, "path") + " (default: the run's)"),
+    data: Optional[Path] = typer.Option(None, "--data", help=DATA_HELP + " (default: the run's)"),
     lr: Optional[float] = typer.Option(None, help=d(OS, "lr")),
     schedule: Optional[str] = typer.Option(None, help=d(OS, "schedule") + " (default: constant, as the seed's finetune)"),
+    warmup_ratio: Optional[float] = typer.Option(None, help=d(OS, "warmup_ratio")),
     gamma: Optional[float] = typer.Option(None, help=d(OS, "gamma")),
     batch_size: Optional[int] = typer.Option(None, help=d(OS, "batch_size")),
+    grad_accum: Optional[int] = typer.Option(None, help=d(OS, "grad_accum")),
     epochs: Optional[float] = typer.Option(None, help=d(RS, "epochs")),
     max_steps: Optional[int] = typer.Option(None, help=d(RS, "max_steps")),
     seed: Optional[int] = typer.Option(None, help=d(RS, "seed")),
+    precision: Optional[str] = typer.Option(None, help=d(RS, "precision") + " (default: the run's)"),
     save_every: Optional[int] = typer.Option(None, help=d(RS, "save_every")),
+    keep_last: Optional[int] = typer.Option(None, help=d(RS, "keep_last")),
+    eval_every: Optional[int] = typer.Option(None, help=d(RS, "eval_every")),
+    log_every: Optional[int] = typer.Option(None, help=d(RS, "log_every")),
+    distributed: Optional[str] = typer.Option(None, help=d(RS, "distributed") + " (default: the run's)"),
     resume: Optional[bool] = typer.Option(None, "--resume", help=d(RS, "resume")),
     dry_run: bool = typer.Option(False, "--dry-run", help=DRY_RUN_HELP),
 ) -> None:
@@ -119,9 +134,11 @@ def finetune(
     from unimp_core.training.train import finetune_spec
 
     overrides = {"data": {"path": data, "tasks": tasks},
-                 "optim": {"lr": lr, "schedule": schedule, "gamma": gamma, "batch_size": batch_size},
-                 "run": {"out": out, "epochs": epochs, "max_steps": max_steps, "seed": seed, "save_every": save_every,
-                         "resume": resume}}
+                 "optim": {"lr": lr, "schedule": schedule, "warmup_ratio": warmup_ratio, "gamma": gamma,
+                           "batch_size": batch_size, "grad_accum": grad_accum},
+                 "run": {"out": out, "epochs": epochs, "max_steps": max_steps, "seed": seed, "precision": precision,
+                         "save_every": save_every, "keep_last": keep_last, "eval_every": eval_every,
+                         "log_every": log_every, "distributed": distributed, "resume": resume}}
     spec = finetune_spec(source, overrides)
     if dry_run:
         typer.echo(json.dumps(spec.model_dump(mode="json"), indent=2))
@@ -130,11 +147,15 @@ def finetune(
 
 
 def _run(spec) -> None:
+    import os
+
     from rich.console import Console
 
     from unimp_core.progress import Progress
     from unimp_core.training.train import run_train
 
-    with Progress.rich() as progress:
+    main = os.environ.get("RANK", "0") == "0"  # under `accelerate launch`, one process reports
+    with (Progress.rich() if main else Progress()) as progress:
         out = run_train(spec, progress)
-    Console().print(f"run folder: [bold]{out}[/]  (final weights in {out / 'final'}, log in {out / 'metrics.jsonl'})")
+    if main:
+        Console().print(f"run folder: [bold]{out}[/]  (final weights in {out / 'final'}, log in {out / 'metrics.jsonl'})")

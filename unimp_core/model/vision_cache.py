@@ -29,6 +29,7 @@ class ItemImages:
         self.root = dataset.root
         self.paths = dataset.items["image"].to_list()
         self.transform = transform
+        self.cache_size = cache_size
         self._load = lru_cache(maxsize=cache_size)(self._load_uncached)
 
     def _load_uncached(self, item_id: int) -> torch.Tensor:
@@ -56,7 +57,7 @@ class ItemImages:
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        self._load = lru_cache(maxsize=4096)(self._load_uncached)
+        self._load = lru_cache(maxsize=self.cache_size)(self._load_uncached)
 
 
 class ItemFeatures:

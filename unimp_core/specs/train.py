@@ -68,11 +68,14 @@ class RunSpec(Spec):
     log_every: int = Field(default=10, ge=1, description="Write a metrics line every this many optimizer steps.")
     resume: bool = Field(default=False, description="Continue the run in `out` from its last checkpoint.")
     distributed: Literal["auto", "ddp", "zero2", "zero3", "fsdp"] = Field(
-        default="auto", description="Strategy under `accelerate launch`: auto (what accelerate was launched with), ddp, zero2, zero3, fsdp."
+        default="auto",
+        description="auto (what `accelerate launch` set up; one process without it), ddp, zero2 / zero3 (DeepSpeed, "
+        "also as one process without a launcher), fsdp. On CPU: accelerate launch --multi_gpu --num_processes N.",
     )
     accelerate_config: Path | None = Field(default=None, description="A user's accelerate config file (overrides --distributed).")
     cache_vision_features: bool = Field(
-        default=False, description="Compute each item's frozen vision features once (memory-mapped) and skip the vision tower."
+        default=False,
+        description="Compute each item's frozen vision features once (memory-mapped, in the run folder) and skip the vision tower.",
     )
     trackers: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list, description="Experiment trackers (through accelerate).")
     num_workers: int = Field(default=0, ge=0, description="DataLoader worker processes.")

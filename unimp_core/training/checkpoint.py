@@ -3,6 +3,14 @@
 A checkpoint is written into a hidden temporary folder and renamed to `checkpoints/step-N` only when
 complete, so a run killed at any moment (SIGKILL included) leaves either the previous checkpoints or
 the new one, never a half-written one that looks usable.
+
+    checkpoints/step-N/
+        trainable.pt     {name: tensor} of the parameters that train (the frozen backbone is rebuilt)
+        optimizer.pt     the optimizer's state_dict (one process, DDP; see optimizer_shards/ otherwise)
+        scheduler.pt     the LR scheduler's state_dict
+        rng.pt           python / numpy / torch (/ cuda) RNG states
+        state.json       {"step", "epoch", "batch", ...}: where the data stream resumes
+        optimizer_shards/ (DeepSpeed, FSDP) each process's share of the optimizer state (DeepSpeed: its engine checkpoint)
 """
 
 from __future__ import annotations
@@ -23,14 +31,20 @@ from ..errors import UnimpError
 STEP_RE = re.compile(r"^step-(\d+)$")
 STATE = "state.json"
 WEIGHTS = "trainable.pt"
+OPTIMIZER = "optimizer.pt"
+SCHEDULER = "scheduler.pt"
+RNG = "rng.pt"
+SHARDS_DIR = "optimizer_shards"
+CHECKPOINTS = "checkpoints"
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Only the parameters that train (the frozen backbone is rebuilt from the spec)."""
+    """Only the parameters that train (the frozen backbone is rebuilt from the spec), copied to the CPU."""
     return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
 def load_trainable(model: torch.nn.Module, weights: dict[str, torch.Tensor], origin: str) -> None:
+    """Copy `weights` into the model's trainable parameters; every one of them must be given, with its shape."""
     params = dict(model.named_parameters())
     missing = [n for n, p in params.items() if p.requires_grad and n not in weights]
     unknown = [n for n in weights if n not in params]
@@ -55,6 +69,7 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `rng_state` captured."""
     version, keys, pos = state["python"]
     random.setstate((version, tuple(int(k) for k in keys.tolist()), pos))
     kind, np_keys, np_pos, has_gauss, gauss = state["numpy"]
@@ -65,7 +80,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    folder = Path(run_dir) / "checkpoints"
+    """Complete checkpoints of a run as (step, folder), oldest first."""
+    folder = Path(run_dir) / CHECKPOINTS
     found = []
     if folder.is_dir():
         for p in folder.iterdir():
@@ -75,8 +91,31 @@ def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def remove_stale(run_dir: Path) -> None:
+    """Delete the temporary folders a killed save left behind (`.step-N.tmp`, `.final.old`, ...)."""
+    run_dir = Path(run_dir)
+    for folder in (run_dir, run_dir / CHECKPOINTS):
+        if folder.is_dir():
+            for p in folder.iterdir():
+                if p.name.startswith(".") and p.name.endswith((".tmp", ".old", ".shards")) and p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_folder_atomic(dest: Path, files: dict[str, Any]) -> None:
-    """Write {name: tensor-dict | json-able | callable(path)} into `dest` through a temporary folder."""
+    """Write {name: tensor-dict | json-able | callable(path)} into `dest` through a temporary folder.
+
+    `*.json` names are written as JSON, other values with torch.save, callables are called with the
+    path to fill (e.g. to move a folder there).
+    """
+    dest = Path(dest)
     tmp = dest.parent / f".{dest.name}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -94,41 +133,49 @@ def write_folder_atomic(dest: Path, files: dict[str, Any]) -> None:
         if p.is_file():
             with open(p, "rb") as f:
                 os.fsync(f.fileno())
+    _fsync_dir(tmp)
     old = dest.parent / f".{dest.name}.old"
     if dest.exists():
         os.replace(dest, old)
     os.replace(tmp, dest)
+    _fsync_dir(dest.parent)
     if old.exists():
         shutil.rmtree(old)
 
 
-def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, position: dict, keep_last: int,
-                    extra: dict | None = None) -> Path:
-    """Save everything needed to continue exactly; keep only the last `keep_last` checkpoints."""
-    dest = Path(run_dir) / "checkpoints" / f"step-{step}"
+def save_checkpoint(run_dir: Path, step: int, files: dict[str, Any], keep_last: int) -> Path:
+    """Write `checkpoints/step-<step>` atomically from `files` (as `write_folder_atomic` takes them;
+    STATE among them), then keep only the last `keep_last` checkpoints."""
+    if STATE not in files:
+        raise ValueError(f"a checkpoint needs {STATE}")
+    dest = Path(run_dir) / CHECKPOINTS / f"step-{step}"
     dest.parent.mkdir(parents=True, exist_ok=True)
-    write_folder_atomic(dest, {
-        WEIGHTS: trainable_state(model),
-        "optimizer.pt": optimizer.state_dict(),
-        "scheduler.pt": scheduler.state_dict(),
-        "rng.pt": rng_state(),
-        STATE: {"step": step, **position, **(extra or {})},
-    })
+    write_folder_atomic(dest, files)
     for _, old in list_checkpoints(run_dir)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     return dest
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Read a checkpoint folder (weights_only loading: a checkpoint is data, never code)."""
+    """Read a checkpoint folder (weights_only loading: a checkpoint is data, never code).
+
+    Returns {"path", "state", "weights", "optimizer", "scheduler", "rng"} (None for absent parts).
+    """
     path = Path(path)
     if not (path / STATE).is_file():
         raise UnimpError(f"{path}: not a complete checkpoint (no {STATE})")
-    out = {"state": json.loads((path / STATE).read_text()),
-           "weights": torch.load(path / WEIGHTS, map_location="cpu", weights_only=True)}
-    for name in ("optimizer", "scheduler"):
-        f = path / f"{name}.pt"
-        out[name] = torch.load(f, map_location="cpu", weights_only=True) if f.is_file() else None
-    rng = path / "rng.pt"
-    out["rng"] = torch.load(rng, map_location="cpu", weights_only=True) if rng.is_file() else None
-    return out
+
+    def load(name: str):
+        f = path / name
+        if not f.is_file():
+            return None
+        try:
+            return torch.load(f, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise UnimpError(f"{f}: unreadable checkpoint file ({str(exc).splitlines()[0] if str(exc) else exc!r})") from exc
+
+    weights = load(WEIGHTS)
+    if weights is None:
+        raise UnimpError(f"{path}: not a complete checkpoint (no {WEIGHTS})")
+    return {"path": path, "state": json.loads((path / STATE).read_text()), "weights": weights,
+            "optimizer": load(OPTIMIZER), "scheduler": load(SCHEDULER), "rng": load(RNG)}

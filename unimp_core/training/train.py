@@ -3,8 +3,8 @@
 The run folder describes itself: train_spec.json, model.json + tokenizer/ (rebuild the model),
 checkpoints/step-N/ (trainable weights, optimizer, scheduler, RNG, data position), final/, metrics.jsonl.
 A run killed at any point resumes with `--resume` from its last checkpoint and ends with the same
-weights as an uninterrupted run (same seed): the data stream is a pure function of (seed, epoch) and
-every RNG state is restored.
+weights as an uninterrupted run (same seed): the data stream is a pure function of (seed, epoch), the
+loop alone chooses the epoch, no DataLoader draws from the global RNG, and every RNG state is restored.
 """
 
 from __future__ import annotations
@@ -12,32 +12,38 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import re
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
+from torch.utils.data import DataLoader, Dataset as TorchDataset
 
 from ..data.store import Dataset, load_dataset
 from ..errors import UnimpError
-from ..io import write_json_atomic
+from ..io import write_bytes_atomic
 from ..progress import Progress
 from ..specs.train import TrainSpec
 from ..tasks import TASK_NAMES, build_eval_samples, build_training_samples
 from . import checkpoint as ckpt
 from .collate import make_collator
-from .distributed import make_accelerator
-from .loss import answer_loss_parts, per_task
+from .distributed import make_accelerator, reset_accelerate_state
+from .loss import LossParts, answer_loss_parts, per_task
 from .optim import build_optimizer, build_scheduler
 from .samples import SampleDataset, TrainingSamples
 
 SPEC_FILE = "train_spec.json"
 METRICS = "metrics.jsonl"
 FINAL = "final"
+MODEL_META = "model.json"  # written by unimp_core.model.factory.save_bundle
 _TOKENS = re.compile(r"<[^>\s]+>|\b(?:item|rate|s|img)_\d+\b")
+
+
+# ------------------------------------------------------------------------------------------- model
 
 
 @dataclass
@@ -60,11 +66,20 @@ def tokenizer_texts(ds: Dataset, seed: int) -> Iterator[str]:
 
 
 def setup_model(spec: TrainSpec, ds: Dataset, run_dir: Path, fresh: bool, progress: Progress) -> Setup:
-    """Build (fresh) or rebuild (resume, finetune) the model, and the item image function."""
+    """Build or rebuild the model, and the function that gives an item's image.
+
+    Args:
+        fresh: build the model from the spec (a finetune: from `spec.init_from`'s folder) and write
+            model.json + tokenizer/ into `run_dir`; otherwise rebuild it from `run_dir`.
+    Returns:
+        A Setup whose model holds its built weights: trainable weights (a checkpoint, `final/`, the
+        finetune source) are the caller's to load. With `run.cache_vision_features` the model takes
+        cached vision features (computed into `run_dir` once) instead of pixels.
+    """
     from ..model.factory import build_model, load_bundle, save_bundle
     from ..model.vision_cache import FEATURES, ItemImages, build_feature_cache, use_cached_features
 
-    source = spec.init_from if (fresh and spec.init_from is not None) else (None if fresh else run_dir)
+    source = spec.init_from if fresh else run_dir
     if source is None:
         bundle = build_model(spec.model, items_text=tokenizer_texts(ds, spec.run.seed), n_items=ds.items.height,
                              progress=progress)
@@ -74,12 +89,10 @@ def setup_model(spec: TrainSpec, ds: Dataset, run_dir: Path, fresh: bool, progre
             raise UnimpError(f"{source}: the model knows {bundle.n_items} items, {ds.root} has {ds.items.height}")
     if fresh:
         save_bundle(bundle, run_dir)
-    if fresh and spec.init_from is not None:
-        ckpt.load_trainable(bundle.model, load_weights(spec.init_from), str(spec.init_from))
     images = ItemImages(ds, bundle.image_transform)
-    shape = (3, bundle.image_size, bundle.image_size)
+    shape: tuple[int, ...] = (3, bundle.image_size, bundle.image_size)
     if spec.run.cache_vision_features:
-        images = build_feature_cache(bundle.model, ds, images, run_dir / FEATURES, progress=progress)
+        images = build_feature_cache(bundle.model, ds, images, Path(run_dir) / FEATURES, progress=progress)
         use_cached_features(bundle.model)
         shape = images.shape
     return Setup(ds, bundle, images, shape)
@@ -88,33 +101,413 @@ def setup_model(spec: TrainSpec, ds: Dataset, run_dir: Path, fresh: bool, progre
 def load_weights(run_dir: Path, checkpoint: str = FINAL) -> dict[str, torch.Tensor]:
     """A run's trainable weights: `final` or `step-N`."""
     run_dir = Path(run_dir)
-    folder = run_dir / FINAL if checkpoint == FINAL else run_dir / "checkpoints" / checkpoint
+    folder = run_dir / FINAL if checkpoint == FINAL else run_dir / ckpt.CHECKPOINTS / checkpoint
     if not (folder / ckpt.WEIGHTS).is_file():
         have = [p.name for _, p in ckpt.list_checkpoints(run_dir)] + ([FINAL] if (run_dir / FINAL).is_dir() else [])
         raise UnimpError(f"{folder}: no such checkpoint (have: {', '.join(have) or 'none'})")
     return torch.load(folder / ckpt.WEIGHTS, map_location="cpu", weights_only=True)
 
 
+# -------------------------------------------------------------------------------------------- data
+
+
+class EpochStream(TorchDataset):
+    """The training stream as the DataLoader sees it; only the loop switches its epoch.
+
+    accelerate calls `set_epoch(<its own pass count>)` on a dataset that has one, which is wrong for a
+    resumed run (its loader starts counting at 0 mid-run); this wrapper has none.
+    """
+
+    def __init__(self, samples: TrainingSamples) -> None:
+        self.samples = samples
+
+    def use_epoch(self, epoch: int) -> None:
+        if self.samples.epoch != epoch:
+            self.samples.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        return self.samples[index]
+
+
 def steps_per_epoch(n_samples: int, batch_size: int, world: int, grad_accum: int) -> int:
+    """Optimizer steps in one pass: accelerate gives every process ceil(n / (batch * world)) batches."""
     batches = math.ceil(n_samples / (batch_size * world))
     return max(1, math.ceil(batches / grad_accum))
 
 
-def _prepare_run_dir(spec: TrainSpec) -> tuple[Path, dict | None]:
-    """New run: refuse to overwrite one. --resume: the last checkpoint (None: start from scratch)."""
-    out = Path(spec.run.out)
+def planned_steps(spec: TrainSpec, epoch_size: Callable[[int], int], world: int) -> int:
+    """Total optimizer steps: `max_steps`, or the steps of `epochs` passes (a fractional last pass
+    counts its share); `epoch_size(e)` is the number of samples of epoch e (the curriculum grows)."""
+    if spec.run.max_steps is not None:
+        return spec.run.max_steps
+
+    def per(e: int) -> int:
+        return steps_per_epoch(epoch_size(e), spec.optim.batch_size, world, spec.optim.grad_accum)
+
+    full, frac = int(spec.run.epochs), spec.run.epochs - int(spec.run.epochs)
+    total = sum(per(e) for e in range(full)) + (round(frac * per(full)) if frac > 0 else 0)
+    return max(1, total)
+
+
+def _epoch_sizes(samples: TrainingSamples, n_epochs: int) -> Callable[[int], int]:
+    if not samples.curriculum:
+        size = len(samples)
+        return lambda e: size
+    current = samples.epoch
+    sizes = []
+    for e in range(n_epochs + 1):
+        samples.set_epoch(e)
+        sizes.append(len(samples))
+    samples.set_epoch(current)
+    return lambda e: sizes[min(e, len(sizes) - 1)]
+
+
+def validation_samples(spec: TrainSpec, ds: Dataset, rank: int = 0, world: int = 1,
+                       progress: Progress | None = None) -> dict[str, list]:
+    """This process's share of the stored validation instances per task (answers appended)."""
+    out = {}
+    if spec.data.valid_users == 0:
+        return out
+    for task in spec.data.tasks:
+        if task not in ds.instances:
+            (progress or Progress()).log(f"no eval/{task}.parquet in {ds.root}: no validation loss for {task}")
+            continue
+        ev = build_eval_samples(ds, task, "valid", spec.data.history_len)[: spec.data.valid_users]
+        if ev:
+            out[task] = [s.with_answer() for s in ev[rank::world]]
+    return out
+
+
+# ------------------------------------------------------------------------------------------ the run
+
+
+@dataclass
+class Position:
+    """Where the run is: optimizer steps done, and the epoch and batch (per process) the data resumes at."""
+
+    step: int = 0
+    epoch: int = 0
+    batch: int = 0
+
+
+@dataclass
+class Meter:
+    """Training losses since the last metrics line (summed over micro-batches)."""
+
+    loss: float = 0.0
+    batches: int = 0
+    task_sums: torch.Tensor = field(default_factory=lambda: torch.zeros(len(TASK_NAMES)))
+    task_tokens: torch.Tensor = field(default_factory=lambda: torch.zeros(len(TASK_NAMES)))
+
+    def add(self, parts: LossParts, batch: dict) -> None:
+        self.loss += float(parts.loss.detach())
+        self.batches += 1
+        # per-task losses without the task weight, comparable with the validation loss
+        w = batch["weights"].to(parts.sample_sums.device)
+        plain = torch.where(w > 0, parts.sample_sums / w.clamp(min=1e-12), torch.zeros_like(w))
+        sums, counts = per_task(plain, parts.sample_tokens, batch["task_ids"].to(plain.device), len(TASK_NAMES))
+        self.task_sums += sums.cpu()
+        self.task_tokens += counts.cpu().float()
+
+
+@dataclass
+class Run:
+    """What the loop works with, built by the _setup_* steps."""
+
+    spec: TrainSpec
+    out: Path
+    accelerator: Any
+    progress: Progress
+    model: Any = None
+    optimizer: Any = None
+    scheduler: Any = None
+    loader: Any = None
+    stream: EpochStream | None = None
+    valid: dict[str, DataLoader] = field(default_factory=dict)
+    total: int = 0
+    n_epochs: int = 1
+    trainable_names: list[str] = field(default_factory=list)
+    resume: dict | None = None  # the checkpoint resumed from
+    position: Position = field(default_factory=Position)
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def sharding(self) -> str:
+        """How the accelerator actually split the run (whatever chose it: --distributed, the launcher,
+        a config file): "deepspeed" or "fsdp" keep each process's share of the optimizer state;
+        "none" (one process, DDP) keeps all of it everywhere."""
+        from accelerate.utils import DistributedType
+
+        kind = self.accelerator.distributed_type
+        return {DistributedType.DEEPSPEED: "deepspeed", DistributedType.FSDP: "fsdp"}.get(kind, "none")
+
+    @property
+    def sharded_weights(self) -> bool:
+        """ZeRO-3 and FSDP split the weights too: saving them gathers across processes."""
+        if self.sharding == "deepspeed":
+            return self.accelerator.state.deepspeed_plugin.zero_stage == 3
+        return self.sharding == "fsdp"
+
+
+def run_train(spec: TrainSpec, progress: Progress | None = None) -> Path:
+    """Train (or resume, or finetune) the run described by `spec`; returns the run folder."""
+    from accelerate.utils import set_seed
+
+    try:
+        accelerator = make_accelerator(spec, log_dir=spec.run.out)
+        main = accelerator.is_main_process
+        run = Run(spec, Path(spec.run.out), accelerator, (progress or Progress()) if main else Progress())
+        ds = _setup_dataset(spec)  # before the run folder is touched: a bad --data leaves nothing behind
+        fresh = _setup_run_dir(run)
+        set_seed(spec.run.seed)
+        setup = _setup_model(run, ds, fresh)
+        _setup_data(run, ds, setup)
+        _setup_optimizer(run, setup)
+        _train(run)
+        _save_final(run)
+        accelerator.end_training()
+    finally:
+        reset_accelerate_state()
+    return run.out
+
+
+# ------------------------------------------------------------------------------------------- setup
+
+
+def _spec_difference(old: TrainSpec, new: TrainSpec) -> str | None:
+    """The first setting (outside `run`) that differs, as 'section.field: old vs new'."""
+    def flat(d: dict, prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    a, b = flat(old.model_dump(mode="json", exclude={"run"})), flat(new.model_dump(mode="json", exclude={"run"}))
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) != b.get(key):
+            return f"{key}: {a.get(key)!r} vs {b.get(key)!r}"
+    return None
+
+
+def _setup_run_dir(run: Run) -> bool:
+    """Check the run folder (every process), then write the spec (main). Returns whether the model
+    is built fresh. New run: refuse an existing one. --resume: load the last checkpoint (none: start over)."""
+    spec, out, acc = run.spec, run.out, run.accelerator
     saved = out / SPEC_FILE
     if spec.run.resume:
         if not saved.is_file():
             raise UnimpError(f"{out}: nothing to resume (no {SPEC_FILE})")
-        old = TrainSpec.model_validate_json(saved.read_text())
-        if old.model_dump(exclude={"run"}) != spec.model_dump(exclude={"run"}):
-            raise UnimpError(f"{out}: --resume needs the same model, data and optimizer settings as the run")
+        try:
+            old = TrainSpec.model_validate_json(saved.read_text())
+        except Exception as exc:
+            raise UnimpError(f"{saved}: unreadable ({str(exc).splitlines()[0]})") from exc
+        diff = _spec_difference(old, spec)
+        if diff is not None:
+            raise UnimpError(f"{out}: --resume needs the run's model, data and optimizer settings ({diff})")
         found = ckpt.list_checkpoints(out)
-        return out, (ckpt.load_checkpoint(found[-1][1]) if found else None)
-    if saved.is_file() or (out / FINAL).exists():
-        raise UnimpError(f"{out}: a run is already there; use --resume to continue it or another --out")
-    return out, None
+        run.resume = ckpt.load_checkpoint(found[-1][1]) if found else None
+    elif saved.is_file() or (out / FINAL).exists() or (out / ckpt.CHECKPOINTS).exists():
+        raise UnimpError(f"{out}: a run is already there; add --resume to continue it, or choose another --out")
+    elif out.is_dir() and any(out.iterdir()):
+        raise UnimpError(f"{out}: folder is not empty and holds no run; choose another --out")
+    fresh = run.resume is None and not (out / MODEL_META).is_file()
+    acc.wait_for_everyone()  # every process has looked before the main one writes
+    if run.main:
+        out.mkdir(parents=True, exist_ok=True)
+        if spec.run.resume:
+            ckpt.remove_stale(out)
+            step = run.resume["state"]["step"] if run.resume else 0
+            _trim_log(out / METRICS, step)
+        spec.save(saved)
+    acc.wait_for_everyone()
+    return fresh
+
+
+def _setup_dataset(spec: TrainSpec) -> Dataset:
+    unknown = [t for t in spec.data.tasks if t not in TASK_NAMES]
+    if unknown:
+        raise UnimpError(f"data.tasks: {unknown} cannot train yet (known: {', '.join(TASK_NAMES)})")
+    return load_dataset(spec.data.path)
+
+
+def _setup_model(run: Run, ds: Dataset, fresh: bool) -> Setup:
+    spec = run.spec
+    # The main process builds (tokenizer, feature cache) and writes; the others then rebuild from the folder.
+    with run.accelerator.main_process_first():
+        setup = setup_model(spec, ds, run.out, fresh=fresh and run.main, progress=run.progress)
+    run.progress.log(f"trainable parameters: {setup.bundle.trainable:,} of {setup.bundle.total:,}")
+    return setup
+
+
+def _setup_data(run: Run, ds: Dataset, setup: Setup) -> None:
+    spec, acc = run.spec, run.accelerator
+    run.n_epochs = max(1, math.ceil(spec.run.epochs))
+    samples = TrainingSamples(ds, spec.data.tasks, spec.data.history_len, spec.run.seed,
+                              curriculum=spec.data.curriculum, n_epochs=run.n_epochs)
+    if len(samples) == 0:
+        raise UnimpError(f"{ds.root}: no training samples for tasks {spec.data.tasks}")
+    run.total = planned_steps(spec, _epoch_sizes(samples, run.n_epochs), acc.num_processes)
+    if spec.run.max_steps is not None:
+        run.n_epochs = 10**9  # as many passes as the steps need
+    run.stream = EpochStream(samples)
+    collate = make_collator(setup.bundle.tokenizer, max_length=spec.data.max_tokens, padding_side="right",
+                            images=setup.images, image_shape=setup.image_shape, task_weights=spec.data.task_weights)
+    # Its own generator: a DataLoader iterator otherwise draws its worker seed from the global RNG,
+    # which a resumed run (one more iterator) would then see shifted.
+    run.loader = DataLoader(run.stream, batch_size=spec.optim.batch_size, shuffle=False, collate_fn=collate,
+                            num_workers=spec.run.num_workers, generator=torch.Generator().manual_seed(spec.run.seed))
+    shards = validation_samples(spec, ds, acc.process_index, acc.num_processes, run.progress)
+    run.valid = {t: DataLoader(SampleDataset(s), batch_size=spec.optim.batch_size, collate_fn=collate)
+                 for t, s in shards.items()}
+
+
+def _setup_optimizer(run: Run, setup: Setup) -> None:
+    spec, acc = run.spec, run.accelerator
+    model = setup.bundle.model
+    run.trainable_names = [n for n, p in model.named_parameters() if p.requires_grad]
+    optimizer = build_optimizer(model, spec.optim.lr, spec.optim.weight_decay)
+    # The scheduler stays outside accelerate: its wrapper steps it once per process per step.
+    run.scheduler = build_scheduler(optimizer, run.total, spec.optim.warmup_ratio, spec.optim.schedule)
+    if run.resume is not None:
+        res = run.resume
+        ckpt.load_trainable(model, res["weights"], str(res["path"]))
+        if res["optimizer"] is not None and run.sharding == "none":
+            optimizer.load_state_dict(res["optimizer"])
+        if res["scheduler"] is not None:
+            run.scheduler.load_state_dict(res["scheduler"])
+        state = res["state"]
+        run.position = Position(state["step"], state["epoch"], state["batch"])
+        run.progress.log(f"resuming {run.out} at step {state['step']} (epoch {state['epoch']}, batch {state['batch']})")
+    elif spec.init_from is not None:  # a finetune's start (also when resumed before its first checkpoint)
+        ckpt.load_trainable(model, load_weights(spec.init_from), str(spec.init_from))
+        run.progress.log(f"starting from the weights of {spec.init_from}")
+    run.model, run.optimizer, run.loader = acc.prepare(model, optimizer, run.loader)
+    if run.resume is not None:
+        _load_sharded_optimizer(run, run.resume["path"])
+    if spec.run.trackers:
+        config = {"lr": spec.optim.lr, "gamma": spec.optim.gamma, "batch_size": spec.optim.batch_size,
+                  "tasks": ",".join(spec.data.tasks)}
+        acc.init_trackers(run.out.name, config=config)
+
+
+# ------------------------------------------------------------------------------------------- train
+
+
+def _train(run: Run) -> None:
+    """The loop: micro-batches → optimizer steps, with metrics, validation and checkpoints on schedule."""
+    acc, pos, meter = run.accelerator, run.position, Meter()
+    run.model.train()
+    clock = {"started": time.time(), "seen": 0}
+    with run.progress.task("training", total=run.total) as advance:
+        advance(pos.step)
+        if run.resume is not None and run.resume["rng"] is not None:
+            ckpt.set_rng_state(run.resume["rng"])
+        while pos.step < run.total and pos.epoch < run.n_epochs:
+            run.stream.use_epoch(pos.epoch)
+            batches = acc.skip_first_batches(run.loader, pos.batch) if pos.batch else run.loader
+            for batch in batches:
+                parts = _micro_step(run, batch)
+                pos.batch += 1
+                clock["seen"] += batch["input_ids"].shape[0] * acc.num_processes
+                meter.add(parts, batch)
+                if not acc.sync_gradients:
+                    continue
+                pos.step += 1
+                meter = _after_step(run, meter, clock, advance)
+                if pos.step >= run.total:
+                    return
+            pos.epoch, pos.batch = pos.epoch + 1, 0
+
+
+def _micro_step(run: Run, batch: dict) -> LossParts:
+    acc, opt = run.accelerator, run.optimizer
+    with acc.accumulate(run.model):
+        with acc.autocast():
+            logits = run.model(vision_x=batch["vision_x"], lang_x=batch["input_ids"],
+                               attention_mask=batch["attention_mask"]).logits  # (B, T, V)
+        parts = answer_loss_parts(logits, batch["labels"], batch["weights"], run.spec.optim.gamma)
+        acc.backward(parts.loss)
+        if acc.sync_gradients:
+            acc.clip_grad_norm_(run.model.parameters(), run.spec.optim.grad_clip)
+        opt.step()
+        if acc.sync_gradients and not _step_skipped(opt):
+            run.scheduler.step()
+        opt.zero_grad()
+    return parts
+
+
+def _step_skipped(optimizer) -> bool:
+    """fp16 loss scaling skips the steps whose gradients overflowed (the schedule then waits too)."""
+    try:
+        return bool(optimizer.step_was_skipped)
+    except AttributeError:
+        return False
+
+
+def _after_step(run: Run, meter: Meter, clock: dict, advance) -> Meter:
+    """Progress, metrics line, validation and checkpoint after optimizer step `run.position.step`."""
+    spec, pos, acc = run.spec, run.position, run.accelerator
+    last = pos.step == run.total
+    lr = run.scheduler.get_last_lr()[0]
+    rate = clock["seen"] / max(time.time() - clock["started"], 1e-9)
+    advance(1, info=f"loss {meter.loss / max(meter.batches, 1):.4f} lr {lr:.2e} {rate:.1f} samples/s")
+    if pos.step % spec.run.log_every == 0 or last:
+        _log_train(run, meter, lr, rate)
+        meter = Meter()
+    if run.valid and (pos.step % spec.run.eval_every == 0 or last):
+        losses = validation_loss(run.model, run.valid, spec.optim.gamma, acc)
+        if run.main:
+            _log(run.out / METRICS, {"step": pos.step, "epoch": pos.epoch, "valid_loss": losses})
+            acc.log({f"valid/{k}": v for k, v in losses.items()}, step=pos.step)
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in losses.items())
+            run.progress.log(f"step {pos.step}: validation loss {shown}")
+    if pos.step % spec.run.save_every == 0 and not last:
+        _save_checkpoint(run)
+    return meter
+
+
+def _log_train(run: Run, meter: Meter, lr: float, rate: float) -> None:
+    """One metrics line, averaged over every process (all of them call this)."""
+    acc = run.accelerator
+    packed = torch.cat([torch.tensor([meter.loss, float(meter.batches)]), meter.task_sums, meter.task_tokens])
+    packed = acc.reduce(packed.to(acc.device), reduction="sum").cpu()
+    n = len(TASK_NAMES)
+    loss_sum, batches, sums, tokens = packed[0], packed[1], packed[2:2 + n], packed[2 + n:]
+    if not run.main:
+        return
+    task_loss = {t: float(sums[i] / tokens[i]) for i, t in enumerate(TASK_NAMES) if tokens[i] > 0}
+    record = {"step": run.position.step, "epoch": run.position.epoch, "loss": float(loss_sum / batches.clamp(min=1)),
+              "lr": lr, "samples_per_s": rate, "task_loss": task_loss}
+    _log(run.out / METRICS, record)
+    acc.log({"train/loss": record["loss"], "train/lr": lr,
+             **{f"train/{t}": v for t, v in task_loss.items()}}, step=run.position.step)
+
+
+def validation_loss(model, loaders: dict[str, Any], gamma: float, accelerator) -> dict[str, float]:
+    """Mean answer-token loss per task (no task weights) over every process's share of the validation
+    instances. Every process must call it (the sums are reduced across processes)."""
+    net = accelerator.unwrap_model(model)
+    net.eval()
+    sums = torch.zeros(2 * len(loaders), dtype=torch.float64)
+    with torch.no_grad():
+        for k, loader in enumerate(loaders.values()):
+            for batch in loader:
+                batch = {n: v.to(accelerator.device) if torch.is_tensor(v) else v for n, v in batch.items()}
+                with accelerator.autocast():
+                    logits = net(vision_x=batch["vision_x"], lang_x=batch["input_ids"],
+                                 attention_mask=batch["attention_mask"]).logits
+                parts = answer_loss_parts(logits, batch["labels"], None, gamma)
+                sums[2 * k] += float(parts.sample_sums.sum())
+                sums[2 * k + 1] += float(parts.sample_tokens.sum())
+    net.train()
+    sums = accelerator.reduce(sums.to(accelerator.device), reduction="sum").cpu()
+    return {task: float(sums[2 * k] / max(float(sums[2 * k + 1]), 1.0)) for k, task in enumerate(loaders)}
 
 
 def _log(path: Path, record: dict) -> None:
@@ -125,188 +518,123 @@ def _log(path: Path, record: dict) -> None:
 def _trim_log(path: Path, step: int) -> None:
     """On resume, forget log lines written after the checkpoint (they will be written again)."""
     if path.is_file():
-        lines = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln).get("step", 0) <= step]
-        from ..io import write_bytes_atomic
-
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip() and _line_step(ln) <= step]
         write_bytes_atomic(path, ("\n".join(lines) + "\n" if lines else "").encode())
 
 
-def validation_loss(model, loaders: dict[str, Any], gamma: float, accelerator) -> dict[str, float]:
-    """Mean answer loss per task on the stored validation instances (answers appended)."""
-    model.eval()
-    out = {}
-    with torch.no_grad():
-        for task, loader in loaders.items():
-            total = tokens = 0.0
-            for batch in loader:
-                with accelerator.autocast():
-                    logits = model(vision_x=batch["vision_x"], lang_x=batch["input_ids"],
-                                   attention_mask=batch["attention_mask"]).logits
-                parts = answer_loss_parts(logits, batch["labels"], None, gamma)
-                total += float(parts.sample_sums.sum())
-                tokens += float(parts.sample_tokens.sum())
-            out[task] = total / max(tokens, 1.0)
-    model.train()
-    return out
+def _line_step(line: str) -> int:
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError):
+        return 1 << 62  # a torn last line (killed mid-write) goes
 
 
-def run_train(spec: TrainSpec, progress: Progress | None = None) -> Path:
-    """Train (or resume, or finetune) the run described by `spec`; returns the run folder."""
-    progress = progress or Progress()
-    accelerator = make_accelerator(spec, log_dir=spec.run.out)
-    main = accelerator.is_main_process
-    out, resume = _prepare_run_dir(spec)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(spec.run.seed)
-    ds = load_dataset(spec.data.path)
-    unknown = [t for t in spec.data.tasks if t not in TASK_NAMES]
-    if unknown:
-        raise UnimpError(f"data.tasks: {unknown} cannot train yet (known: {', '.join(TASK_NAMES)})")
-    fresh = resume is None and not (out / "model.json").is_file()
-    if main:
-        spec.save(out / SPEC_FILE)
-    setup = setup_model(spec, ds, out, fresh=fresh or (resume is None and spec.init_from is not None), progress=progress)
-    bundle = setup.bundle
-    model = bundle.model
-    if resume is None and spec.init_from is not None and not fresh:
-        ckpt.load_trainable(model, load_weights(spec.init_from), str(spec.init_from))
-    progress.log(f"trainable parameters: {bundle.trainable:,} of {bundle.total:,}")
+# -------------------------------------------------------------------------------------------- save
 
-    # data
-    n_epochs = max(1, math.ceil(spec.run.epochs)) if spec.run.max_steps is None else 10**9
-    samples = TrainingSamples(ds, spec.data.tasks, spec.data.history_len, spec.run.seed,
-                              curriculum=spec.data.curriculum, n_epochs=max(1, math.ceil(spec.run.epochs)))
-    if len(samples) == 0:
-        raise UnimpError(f"{ds.root}: no training samples for tasks {spec.data.tasks}")
-    collate = make_collator(bundle.tokenizer, max_length=spec.data.max_tokens, padding_side="right",
-                            images=setup.images, image_shape=setup.image_shape, task_weights=spec.data.task_weights)
-    loader = torch.utils.data.DataLoader(samples, batch_size=spec.optim.batch_size, shuffle=False, collate_fn=collate,
-                                         num_workers=spec.run.num_workers)
-    valid = {}
-    if spec.data.valid_users > 0:
-        for task in spec.data.tasks:
-            split = "valid"
-            ev = [s.with_answer() for s in build_eval_samples(ds, task, split, spec.data.history_len)][: spec.data.valid_users]
-            if ev:
-                valid[task] = torch.utils.data.DataLoader(SampleDataset(ev), batch_size=spec.optim.batch_size,
-                                                          collate_fn=collate)
 
-    # optimisation
-    optimizer = build_optimizer(model, spec.optim.lr, spec.optim.weight_decay)
-    per_epoch = steps_per_epoch(len(samples), spec.optim.batch_size, accelerator.num_processes, spec.optim.grad_accum)
-    total = spec.run.max_steps or max(1, round(spec.run.epochs * per_epoch))
-    scheduler = build_scheduler(optimizer, total, spec.optim.warmup_ratio, spec.optim.schedule)
-    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
-    valid = {t: accelerator.prepare(dl) for t, dl in valid.items()}
+def _trainable_weights(run: Run) -> dict[str, torch.Tensor] | None:
+    """The trainable weights on the main process (None elsewhere). Sharded strategies gather them:
+    every process must call this."""
+    acc = run.accelerator
+    if run.sharded_weights:
+        full = acc.get_state_dict(run.model)
+        return {n: full[n].detach().cpu().clone() for n in run.trainable_names} if run.main else None
+    return ckpt.trainable_state(acc.unwrap_model(run.model)) if run.main else None
 
-    step, epoch, skip = 0, 0, 0
-    if resume is not None:
-        state = resume["state"]
-        ckpt.load_trainable(accelerator.unwrap_model(model), resume["weights"], "checkpoint")
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
-        step, epoch, skip = state["step"], state["epoch"], state["batch"]
-        progress.log(f"resuming {out} at step {step} (epoch {epoch}, batch {skip})")
-        if main:
-            _trim_log(out / METRICS, step)
-    if spec.run.trackers:
-        accelerator.init_trackers(out.name, config={"lr": spec.optim.lr, "gamma": spec.optim.gamma})
 
-    model.train()
-    seen, started = 0, time.time()
-    loss_window: list[float] = []
-    with progress.task("training", total=total) as advance:
-        advance(step)
-        if resume is not None:
-            ckpt.set_rng_state(resume["rng"])
-        while step < total and epoch < n_epochs:
-            samples.set_epoch(epoch)
-            batches = accelerator.skip_first_batches(loader, skip) if skip else loader
-            batch_index = skip
-            for batch in batches:
-                with accelerator.accumulate(model):
-                    with accelerator.autocast():
-                        logits = model(vision_x=batch["vision_x"], lang_x=batch["input_ids"],
-                                       attention_mask=batch["attention_mask"]).logits
-                    parts = answer_loss_parts(logits.float(), batch["labels"], batch["weights"], spec.optim.gamma)
-                    accelerator.backward(parts.loss)
-                    if accelerator.sync_gradients:
-                        accelerator.clip_grad_norm_(model.parameters(), spec.optim.grad_clip)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad()
-                batch_index += 1
-                seen += batch["input_ids"].shape[0] * accelerator.num_processes
-                loss_window.append(float(parts.loss.detach()))
-                if not accelerator.sync_gradients:
-                    continue
-                step += 1
-                lr = scheduler.get_last_lr()[0]
-                rate = seen / max(time.time() - started, 1e-9)
-                advance(1, info=f"loss {sum(loss_window) / len(loss_window):.4f} lr {lr:.2e} {rate:.1f} samples/s")
-                if main and (step % spec.run.log_every == 0 or step == total):
-                    sums, counts = per_task(parts.sample_sums.detach(), parts.sample_tokens, batch["task_ids"],
-                                            len(TASK_NAMES))
-                    task_loss = {t: float(sums[i] / counts[i]) for i, t in enumerate(TASK_NAMES) if counts[i] > 0}
-                    record = {"step": step, "epoch": epoch, "loss": sum(loss_window) / len(loss_window), "lr": lr,
-                              "samples_per_s": rate, "task_loss": task_loss}
-                    _log(out / METRICS, record)
-                    accelerator.log({"train/loss": record["loss"], "train/lr": lr}, step=step)
-                    loss_window = []
-                if valid and (step % spec.run.eval_every == 0 or step == total):
-                    vl = validation_loss(model, valid, spec.optim.gamma, accelerator)
-                    if main:
-                        _log(out / METRICS, {"step": step, "valid_loss": vl})
-                        accelerator.log({f"valid/{k}": v for k, v in vl.items()}, step=step)
-                        progress.log(f"step {step}: validation loss " + ", ".join(f"{k} {v:.4f}" for k, v in vl.items()))
-                if step % spec.run.save_every == 0 and step < total:
-                    accelerator.wait_for_everyone()
-                    if main:
-                        ckpt.save_checkpoint(out, step, accelerator.unwrap_model(model), optimizer, scheduler,
-                                             {"epoch": epoch, "batch": batch_index}, spec.run.keep_last)
-                if step >= total:
-                    break
-            else:
-                epoch, skip = epoch + 1, 0
-                continue
-            break
+def _save_checkpoint(run: Run) -> None:
+    """checkpoints/step-N, written atomically by the main process; every process must call this."""
+    acc, pos = run.accelerator, run.position
+    weights = _trainable_weights(run)
+    files: dict[str, Any] = {}
+    sharded = _save_sharded_optimizer(run)
+    if sharded is not None:
+        files[ckpt.SHARDS_DIR] = lambda path: os.replace(sharded, path)
+    else:
+        files[ckpt.OPTIMIZER] = run.optimizer.state_dict() if run.main else None
+    if run.main:
+        files.update({ckpt.WEIGHTS: weights, ckpt.SCHEDULER: run.scheduler.state_dict(), ckpt.RNG: ckpt.rng_state(),
+                      ckpt.STATE: {"step": pos.step, "epoch": pos.epoch, "batch": pos.batch}})
+        ckpt.save_checkpoint(run.out, pos.step, files, run.spec.run.keep_last)
+    acc.wait_for_everyone()
 
-    accelerator.wait_for_everyone()
-    if main:
-        ckpt.write_folder_atomic(out / FINAL, {
-            ckpt.WEIGHTS: ckpt.trainable_state(accelerator.unwrap_model(model)),
-            ckpt.STATE: {"step": step, "epoch": epoch, "seconds": round(time.time() - started, 1)},
+
+def _save_sharded_optimizer(run: Run) -> Path | None:
+    """DeepSpeed / FSDP keep each process's share of the optimizer state: every process writes its
+    own into a staging folder (moved into the checkpoint by the main process). None otherwise."""
+    if run.sharding == "none":
+        return None
+    acc = run.accelerator
+    staging = run.out / ckpt.CHECKPOINTS / f".step-{run.position.step}.shards"
+    if run.main:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    acc.wait_for_everyone()
+    if run.sharding == "deepspeed":
+        run.model.save_checkpoint(str(staging), tag="zero", exclude_frozen_parameters=True)
+    else:
+        from accelerate.utils import save_fsdp_optimizer
+
+        save_fsdp_optimizer(acc.state.fsdp_plugin, acc, run.optimizer, run.model, str(staging))
+    acc.wait_for_everyone()
+    return staging
+
+
+def _load_sharded_optimizer(run: Run, checkpoint: Path) -> None:
+    folder = Path(checkpoint) / ckpt.SHARDS_DIR
+    if run.sharding == "none":
+        return
+    if not folder.is_dir():
+        raise UnimpError(f"{checkpoint}: no {ckpt.SHARDS_DIR}/ optimizer shards for a {run.sharding} resume")
+    if run.sharding == "deepspeed":
+        run.model.load_checkpoint(str(folder), tag="zero", load_module_strict=False, load_optimizer_states=True,
+                                  load_lr_scheduler_states=False)
+    else:
+        from accelerate.utils import load_fsdp_optimizer
+
+        load_fsdp_optimizer(run.accelerator.state.fsdp_plugin, run.accelerator, run.optimizer, run.model, str(folder))
+
+
+def _save_final(run: Run) -> None:
+    """final/: the trainable weights and where the run ended (every process must call this)."""
+    run.accelerator.wait_for_everyone()
+    weights = _trainable_weights(run)
+    if run.main:
+        pos = run.position
+        ckpt.write_folder_atomic(run.out / FINAL, {
+            ckpt.WEIGHTS: weights,
+            ckpt.STATE: {"step": pos.step, "epoch": pos.epoch, "batch": pos.batch},
         })
-    accelerator.end_training()
-    return out
+    run.accelerator.wait_for_everyone()
+
+
+# ---------------------------------------------------------------------------------------- finetune
 
 
 def finetune_spec(source: Path, overrides: dict) -> TrainSpec:
-    """`unimp finetune --from RUN`: the run's model and data, its weights, single task, constant schedule."""
-    saved = Path(source) / SPEC_FILE
+    """`unimp finetune --from RUN`: the run's model and data, its final weights, `rec` alone and a
+    constant schedule (as the seed's finetune script) unless overridden."""
+    from pydantic import ValidationError
+
+    from ..specs.base import _deep_merge, _drop_none, format_validation_error
+
+    source = Path(source)
+    saved = source / SPEC_FILE
     if not saved.is_file():
         raise UnimpError(f"{source}: not a run folder (no {SPEC_FILE})")
-    if not (Path(source) / FINAL).is_dir():
+    if not (source / FINAL / ckpt.WEIGHTS).is_file():
         raise UnimpError(f"{source}: the run has not finished (no {FINAL}/); resume it first")
-    base = json.loads(saved.read_text())
-    base["init_from"] = str(source)
+    try:
+        base = json.loads(saved.read_text())
+    except json.JSONDecodeError as exc:
+        raise UnimpError(f"{saved}: unreadable ({exc})") from exc
+    base["init_from"] = str(source.resolve())
     base["data"]["tasks"] = ["rec"]
     base["optim"]["schedule"] = "constant"
-    base["run"] = {k: v for k, v in base["run"].items() if k in ("precision", "distributed", "seed")}
-    from ..specs.base import _deep_merge, _drop_none
-
+    kept = ("precision", "distributed", "seed", "cache_vision_features", "num_workers", "trackers")
+    base["run"] = {k: v for k, v in base.get("run", {}).items() if k in kept}
     merged = _deep_merge(base, _drop_none(overrides))
     try:
         return TrainSpec.model_validate(merged)
-    except Exception as exc:
-        from pydantic import ValidationError
-
-        from ..specs.base import format_validation_error
-
-        if isinstance(exc, ValidationError):
-            raise UnimpError(format_validation_error(exc, "finetune options")) from exc
-        raise
-
-
-def remove_run(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+    except ValidationError as exc:
+        raise UnimpError(format_validation_error(exc, "finetune options")) from exc

@@ -1,0 +1,102 @@
+"""`unimp train` and `unimp finetune` through the command line (typer's CliRunner, in process)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tests.training.conftest import make_spec, read_metrics, write_config
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: threads only add overhead on a shared machine
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from unimp_core.data.prepare import run_prepare
+    from unimp_core.specs.data import PrepareSpec
+
+    root = tmp_path_factory.mktemp("cli-train")
+    return run_prepare(PrepareSpec(datasets=["sample"], out=root / "sample", cache_dir=root / "cache",
+                                   sample_users=60, sample_items=30, user_core=5, item_core=3))
+
+
+@pytest.fixture
+def config(data, tmp_path):
+    """The small test model and short prompts as a spec file (flags add the rest)."""
+    return write_config(make_spec(data, tmp_path / "unused", run={"max_steps": 2}), tmp_path / "spec.yaml")
+
+
+def one_error_line(res) -> str:
+    assert res.exit_code == 1, res.output
+    line = res.stderr.strip().splitlines()[-1]  # progress bars may precede it on stderr
+    assert line.startswith("error: ")
+    return line
+
+
+def test_train_dry_run_resolves_config_and_flags(cli, config, tmp_path):
+    res = cli("train", "--config", config, "--out", tmp_path / "r", "--tasks", "rec", "search", "--gamma", 0,
+              "--task-weight", "search=3", "--precision", "bf16", "--dry-run")
+    assert res.exit_code == 0, res.output
+    spec = json.loads(res.output)
+    assert spec["data"]["tasks"] == ["rec", "search"] and spec["data"]["task_weights"] == {"rec": 2.0, "search": 3.0}
+    assert spec["optim"]["gamma"] == 0 and spec["run"]["precision"] == "bf16"
+    assert spec["model"]["tiny"]["hidden_size"] == 32  # from the config file
+    assert not (tmp_path / "r").exists()
+
+
+def test_train_bad_values_are_one_line(cli, config, tmp_path):
+    line = one_error_line(cli("train", "--config", config, "--out", tmp_path / "r", "--schedule", "step"))
+    assert "optim.schedule" in line
+    line = one_error_line(cli("train", "--config", config, "--out", tmp_path / "r", "--task-weight", "rec:2"))
+    assert "--task-weight" in line or "task=number" in line
+    line = one_error_line(cli("train", "--config", config, "--data", tmp_path / "missing", "--out", tmp_path / "r"))
+    assert "missing" in line and "dataset folder not found" in line
+
+
+def test_train_tiny_run_resume_and_existing_run(cli, config, tmp_path):
+    run = tmp_path / "run"
+    res = cli("train", "--config", config, "--out", run, "--max-steps", 2, "--save-every", 1, "--log-every", 1)
+    assert res.exit_code == 0, res.output + res.stderr
+    assert "run folder:" in res.output and (run / "final" / "trainable.pt").is_file()
+    assert [r["step"] for r in read_metrics(run) if "loss" in r] == [1, 2]
+
+    line = one_error_line(cli("train", "--config", config, "--out", run, "--max-steps", 2))
+    assert "already there" in line and "--resume" in line
+
+    res = cli("train", "--config", config, "--out", run, "--max-steps", 3, "--save-every", 1, "--log-every", 1,
+              "--resume")  # a longer run from its last checkpoint (step 1)
+    assert res.exit_code == 0, res.output + res.stderr
+    assert [r["step"] for r in read_metrics(run) if "loss" in r] == [1, 2, 3]
+    assert json.loads((run / "final" / "state.json").read_text())["step"] == 3
+    line = one_error_line(cli("train", "--config", config, "--out", run, "--resume", "--lr", 0.5))
+    assert "optim.lr" in line
+
+
+def test_finetune_dry_run_real_run_and_errors(cli, config, tmp_path):
+    source = tmp_path / "base"
+    assert cli("train", "--config", config, "--out", source).exit_code == 0
+    res = cli("finetune", "--from", source, "--out", tmp_path / "ft", "--dry-run")
+    assert res.exit_code == 0, res.output
+    spec = json.loads(res.output)
+    assert spec["data"]["tasks"] == ["rec"] and spec["optim"]["schedule"] == "constant"
+    assert spec["init_from"] == str(source.resolve()) and spec["model"]["tiny"]["hidden_size"] == 32
+
+    res = cli("finetune", "--from", source, "--out", tmp_path / "ft", "--max-steps", 1, "--log-every", 1)
+    assert res.exit_code == 0, res.output + res.stderr
+    assert (tmp_path / "ft" / "final" / "trainable.pt").is_file()
+    assert set(read_metrics(tmp_path / "ft")[0]["task_loss"]) == {"rec"}
+
+    res = cli("finetune", "--from", source, "--out", tmp_path / "ft2", "--tasks", "exp", "--lr", 5e-4, "--dry-run")
+    assert json.loads(res.output)["data"]["tasks"] == ["exp"] and json.loads(res.output)["optim"]["lr"] == 5e-4
+    line = one_error_line(cli("finetune", "--from", tmp_path, "--out", tmp_path / "ft3"))
+    assert "not a run folder" in line
+    line = one_error_line(cli("finetune", "--from", source, "--out", tmp_path / "ft4", "--schedule", "sawtooth"))
+    assert "optim.schedule" in line
