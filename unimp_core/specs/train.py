@@ -44,7 +44,11 @@ class DataSpec(Spec):
 class OptimSpec(Spec):
     """AdamW, schedule, clipping, accumulation."""
 
-    lr: float = Field(default=1e-4, gt=0, description="Peak learning rate.")
+    lr: float | None = Field(
+        default=None, gt=0,
+        description="Peak learning rate (default: 3e-3 for the tiny preset, which starts from random weights; "
+        "1e-4, the paper's, for the OpenFlamingo presets).",
+    )
     weight_decay: float = Field(default=0.1, ge=0, description="AdamW weight decay, applied to the gated cross-attention weights only (as the seed).")
     schedule: Literal["constant", "linear", "cosine"] = Field(default="cosine", description="Learning-rate schedule after warmup.")
     warmup_ratio: float = Field(default=0.03, ge=0, lt=1, description="Share of the steps spent warming up linearly.")
@@ -92,6 +96,8 @@ class TrainSpec(Spec):
 
     @model_validator(mode="after")
     def _check(self) -> "TrainSpec":
+        if self.optim.lr is None:
+            self.optim.__dict__["lr"] = 3e-3 if self.model.preset == "tiny" else 1e-4
         if "img_gen" in self.data.tasks and self.model.image_gen_codes == 0:
             raise ValueError("data.tasks: img_gen needs image codes (run `unimp tokenize-images` first)")
         return self
