@@ -42,6 +42,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_download.py
 	$(PY) benchmarks/bench_parse.py
 	$(PY) benchmarks/bench_evaluate.py
+	$(PY) benchmarks/bench_train.py
+	$(PY) benchmarks/bench_tokenize.py
 
 clean:
 	rm -rf demo .pytest_cache

@@ -12,6 +12,7 @@ from .evaluate import evaluate
 from .filter_images import filter_images
 from .generate import generate
 from .prepare import prepare
+from .tokenize_images import tokenize_images
 from .train import finetune, train
 
 app = typer.Typer(
@@ -23,6 +24,7 @@ app = typer.Typer(
 )
 app.command("prepare")(prepare)
 app.command("filter-images")(filter_images)
+app.command("tokenize-images")(tokenize_images)
 app.command("train")(train)
 app.command("finetune")(finetune)
 app.command("evaluate")(evaluate)

@@ -35,6 +35,7 @@ def evaluate(
     num_beams: Optional[int] = typer.Option(None, help=d(ES, "num_beams")),
     exclude_history: Optional[bool] = typer.Option(None, "--exclude-history/--keep-history", help=d(ES, "exclude_history")),
     text_beams: Optional[int] = typer.Option(None, help=d(ES, "text_beams")),
+    image_pairs: Optional[int] = typer.Option(None, help=d(ES, "image_pairs")),
     max_new_tokens: Optional[int] = typer.Option(None, help=d(ES, "max_new_tokens")),
     rating_policy: Optional[str] = typer.Option(None, help=d(ES, "rating_policy")),
     save_top: Optional[int] = typer.Option(None, help=d(ES, "save_top")),
@@ -47,10 +48,11 @@ def evaluate(
     dry_run: bool = typer.Option(False, "--dry-run", help=DRY_RUN_HELP),
 ) -> None:
     """Evaluate a run: HR/NDCG/MRR over the whole catalogue (rec, search) against popularity, rating and
-    explanation metrics (exp), selection precision/recall/F1 (img_sel). Runs under `accelerate launch` too."""
+    explanation metrics (exp), selection precision/recall/F1 (img_sel), code accuracy, PSNR and SSIM of generated
+    images (img_gen). Runs under `accelerate launch` too."""
     overrides = {"run": run, "checkpoint": checkpoint, "split": split, "tasks": tasks, "data": data,
                  "batch_size": batch_size, "ks": _ks(k), "decode": decode, "num_beams": num_beams,
-                 "exclude_history": exclude_history, "text_beams": text_beams, "max_new_tokens": max_new_tokens,
+                 "exclude_history": exclude_history, "text_beams": text_beams, "image_pairs": image_pairs, "max_new_tokens": max_new_tokens,
                  "rating_policy": rating_policy, "save_top": save_top, "limit": limit, "history_len": history_len,
                  "max_tokens": max_tokens, "precision": precision}
     spec = resolve(ES, config, overrides, dry_run)
@@ -117,6 +119,18 @@ def print_report(con, report: dict[str, Any]) -> None:
             if base:
                 notes.append(f"rating baseline: {base['predict']}")
             notes += [f"{name}: {why}" for name, why in expl.get("unavailable", {}).items()]
+        elif task == "img_gen":
+            table = Table("metric", "model", "VQ reconstruction")
+            for name in ("code_accuracy", "psnr", "ssim"):
+                table.add_row(name, _fmt(res["metrics"][name]), _fmt(res["vq_reconstruction"].get(name)))
+            fid = res["fid"]
+            table.add_row("FID", _fmt(fid["value"]) if fid["available"] else "unavailable", "")
+            if not fid["available"]:
+                notes.append(fid["message"])
+            notes.append(f"{res['grid']}x{res['grid']} codes at {res['resolution']} px; PSNR/SSIM on "
+                         f"{res['scored_images']} images; VQ reconstruction = the true codes decoded (the ceiling)")
+            if res.get("pairs"):
+                notes.append(f"generated|true pairs: {report['folder']}/{res['pairs']}")
         else:
             table = Table("metric", "model")
             for name, value in res["metrics"].items():

@@ -36,17 +36,18 @@ def generate(
     history_len: Optional[int] = typer.Option(None, help=d(GS, "history_len")),
     max_tokens: Optional[int] = typer.Option(None, help=d(GS, "max_tokens")),
     html: Optional[Path] = typer.Option(None, "--html", dir_okay=False, help=d(GS, "html")),
+    out: Optional[Path] = typer.Option(None, "--out", dir_okay=False, help=d(GS, "out")),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
     config: Optional[Path] = typer.Option(None, "--config", exists=True, dir_okay=False, help=CONFIG_HELP),
     dry_run: bool = typer.Option(False, "--dry-run", help=DRY_RUN_HELP),
 ) -> None:
-    """Recommend for a user (by id, key, or a given history), answer a search query, explain a rating or
-    pick among candidates; --html writes a page with the pictures."""
+    """Recommend for a user (by id, key, or a given history), answer a search query, explain a rating,
+    pick among candidates or generate an image (--task img_gen --out img.png); --html writes a page with the pictures."""
     overrides = {"run": run, "user": user, "history": _ids(history), "list_users": list_users or None, "task": task,
                  "query": query, "item": item, "candidates": _ids(candidates), "k": k,
                  "exclude_history": exclude_history, "num_beams": num_beams, "max_new_tokens": max_new_tokens,
                  "checkpoint": checkpoint, "data": data, "history_len": history_len, "max_tokens": max_tokens,
-                 "html": html}
+                 "html": html, "out": out}
     spec = resolve(GS, config, overrides, dry_run)
 
     import json
@@ -103,6 +104,11 @@ def print_result(con, result: dict[str, Any]) -> None:
         title = f"results for “{result['query']}”" if result.get("query") else "recommended next"
         con.print(_items_table(f"{title} (score: {result['score']})", result["recommendations"],
                                [("#", "rank"), ("score", "score")]))
+    elif result["task"] == "img_gen":
+        img = result["image"]
+        where = f" -> {img['path']}" if img["path"] else " (give --out FILE.png to save it)"
+        con.print(f"generated a {img['resolution']}x{img['resolution']} image for “{result['query']}” "
+                  f"from {len(img['codes'])} codes{where}", soft_wrap=True)
     elif result["task"] == "exp":
         con.print(_items_table("item", [result["item"]]))
         rating = result["rating"] if result["rating"] is not None else "no parsable rating"

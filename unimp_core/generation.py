@@ -4,6 +4,7 @@
     search   the items for a query
     exp      the rating and explanation the user would give an item
     img_sel  which of 2-5 pictured candidates the user takes
+    img_gen  an image for a query (exactly one image's code tokens, decoded by the dataset's VQ model)
 
 Prompts are built by the same task code as training and evaluation; the only difference is that the
 answer is unknown (the task builders get a placeholder target, which only goes into `Sample.answer`).
@@ -28,7 +29,8 @@ from .io import safe_join, write_bytes_atomic
 from .progress import Progress
 from .specs.evaluate import GenerateSpec
 from .tasks import Sample, TaskContext
-from .tasks import exp as exp_task, img_sel as img_sel_task, rec as rec_task, search as search_task
+from .tasks import exp as exp_task, history_lengths, img_gen as img_gen_task, img_sel as img_sel_task
+from .tasks import rec as rec_task, search as search_task
 
 UNSEEN_USER = -1  # id of the user a --history stands for
 _PREFIXED = re.compile(r"^(id|key|src):(.*)$")
@@ -133,6 +135,9 @@ def build_prompt(ctx: TaskContext, task: str, user_id: int | None, history: list
         return exp_task.make_sample(extended, uid, position, history_len, "", train=False)
     if task == "img_sel":
         return img_sel_task.make_sample(ctx, uid, position, list(candidates), [candidates[0]], history_len, train=False)
+    if task == "img_gen":
+        return img_gen_task.make_sample(ctx, uid, placeholder, position, query or "", history_len, train=False,
+                                        target_codes=[])
     raise UnimpError(f"unknown task {task!r}")
 
 
@@ -164,15 +169,20 @@ def run_generate(spec: GenerateSpec, progress: Progress | None = None) -> dict[s
         user = {"user_id": None, "user_key": None, "split": None, "unseen": True}
     item = resolve_items(items, [spec.item], "--item")[0] if spec.item else None
     candidates = resolve_items(items, spec.candidates, "--candidates") if spec.candidates else None
-    sample = build_prompt(ctx, spec.task, uid, history, lr.history_len, spec.query, item, candidates)
+    data = lr.train_spec.data
+    history_len = spec.history_len or history_lengths([spec.task], data.history_len, data.task_history_len)[spec.task]
+    sample = build_prompt(ctx, spec.task, uid, history, history_len, spec.query, item, candidates)
     batch = R.to_device(lr.collator()([sample]), lr.device)
 
     result: dict[str, Any] = {
         "task": spec.task, "run": str(spec.run), "checkpoint": spec.checkpoint, "dataset": str(ds.root),
         "synthetic": bool(ds.manifest.get("synthetic", False)), "user": user,
-        "history": [item_row(items, i) for i in history[-lr.history_len:]], "history_total": len(history),
+        "history": [item_row(items, i) for i in history[-history_len:]], "history_total": len(history),
     }
-    if spec.task in ("rec", "search"):
+    if spec.task == "img_gen":
+        result["query"] = spec.query
+        result["image"] = generate_image(lr, batch, spec)
+    elif spec.task in ("rec", "search"):
         scores = R.item_scores(R.answer_logits(lr.bundle.model, batch), ids.items).cpu()  # (1, N)
         probs = torch.softmax(scores, dim=1)  # over the catalogue: how sure the model is, 0..1
         mask = R.exclusion_mask([history], None, lr.bundle.n_items) if spec.exclude_history else None
@@ -198,7 +208,26 @@ def run_generate(spec: GenerateSpec, progress: Progress | None = None) -> dict[s
     if spec.html is not None:
         write_html(result, ds, spec.html)
         result["html"] = str(spec.html)
+    if "image" in result:
+        result["image"].pop("data_uri", None)  # only the page needs the pixels
     return result
+
+
+def generate_image(lr, batch: dict[str, Any], spec: GenerateSpec) -> dict[str, Any]:
+    """img_gen: exactly one image's codes, decoded by the dataset's VQ model; written to `spec.out` as PNG."""
+    from .evaluation import image_gen as IG
+    from .evaluation.runner import _image_tokenizer
+
+    vq = _image_tokenizer(lr, lr.device)
+    ids = lr.bundle.ids
+    codes = IG.generate_codes(lr.bundle.model, batch, ids.image_codes, vq.codes_per_image, eoc_id=ids.eoc,
+                              pad_id=ids.pad, num_beams=spec.num_beams)  # (1, grid*grid)
+    png = IG.png_bytes(vq.decode(codes)[0])
+    if spec.out is not None:
+        write_bytes_atomic(spec.out, png)
+    return {"codes": codes[0].tolist(), "grid": vq.grid, "resolution": vq.resolution,
+            "path": None if spec.out is None else str(spec.out),
+            "data_uri": "data:image/png;base64," + base64.b64encode(png).decode("ascii")}
 
 
 # -------------------------------------------------------------------------------------------- HTML
@@ -263,6 +292,12 @@ def render_html(result: dict[str, Any], ds: Dataset) -> str:
             seen = " <span class='seen'>in history</span>" if r["in_history"] else ""
             parts.append(_card(ds, r, f"<div>#{r['rank']} <span class='score'>{r['score']:.4f}</span>{seen}</div>"))
         parts.append("</div>")
+    elif result["task"] == "img_gen":
+        img = result["image"]
+        parts.append(f"<h2>Generated image for “{e(str(result['query']))}” ({img['resolution']} px, "
+                     f"{img['grid']}x{img['grid']} codes)</h2><div class='row'><div class='card picked'>"
+                     f"<img src=\"{img['data_uri']}\" alt=\"generated image\"><div class='title'>generated</div>"
+                     "</div></div>")
     elif result["task"] == "exp":
         rating = result["rating"] if result["rating"] is not None else "no parsable rating"
         parts.append("<h2>Item</h2><div class='row'>" + _card(ds, result["item"]) + "</div>")

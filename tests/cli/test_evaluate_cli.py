@@ -29,7 +29,7 @@ def test_bad_options_are_one_line(cli, tmp_path):
     assert res.exit_code == 1
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "checkpoint" in lines[0] and "step-N" in lines[0]
-    res = cli("evaluate", "--run", tmp_path, "--tasks", "img_gen")
+    res = cli("evaluate", "--run", tmp_path, "--tasks", "img_foo")
     assert res.exit_code == 1 and "tasks" in res.stderr
     res = cli("evaluate", "--run", tmp_path, "--k", "ten")
     assert res.exit_code != 0 and "--k" in res.output

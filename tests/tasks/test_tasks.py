@@ -207,8 +207,8 @@ def test_samples_without_any_image():
 
 def test_errors_are_one_line():
     ds = make_dataset()
-    with pytest.raises(UnimpError, match="unknown task 'img_gen'"):
-        build_training_samples(ds, ["img_gen"])
+    with pytest.raises(UnimpError, match="unknown task 'img_foo'"):
+        build_training_samples(ds, ["img_foo"])
     with pytest.raises(UnimpError, match="history_len"):
         build_training_samples(ds, ["rec"], history_len=0)
     with pytest.raises(UnimpError, match="split"):

@@ -175,7 +175,7 @@ def test_image_count_mismatch_and_missing_tokens_raise():
     with pytest.raises(UnimpError, match="1 <image> tokens for 2 images"):
         make_collator(tok)([Sample("rec", "<image> a <answer> b", [1, 2])])
     with pytest.raises(UnimpError, match="unknown task"):
-        make_collator(tok)([Sample("img_gen", "a <answer> b", [])])
+        make_collator(tok)([Sample("img_foo", "a <answer> b", [])])
     with pytest.raises(UnimpError, match="<answer> is missing"):
         special_ids(word_tokenizer(["a"], specials=["<|endofchunk|>", "<image>"]))
 

@@ -100,6 +100,7 @@ def run_filter_images(spec: FilterImagesSpec, progress: Progress | None = None) 
         "images": {**image_counts, "downloaded": ds.manifest["images"].get("downloaded")},
         "filter_images": report,
     }
+    manifest.pop("image_tokens", None)  # item ids change: image codes must be made again (tokenize-images)
     spec.save(staging / "filter_images_spec.json")
     for extra in ("prepare_spec.json",):
         if (root / extra).is_file():

@@ -208,8 +208,8 @@ def prefix_constraint(trie: TokenTrie, prompt_len: int, end_id: int,
 
 @torch.no_grad()
 def generate(model, batch: dict[str, Any], *, max_new_tokens: int, eos_id: int, pad_id: int, num_beams: int = 1,
-             num_return: int = 1, allowed: Callable | None = None, precision: str = "fp32"
-             ) -> tuple[torch.Tensor, torch.Tensor | None]:
+             num_return: int = 1, allowed: Callable | None = None, precision: str = "fp32",
+             min_new_tokens: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Deterministic generation through `Flamingo.generate` (greedy or beam search).
 
     Returns:
@@ -220,6 +220,8 @@ def generate(model, batch: dict[str, Any], *, max_new_tokens: int, eos_id: int, 
     kwargs: dict[str, Any] = {}
     if allowed is not None:
         kwargs["prefix_allowed_tokens_fn"] = allowed
+    if min_new_tokens:
+        kwargs["min_new_tokens"] = min_new_tokens
     with autocast(ids.device, precision):
         out = model.generate(
             batch["vision_x"], ids, attention_mask=mask, position_ids=position_ids(mask),

@@ -28,15 +28,16 @@ import numpy as np
 
 from ..data.store import Dataset, load_dataset
 from ..errors import UnimpError
-from ..io import atomic_path, write_json_atomic
+from ..io import atomic_path, write_bytes_atomic, write_json_atomic
 from ..progress import Progress
 from ..specs.evaluate import EVAL_TASKS, EvaluateSpec
-from ..tasks import TaskContext, build_eval_samples, context
+from ..tasks import TaskContext, build_eval_samples, context, history_lengths, instance_table
 from . import metrics as M
 
 EVALUATIONS = "evaluations"
 METRICS_FILE = "metrics.json"
 PREDICTIONS = "predictions"
+IMAGES = "images"  # img_gen: generated|true PNG pairs
 SLOT_TOKENS = 12  # img_sel answers are a few slot tokens ("s_0 s_2") and the end of the chunk
 
 
@@ -135,6 +136,30 @@ def training_interactions(ds: Dataset, ctx: TaskContext) -> tuple[np.ndarray, li
 
 
 # --------------------------------------------------------------------------------------- per task
+
+
+def eval_history(lr: LoadedRun, spec: EvaluateSpec, tasks: list[str]) -> dict[str, int]:
+    """task -> history length: --history-len for every task when given, else the run's own lengths
+    (its per-task overrides, the task's default such as img_gen's 2, else the run's history_len)."""
+    if spec.history_len is not None:
+        return {t: spec.history_len for t in tasks}
+    data = lr.train_spec.data
+    return history_lengths(tasks, data.history_len, data.task_history_len)
+
+
+def _image_tokenizer(lr: LoadedRun, device):
+    """The dataset's VQ model, checked against the run's img_<k> tokens."""
+    from ..imagegen.vq import load_vq
+
+    n_tokens = int(lr.bundle.ids.image_codes.numel())
+    if n_tokens == 0:
+        raise UnimpError(f"{lr.run}: the run was not trained with img_gen (no img_<k> tokens); "
+                         "train with --tasks ... img_gen")
+    vq = load_vq(lr.dataset.root, device="cpu" if str(device) == "cpu" else "auto")
+    if vq.codebook_size != n_tokens:
+        raise UnimpError(f"{lr.dataset.root}: the VQ codebook has {vq.codebook_size} codes but the run has "
+                         f"{n_tokens} img_<k> tokens (were the images re-tokenized after training?)")
+    return vq
 
 
 def _batches(indices: list[int], size: int):
@@ -240,7 +265,85 @@ def _text_records(lr: LoadedRun, samples, mine: list[int], spec: EvaluateSpec, a
     return records
 
 
+def _image_records(lr: LoadedRun, samples, mine: list[int], spec: EvaluateSpec, advance, vq,
+                   out_dir: Path) -> list[dict]:
+    """img_gen: exactly one image's codes per prompt, decoded and scored against the true picture.
+
+    The first `spec.image_pairs` instances also get a generated|true PNG in `out_dir/images/`."""
+    from ..imagegen.quality import psnr, ssim, to_unit
+    from . import image_gen as IG
+    from . import ranking as R
+
+    collate = lr.collator()
+    ids = lr.bundle.ids
+    images = dict(zip(lr.dataset.items["item_id"].to_list(), lr.dataset.items["image"].to_list()))
+    records = []
+    for chunk in _batches(mine, spec.batch_size):
+        group = [samples[i] for i in chunk]
+        batch = R.to_device(collate(group), lr.device)
+        codes = IG.generate_codes(lr.bundle.model, batch, ids.image_codes, vq.codes_per_image, eoc_id=ids.eoc,
+                                  pad_id=ids.pad, num_beams=spec.text_beams, precision=spec.precision)  # (B, n)
+        true_codes = torch_long([s.meta["codes"] for s in group])
+        generated, reconstructed = vq.decode(codes), vq.decode(true_codes)
+        for row, (i, s) in enumerate(zip(chunk, group)):
+            rec = {"index": i, "user_id": s.meta["user_id"], "target": s.meta["target"], "query": s.meta["query"],
+                   "codes": codes[row].tolist(), "true_codes": s.meta["codes"],
+                   "code_accuracy": IG.code_accuracy(codes[row].tolist(), s.meta["codes"])}
+            truth = IG.true_image(lr.dataset.root, images.get(s.meta["target"]), vq.resolution)
+            if truth is not None:
+                t = to_unit(truth)
+                rec.update(psnr=min(psnr(to_unit(generated[row]), t), 100.0), ssim=ssim(to_unit(generated[row]), t),
+                           vq_psnr=min(psnr(to_unit(reconstructed[row]), t), 100.0),
+                           vq_ssim=ssim(to_unit(reconstructed[row]), t))
+                if i < spec.image_pairs:
+                    name = f"{i:04d}-user{s.meta['user_id']}-item{s.meta['target']}.png"
+                    write_bytes_atomic(out_dir / IMAGES / name, IG.pair_png(generated[row], truth))
+                    rec["pair"] = f"{IMAGES}/{name}"
+            records.append(rec)
+        advance(len(chunk))
+    return records
+
+
+def torch_long(rows: list[list[int]]):
+    import torch
+
+    return torch.tensor(rows, dtype=torch.long)
+
+
 # ---------------------------------------------------------------------------------------- metrics
+
+
+def _image_summary(records: list[dict], spec: EvaluateSpec, vq, root: Path) -> dict:
+    """Means over the instances (PSNR/SSIM over those whose true picture could be read) and FID's status."""
+    from . import image_gen as IG
+
+    scored = [r for r in records if "psnr" in r]
+
+    def mean(key: str, rows: list[dict]) -> float | None:
+        return float(np.mean([r[key] for r in rows])) if rows else None
+
+    out: dict[str, Any] = {
+        "decode": "greedy" if spec.text_beams == 1 else f"beam-{spec.text_beams}",
+        "grid": vq.grid, "codes_per_image": vq.codes_per_image, "codebook_size": vq.codebook_size,
+        "resolution": vq.resolution,
+        "metrics": {"code_accuracy": mean("code_accuracy", records), "psnr": mean("psnr", scored),
+                    "ssim": mean("ssim", scored)},
+        "scored_images": len(scored),
+        # the same metrics for the true codes decoded: the best any generation can do with this VQ
+        "vq_reconstruction": {"psnr": mean("vq_psnr", scored), "ssim": mean("vq_ssim", scored)},
+        "pairs": f"{IMAGES}/" if any("pair" in r for r in records) else None,
+    }
+    net, why = IG.load_inception()
+    if net is None or len(scored) < IG.FID_MIN_IMAGES:
+        out["fid"] = {"available": False,
+                      "message": why or f"FID unavailable: needs at least {IG.FID_MIN_IMAGES} scored images"}
+    else:
+        items = load_dataset(root).items
+        images = dict(zip(items["item_id"].to_list(), items["image"].to_list()))
+        generated = vq.decode(torch_long([r["codes"] for r in scored]))
+        true = [IG.true_image(root, images.get(r["target"]), vq.resolution) for r in scored]
+        out["fid"] = IG.fid_report(generated, true)
+    return out
 
 
 def _ranking_summary(records: list[dict], spec: EvaluateSpec, counts: np.ndarray, samples) -> dict:
@@ -375,7 +478,7 @@ def run_evaluate(spec: EvaluateSpec, progress: Progress | None = None) -> dict[s
     lr = load_run(spec.run, spec.checkpoint, spec.data, device=state.device, history_len=spec.history_len,
                   max_tokens=spec.max_tokens, progress=progress)
     tasks = spec.tasks or [t for t in lr.train_spec.data.tasks if t in EVAL_TASKS]
-    missing = [t for t in tasks if t not in lr.dataset.instances]
+    missing = [t for t in tasks if instance_table(t) not in lr.dataset.instances]
     if missing:
         raise UnimpError(f"{lr.dataset.root}: no evaluation instances for {', '.join(missing)} (rerun `unimp prepare`)")
     train_items, train_ratings = training_interactions(lr.dataset, lr.ctx)
@@ -385,8 +488,10 @@ def run_evaluate(spec: EvaluateSpec, progress: Progress | None = None) -> dict[s
 
     results: dict[str, Any] = {}
     wordnet = None
+    vq = _image_tokenizer(lr, state.device) if "img_gen" in tasks else None
+    lengths = eval_history(lr, spec, tasks)
     for task in tasks:
-        samples = build_eval_samples(lr.dataset, task, spec.split, lr.history_len, lr.ctx)[: spec.limit]
+        samples = build_eval_samples(lr.dataset, task, spec.split, lengths, lr.ctx)[: spec.limit]
         if not samples:
             results[task] = {"users": 0, "note": f"no {spec.split} instances"}
             continue
@@ -395,6 +500,8 @@ def run_evaluate(spec: EvaluateSpec, progress: Progress | None = None) -> dict[s
         with progress.task(f"evaluating {task}", total=len(mine)) as advance:
             if task in ("rec", "search"):
                 records = _rank_records(lr, samples, mine, spec, advance)
+            elif task == "img_gen":
+                records = _image_records(lr, samples, mine, spec, advance, vq, out_dir)
             else:
                 records = _text_records(lr, samples, mine, spec, advance, task)
         seconds = [time.perf_counter() - t0]
@@ -408,6 +515,8 @@ def run_evaluate(spec: EvaluateSpec, progress: Progress | None = None) -> dict[s
 
                 wordnet = find_wordnet()
             summary = _exp_summary(records, spec, train_ratings, wordnet)
+        elif task == "img_gen":
+            summary = _image_summary(records, spec, vq, lr.dataset.root) if state.is_main_process else {}
         else:
             summary = _selection_summary(records, spec)
         results[task] = {"users": len(samples), **summary, "seconds": round(seconds, 3),
@@ -419,7 +528,8 @@ def run_evaluate(spec: EvaluateSpec, progress: Progress | None = None) -> dict[s
     report = {
         "run": str(spec.run), "checkpoint": spec.checkpoint, "split": spec.split, "protocol": lr.ctx.protocol,
         "dataset": str(lr.dataset.root), "synthetic": bool(lr.dataset.manifest.get("synthetic", False)),
-        "history_len": lr.history_len, "processes": state.num_processes, "device": str(lr.device),
+        "history_len": lr.history_len, "task_history_len": lengths, "processes": state.num_processes,
+        "device": str(lr.device),
         "folder": str(out_dir), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seconds": round(time.perf_counter() - started, 3), "spec": spec.model_dump(mode="json"),
     }

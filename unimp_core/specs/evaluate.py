@@ -10,8 +10,8 @@ from pydantic import Field, field_validator, model_validator
 
 from .base import Spec
 
-EVAL_TASKS = ("rec", "search", "exp", "img_sel")
-EvalTask = Literal["rec", "search", "exp", "img_sel"]
+EVAL_TASKS = ("rec", "search", "exp", "img_sel", "img_gen")
+EvalTask = Literal["rec", "search", "exp", "img_sel", "img_gen"]
 CHECKPOINT_RE = re.compile(r"^(final|step-\d+)$")
 MAX_SLOTS = 5  # selection slots s_0..s_4 exist in the vocabulary (unimp_core.model.vocab.N_SLOTS)
 
@@ -43,7 +43,8 @@ class EvaluateSpec(Spec):
     exclude_history: bool = Field(
         default=False, description="Remove the user's history items from the ranking (off by default, as the paper)."
     )
-    text_beams: int = Field(default=1, ge=1, le=20, description="exp/img_sel: beams of text generation (1: greedy).")
+    text_beams: int = Field(default=1, ge=1, le=20, description="exp/img_sel/img_gen: beams of generation (1: greedy).")
+    image_pairs: int = Field(default=8, ge=0, le=1000, description="img_gen: generated/true image pairs saved as PNG in the evaluation folder.")
     max_new_tokens: int = Field(default=48, ge=1, le=1024, description="exp: longest generated rating + explanation, in tokens.")
     rating_policy: Literal["exclude", "fill"] = Field(
         default="exclude",
@@ -81,7 +82,7 @@ class GenerateSpec(Spec):
     checkpoint: str = Field(default="final", description="Weights to use: final, or step-N (a saved checkpoint).")
     data: Path | None = Field(default=None, description="Dataset folder (default: the one the run was trained on).")
     task: EvalTask = Field(default="rec", description="rec (next items), search (items for --query), exp (rating and "
-                           "explanation for --item), img_sel (pick among --candidates).")
+                           "explanation for --item), img_sel (pick among --candidates), img_gen (an image for --query).")
     user: str | None = Field(default=None, description="User: internal user id or original user key (id:N / key:K to be explicit).")
     history: list[str] = Field(
         default_factory=list,
@@ -89,12 +90,13 @@ class GenerateSpec(Spec):
         "(id:N / src:S to be explicit).",
     )
     list_users: bool = Field(default=False, description="List the dataset's users (id, key, split, history length) and exit.")
-    query: str | None = Field(default=None, description="search: the query text.")
+    query: str | None = Field(default=None, description="search / img_gen: the query text.")
+    out: Path | None = Field(default=None, description="img_gen: write the generated image here (PNG).")
     item: str | None = Field(default=None, description="exp: the item (id or source id) to rate and explain.")
     candidates: list[str] = Field(default_factory=list, description=f"img_sel: 2 to {MAX_SLOTS} candidate items (ids or source ids).")
     k: int = Field(default=10, ge=1, le=1000, description="rec/search: how many items to recommend.")
     exclude_history: bool = Field(default=False, description="rec/search: never recommend an item of the history.")
-    num_beams: int = Field(default=1, ge=1, le=20, description="exp/img_sel: beams of text generation (1: greedy).")
+    num_beams: int = Field(default=1, ge=1, le=20, description="exp/img_sel/img_gen: beams of generation (1: greedy).")
     max_new_tokens: int = Field(default=48, ge=1, le=1024, description="exp/img_sel: longest generated answer, in tokens.")
     history_len: int | None = Field(default=None, ge=1, le=50, description="History items in the prompt (default: the run's).")
     max_tokens: int | None = Field(default=None, ge=32, description="Longest prompt in tokens (default: the run's).")
@@ -111,13 +113,15 @@ class GenerateSpec(Spec):
             return self
         if (self.user is None) == (not self.history):
             raise ValueError("give either --user (a known user) or --history (items of an unseen user), not both or none")
-        needs = {"search": ("query", self.query), "exp": ("item", self.item),
-                 "img_sel": ("candidates", self.candidates)}
-        for task, (name, value) in needs.items():
-            if task == self.task and not value:
-                raise ValueError(f"--task {task} needs --{name}")
-            if task != self.task and value:
-                raise ValueError(f"--{name} is only for --task {task}")
+        needs = {"query": (("search", "img_gen"), self.query), "item": (("exp",), self.item),
+                 "candidates": (("img_sel",), self.candidates)}
+        for name, (tasks, value) in needs.items():
+            if self.task in tasks and not value:
+                raise ValueError(f"--task {self.task} needs --{name}")
+            if self.task not in tasks and value:
+                raise ValueError(f"--{name} is only for --task {' / '.join(tasks)}")
+        if self.out is not None and self.task != "img_gen":
+            raise ValueError("--out is only for --task img_gen")
         if self.task == "img_sel" and not 2 <= len(self.candidates) <= MAX_SLOTS:
             raise ValueError(f"candidates: give 2 to {MAX_SLOTS} items (got {len(self.candidates)})")
         return self

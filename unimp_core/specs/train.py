@@ -27,6 +27,10 @@ class DataSpec(Spec):
         default_factory=lambda: {"rec": 2.0}, description="Per-task loss weight (unlisted tasks: 1.0; rec 2.0 as the seed)."
     )
     history_len: int = Field(default=5, ge=1, le=50, description="History items per prompt (training windows and evaluation).")
+    task_history_len: dict[str, int] = Field(
+        default_factory=dict,
+        description="Per-task history length, overriding history_len (img_gen defaults to 2, the seed's).",
+    )
     max_tokens: int = Field(default=512, ge=32, description="Longest prompt in tokens; longer ones lose their oldest history items.")
     curriculum: bool = Field(default=False, description="Add tasks in stages across epochs (the seed's curriculum).")
     valid_users: int = Field(default=64, ge=0, description="Validation instances per task for the periodic validation loss (0: off).")
@@ -38,6 +42,12 @@ class DataSpec(Spec):
         unknown = set(self.task_weights) - set(TASKS)
         if unknown:
             raise ValueError(f"task_weights: unknown task(s) {sorted(unknown)}")
+        unknown = set(self.task_history_len) - set(TASKS)
+        if unknown:
+            raise ValueError(f"task_history_len: unknown task(s) {sorted(unknown)}")
+        bad = {t: n for t, n in self.task_history_len.items() if not 1 <= n <= 50}
+        if bad:
+            raise ValueError(f"task_history_len: lengths must lie in 1..50 (got {bad})")
         return self
 
 
@@ -98,6 +108,6 @@ class TrainSpec(Spec):
     def _check(self) -> "TrainSpec":
         if self.optim.lr is None:
             self.optim.__dict__["lr"] = 3e-3 if self.model.preset == "tiny" else 1e-4
-        if "img_gen" in self.data.tasks and self.model.image_gen_codes == 0:
-            raise ValueError("data.tasks: img_gen needs image codes (run `unimp tokenize-images` first)")
+        # img_gen's codebook size (model.image_gen_codes) is not checked here: `run_train` sets it from the
+        # dataset's manifest (its image_tokens record), never from a hand-set value.
         return self

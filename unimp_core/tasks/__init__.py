@@ -3,8 +3,12 @@
     build_training_samples(dataset, ["rec", "exp"], history_len=5, seed=0, epoch=3)
     build_eval_samples(dataset, "rec", "test", history_len=5)
 
-One module per task (rec, search, exp, img_sel), each with `training` and `evaluation` builders;
-none of them looks at the dataset's name, only at the items table's text fields.
+One module per task (rec, search, exp, img_sel, img_gen), each with `training` and `evaluation`
+builders; none of them looks at the dataset's name, only at the items table's text fields (and, for
+img_gen, the image codes of `unimp tokenize-images`).
+
+`history_len` is an int (every task; a task with its own default, img_gen's 2, keeps it) or a
+mapping task -> length (see `history_lengths`).
 """
 
 from __future__ import annotations
@@ -15,17 +19,17 @@ import numpy as np
 
 from ..data.store import Dataset
 from ..errors import UnimpError
-from . import exp, img_sel, rec, search
+from . import exp, img_gen, img_sel, rec, search
 from .base import (ANSWER, DEFAULT_TASK_WEIGHTS, EOC, IMAGE, TASK_NAMES, Sample, Task, TaskContext, item_token,
                    rate_token, slot_token, task_rng)
 from .curriculum import curriculum_mix, curriculum_tasks
 
-TASKS: dict[str, Task] = {t.name: t for t in (rec.TASK, search.TASK, exp.TASK, img_sel.TASK)}
+TASKS: dict[str, Task] = {t.name: t for t in (rec.TASK, search.TASK, exp.TASK, img_sel.TASK, img_gen.TASK)}
 
 __all__ = [
     "ANSWER", "DEFAULT_TASK_WEIGHTS", "EOC", "IMAGE", "TASKS", "TASK_NAMES", "Sample", "Task", "TaskContext",
     "build_eval_samples", "build_training_samples", "context", "curriculum_mix", "curriculum_tasks",
-    "get_task", "item_token", "rate_token", "slot_token",
+    "get_task", "history_lengths", "instance_table", "item_token", "rate_token", "slot_token",
 ]
 
 
@@ -46,10 +50,32 @@ def _check_history_len(history_len: int) -> None:
         raise UnimpError(f"history_len must be at least 1 (got {history_len})")
 
 
+def history_lengths(tasks: Sequence[str], history_len: int | Mapping[str, int],
+                    overrides: Mapping[str, int] | None = None) -> dict[str, int]:
+    """task -> history length: `overrides`, else the task's own default (img_gen: 2, the seed's),
+    else `history_len`. A mapping `history_len` is taken as given (missing tasks: their default, else 5)."""
+    out = {}
+    for name in tasks:
+        if overrides and name in overrides:
+            n = overrides[name]
+        elif isinstance(history_len, Mapping):
+            n = history_len.get(name, get_task(name).history_len or 5)
+        else:
+            n = get_task(name).history_len or history_len
+        _check_history_len(n)
+        out[name] = n
+    return out
+
+
+def instance_table(task: str) -> str:
+    """The stored eval/<table>.parquet a task's evaluation reads (img_gen reads rec's)."""
+    return get_task(task).instances or task
+
+
 def build_training_samples(
     data: Dataset | TaskContext,
     tasks: Sequence[str],
-    history_len: int = 5,
+    history_len: int | Mapping[str, int] = 5,
     seed: int = 0,
     epoch: int = 0,
     fractions: Mapping[str, float] | None = None,
@@ -61,11 +87,11 @@ def build_training_samples(
     `fractions` keeps that share of a task's samples (the curriculum's replay); `shuffle` mixes
     the tasks into one seeded order.
     """
-    _check_history_len(history_len)
+    lengths = history_lengths(tasks, history_len)
     ctx = context(data)
     samples: list[Sample] = []
     for name in tasks:
-        part = get_task(name).training(ctx, task_rng(seed, epoch, name), history_len)
+        part = get_task(name).training(ctx, task_rng(seed, epoch, name), lengths[name])
         frac = 1.0 if fractions is None else fractions.get(name, 1.0)
         if frac < 1.0 and part:
             n = max(1, round(frac * len(part))) if frac > 0 else 0
@@ -79,15 +105,15 @@ def build_training_samples(
 
 
 def build_eval_samples(
-    dataset: Dataset, task: str, split: str, history_len: int = 5, ctx: TaskContext | None = None
+    dataset: Dataset, task: str, split: str, history_len: int | Mapping[str, int] = 5, ctx: TaskContext | None = None
 ) -> list[Sample]:
     """Evaluation prompts for the stored instances of `task` in `split` ("valid" or "test"), in table order."""
-    _check_history_len(history_len)
+    length = history_lengths([task], history_len)[task]
     t = get_task(task)
-    table = dataset.instances.get(task)
+    table = dataset.instances.get(instance_table(task))
     if table is None:
         where = dataset.root / "eval" if dataset.root is not None else "dataset"
-        raise UnimpError(f"{where}: no {task}.parquet evaluation instances (rerun `unimp prepare`)")
+        raise UnimpError(f"{where}: no {instance_table(task)}.parquet evaluation instances (rerun `unimp prepare`)")
     if split not in ("valid", "test"):
         raise UnimpError(f"unknown evaluation split {split!r} (choose valid or test)")
-    return t.evaluation(ctx or context(dataset), table.filter(table["split"] == split), history_len)
+    return t.evaluation(ctx or context(dataset), table.filter(table["split"] == split), length)

@@ -37,8 +37,8 @@ FIELD_WORDS = 20  # the seed caps each item field at 20 words
 EXPLANATION_WORDS = 30  # and training explanations at 30
 
 # Order matters: it fixes the task ids the collator emits. New tasks are appended.
-TASK_NAMES: tuple[str, ...] = ("rec", "search", "exp", "img_sel")
-DEFAULT_TASK_WEIGHTS: dict[str, float] = {"rec": 2.0, "search": 1.0, "exp": 1.0, "img_sel": 1.0}
+TASK_NAMES: tuple[str, ...] = ("rec", "search", "exp", "img_sel", "img_gen")
+DEFAULT_TASK_WEIGHTS: dict[str, float] = {"rec": 2.0, "search": 1.0, "exp": 1.0, "img_sel": 1.0, "img_gen": 1.0}
 
 
 def item_token(item_id: int) -> str:
@@ -108,6 +108,9 @@ class TaskContext:
     explanations: dict[int, list[str]]  # user_id -> cleaned explanation per interaction ("" when missing)
     train_lengths: dict[int, int]  # training user_id -> usable prefix length
     protocol: str
+    item_title: list[str] = field(default_factory=list)  # item_id -> cleaned title ("" when missing)
+    # item_id -> its image codes (`unimp tokenize-images`); empty when the dataset has none
+    image_codes: dict[int, list[int]] = field(default_factory=dict)
 
     @property
     def n_items(self) -> int:
@@ -118,17 +121,26 @@ class TaskContext:
         """(n_items,) bool: the item has a category (search needs one as its query)."""
         return np.fromiter((bool(c) for c in self.item_category), dtype=bool, count=len(self.item_category))
 
+    @cached_property
+    def has_codes(self) -> np.ndarray:
+        """(n_items,) bool: the item's image was encoded into codes (img_gen needs them)."""
+        out = np.zeros(self.n_items, dtype=bool)
+        out[[i for i in self.image_codes if 0 <= i < self.n_items]] = True
+        return out
+
     @classmethod
     def from_dataset(cls, ds: Dataset) -> "TaskContext":
         items = ds.items.sort("item_id")
         n = int(items["item_id"].max()) + 1 if items.height else 0
         desc = [""] * n
         category = [""] * n
+        title = [""] * n
         has_image = np.zeros(n, dtype=bool)
         for row in items.select("item_id", "category", "price", "brand", "title", "image").iter_rows(named=True):
             i = row["item_id"]
             desc[i] = describe_item(row)
             category[i] = clean(row["category"], FIELD_WORDS)
+            title[i] = clean(row["title"], FIELD_WORDS)
             has_image[i] = bool(row["image"])
         seqs = ds.interactions.group_by("user_id", maintain_order=True).agg(
             pl.col("item_id"), pl.col("rating"), pl.col("explanation")
@@ -149,6 +161,8 @@ class TaskContext:
             explanations={u: [clean(e) for e in es] for u, es in zip(seqs["user_id"], seqs["explanation"].to_list())},
             train_lengths={u: length for u, length in sorted(train.items()) if length >= 2},
             protocol=protocol,
+            item_title=title,
+            image_codes=image_codes_of(ds, n),
         )
 
     def sequence(self, user_id: int) -> np.ndarray:
@@ -181,6 +195,15 @@ class TaskContext:
             chunks.append(f"{head} {tail}" if head else tail)
             images += self.image_of(item)
         return " ".join(chunks), images
+
+
+def image_codes_of(ds: Dataset, n_items: int) -> dict[int, list[int]]:
+    """item_id -> image codes when `unimp tokenize-images` has run on the folder, else {}."""
+    if ds.root is None or "image_tokens" not in ds.manifest:
+        return {}
+    from ..imagegen.vq import load_codes  # torch is imported only for datasets with image codes
+
+    return {int(i): [int(c) for c in codes] for i, codes in load_codes(ds.root).items() if 0 <= i < n_items}
 
 
 def describe_item(row: dict[str, Any]) -> str:
@@ -273,8 +296,12 @@ class Task:
 
     training(ctx, rng, history_len) -> samples (one per training user at most, per epoch)
     evaluation(ctx, instances, history_len) -> samples (one per instance row)
+    `history_len`: the task's own history length (None: the run's); `instances`: the stored
+    eval/<name>.parquet table its evaluation reads (None: its own name).
     """
 
     name: str
     training: Callable[[TaskContext, np.random.Generator, int], list[Sample]]
     evaluation: Callable[[TaskContext, pl.DataFrame, int], list[Sample]]
+    history_len: int | None = None
+    instances: str | None = None

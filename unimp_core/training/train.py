@@ -28,7 +28,7 @@ from ..errors import UnimpError
 from ..io import write_bytes_atomic
 from ..progress import Progress
 from ..specs.train import TrainSpec
-from ..tasks import TASK_NAMES, build_eval_samples, build_training_samples
+from ..tasks import TASK_NAMES, build_eval_samples, build_training_samples, history_lengths, instance_table
 from . import checkpoint as ckpt
 from .collate import make_collator
 from .distributed import make_accelerator, reset_accelerate_state
@@ -165,17 +165,24 @@ def _epoch_sizes(samples: TrainingSamples, n_epochs: int) -> Callable[[int], int
     return lambda e: sizes[min(e, len(sizes) - 1)]
 
 
+def task_history(spec: TrainSpec) -> dict[str, int]:
+    """task -> history length of a run (its overrides, else the task's default, else data.history_len)."""
+    return history_lengths(spec.data.tasks, spec.data.history_len, spec.data.task_history_len)
+
+
 def validation_samples(spec: TrainSpec, ds: Dataset, rank: int = 0, world: int = 1,
                        progress: Progress | None = None) -> dict[str, list]:
     """This process's share of the stored validation instances per task (answers appended)."""
     out = {}
     if spec.data.valid_users == 0:
         return out
+    lengths = task_history(spec)
     for task in spec.data.tasks:
-        if task not in ds.instances:
-            (progress or Progress()).log(f"no eval/{task}.parquet in {ds.root}: no validation loss for {task}")
+        if instance_table(task) not in ds.instances:
+            (progress or Progress()).log(f"no eval/{instance_table(task)}.parquet in {ds.root}: "
+                                         f"no validation loss for {task}")
             continue
-        ev = build_eval_samples(ds, task, "valid", spec.data.history_len)[: spec.data.valid_users]
+        ev = build_eval_samples(ds, task, "valid", lengths)[: spec.data.valid_users]
         if ev:
             out[task] = [s.with_answer() for s in ev[rank::world]]
     return out
@@ -333,7 +340,24 @@ def _setup_dataset(spec: TrainSpec) -> Dataset:
     unknown = [t for t in spec.data.tasks if t not in TASK_NAMES]
     if unknown:
         raise UnimpError(f"data.tasks: {unknown} cannot train yet (known: {', '.join(TASK_NAMES)})")
-    return load_dataset(spec.data.path)
+    ds = load_dataset(spec.data.path)
+    if "img_gen" in spec.data.tasks:
+        spec.model.image_gen_codes = image_gen_codes(ds, spec.model.image_gen_codes)
+    return ds
+
+
+def image_gen_codes(ds: Dataset, given: int = 0) -> int:
+    """The codebook size of the dataset's image codes (the img_<k> tokens img_gen adds).
+
+    It comes from the manifest's image_tokens record; `given` (a saved run's value) must agree."""
+    record = ds.manifest.get("image_tokens")
+    if not record or not (Path(ds.root) / record.get("file", "image_codes.parquet")).is_file():
+        raise UnimpError(f"{ds.root}: img_gen needs image codes; run `unimp tokenize-images --data {ds.root}` first")
+    size = int(record["codebook_size"])
+    if given not in (0, size):
+        raise UnimpError(f"model.image_gen_codes: {given} differs from the codebook size {size} of {ds.root}'s "
+                         "image codes (it is set from the dataset; leave it out)")
+    return size
 
 
 def _setup_model(run: Run, ds: Dataset, fresh: bool) -> Setup:
@@ -348,7 +372,7 @@ def _setup_model(run: Run, ds: Dataset, fresh: bool) -> Setup:
 def _setup_data(run: Run, ds: Dataset, setup: Setup) -> None:
     spec, acc = run.spec, run.accelerator
     run.n_epochs = max(1, math.ceil(spec.run.epochs))
-    samples = TrainingSamples(ds, spec.data.tasks, spec.data.history_len, spec.run.seed,
+    samples = TrainingSamples(ds, spec.data.tasks, task_history(spec), spec.run.seed,
                               curriculum=spec.data.curriculum, n_epochs=run.n_epochs)
     if len(samples) == 0:
         raise UnimpError(f"{ds.root}: no training samples for tasks {spec.data.tasks}")

@@ -1,0 +1,73 @@
+import json
+import shutil
+
+import polars as pl
+import pytest
+
+from unimp_core.data.prepare import run_prepare
+from unimp_core.data.store import load_dataset
+from unimp_core.specs.data import PrepareSpec
+
+TINY_FLAGS = ["--resolution", 16, "--factor", 4, "--width", 8, "--codebook-size", 32, "--codebook-dim", 4,
+              "--steps", 8, "--batch-size", 8]
+
+
+@pytest.fixture(scope="module")
+def _master(tmp_path_factory):
+    base = tmp_path_factory.mktemp("cli-sample")
+    return run_prepare(PrepareSpec(datasets=["sample"], out=base / "ds", cache_dir=base / "cache",
+                                   sample_users=60, sample_items=30, user_core=3, item_core=2))
+
+
+@pytest.fixture
+def ds(_master, tmp_path):
+    out = tmp_path / "ds"
+    shutil.copytree(_master, out)
+    return out
+
+
+def test_tokenize_images_end_to_end(cli, ds):
+    res = cli("tokenize-images", "--data", ds, *TINY_FLAGS)
+    assert res.exit_code == 0, res.output
+    assert "30/30 item images -> 4x4 codes" in res.output and "PSNR" in res.output
+    manifest = load_dataset(ds).manifest
+    assert manifest["image_tokens"]["grid"] == 4 and manifest["image_tokens"]["codebook_size"] == 32
+    codes = pl.read_parquet(ds / "image_codes.parquet")
+    assert codes.height == 30 and codes["codes"].list.len().unique().to_list() == [16]
+    again = cli("tokenize-images", "--data", ds, *TINY_FLAGS)  # up to date: nothing to do
+    assert again.exit_code == 0 and "30/30" in again.output
+
+
+def test_dry_run_and_config(cli, ds, tmp_path):
+    cfg = tmp_path / "tok.yaml"
+    cfg.write_text("resolution: 64\ncodebook:\n  size: 1024\n  steps: 50\n")
+    res = cli("tokenize-images", "--data", ds, "--config", cfg, "--steps", 70, "--dry-run")
+    assert res.exit_code == 0, res.output
+    spec = json.loads(res.output)
+    assert spec["resolution"] == 64 and spec["codebook"]["size"] == 1024 and spec["codebook"]["steps"] == 70
+    assert spec["train_codebook"] is True and spec["vq"] is None
+    assert not (ds / "vq").exists()
+    vq = json.loads(cli("tokenize-images", "--data", ds, "--vq", "some/model", "--dry-run").output)
+    assert vq["train_codebook"] is False and vq["vq"] == "some/model"
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--vq", "x/y", "--train-codebook"], "either --vq or --train-codebook"),
+    (["--resolution", 20], "multiple of codebook.factor"),
+    (["--vq", "/nonexistent-folder-for-unimp-test/vq"], "folder not found"),
+    (["--vq", "just-a-name"], "neither a local folder nor a hub id"),
+])
+def test_bad_options_are_one_line(cli, ds, args, needle):
+    res = cli("tokenize-images", "--data", ds, *args)
+    assert res.exit_code == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], res.stderr
+
+
+def test_missing_images_is_one_line(cli, ds):
+    items = pl.read_parquet(ds / "items.parquet").with_columns(pl.lit(None, dtype=pl.Utf8).alias("image"))
+    items.write_parquet(ds / "items.parquet")
+    res = cli("tokenize-images", "--data", ds)
+    assert res.exit_code == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no item images" in lines[0] and "filter-images" in lines[0]
