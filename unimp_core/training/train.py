@@ -365,7 +365,6 @@ def _setup_model(run: Run, ds: Dataset, fresh: bool) -> Setup:
     # The main process builds (tokenizer, feature cache) and writes; the others then rebuild from the folder.
     with run.accelerator.main_process_first():
         setup = setup_model(spec, ds, run.out, fresh=fresh and run.main, progress=run.progress)
-    run.progress.log(f"trainable parameters: {setup.bundle.trainable:,} of {setup.bundle.total:,}")
     return setup
 
 
