@@ -38,6 +38,8 @@ def prepare(
     timeout: Optional[float] = typer.Option(None, help=d(IS, "timeout")),
     retries: Optional[int] = typer.Option(None, help=d(IS, "retries")),
     max_image_bytes: Optional[int] = typer.Option(None, help=d(IS, "max_bytes")),
+    keep_items_without_meta: Optional[bool] = typer.Option(
+        None, "--keep-items-without-meta", help=d(PS, "keep_items_without_meta")),
     strict: Optional[bool] = typer.Option(None, "--strict/--lenient", help=d(PS, "strict")),
     overwrite: Optional[bool] = typer.Option(None, "--overwrite", help=d(PS, "overwrite")),
     sample_users: Optional[int] = typer.Option(None, help=d(PS, "sample_users")),
@@ -62,7 +64,7 @@ def prepare(
         "source": source, "datasets": datasets, "out": out, "mirror": mirror, "input": input,
         "files": files if interactions or columns or items else None, "cache_dir": cache_dir,
         "user_core": user_core, "item_core": item_core, "protocol": protocol, "seed": seed,
-        "explanations": explanations, "strict": strict, "overwrite": overwrite,
+        "explanations": explanations, "keep_items_without_meta": keep_items_without_meta, "strict": strict, "overwrite": overwrite,
         "sample_users": sample_users, "sample_items": sample_items,
         "images": {"enabled": images, "concurrency": concurrency, "per_host": per_host, "timeout": timeout,
                    "retries": retries, "max_bytes": max_image_bytes},

@@ -20,10 +20,11 @@ def spec(tmp_path, datasets, source="amazon2014", **kw):
                        images=ImageDownloadSpec(timeout=5, retries=1, backoff=0), **kw)
 
 
-def category(tmp_path, reviews, meta, release="amazon2014", domain="beauty", strict=False):
+def category(tmp_path, reviews, meta, release="amazon2014", domain="beauty", strict=False, require_image_meta=False):
+    """Parse files written from these lines; keeps items without metadata unless asked (parsing tests)."""
     r = write_gz(tmp_path / "reviews_Beauty_5.json.gz", reviews)
     m = write_gz(tmp_path / "meta_Beauty.json.gz", meta)
-    return load_category(release, domain, r, m, Progress(), strict=strict)
+    return load_category(release, domain, r, m, Progress(), strict=strict, require_image_meta=require_image_meta)
 
 
 # --- catalogue -----------------------------------------------------------------------------------
@@ -175,6 +176,25 @@ def test_truncated_or_corrupt_gzip_is_one_line_error(tmp_path):
         load_category("amazon2014", "beauty", shop["reviews"], shop["meta"], Progress())
 
 
+@pytest.mark.parametrize("release, meta", [
+    ("amazon2014", lambda asin, url: meta_2014(asin, title=asin, **({"imUrl": url} if url else {}))),
+    ("amazon2018", lambda asin, url: meta_2018(asin, title=asin, imageURL=[url] if url else [])),
+])
+def test_paper_rule_drops_reviews_of_items_without_image_metadata(tmp_path, release, meta):
+    review = review_2014 if release == "amazon2014" else review_2018
+    reviews = [review(u, a, ts=t) for t, (u, a) in enumerate(
+        [("U1", "A1"), ("U1", "A2"), ("U1", "A3"), ("U2", "A1"), ("U2", "A3"), ("U2", "A3x")])]
+    metas = [meta("A1", "http://i/1.jpg"), meta("A2", None), meta("A9", "http://i/9.jpg")]  # A3, A3x: no line
+    raw = category(tmp_path, reviews, metas, release=release, require_image_meta=True)
+    assert raw.interactions["source_id"].to_list() == ["A1", "A1"]
+    assert raw.items["source_id"].to_list() == ["A1"]
+    assert raw.skipped == Counter({"reviews_Beauty_5.json.gz: item has no metadata line": 3,
+                                   "reviews_Beauty_5.json.gz: item's metadata has no image URL": 1})
+    kept = category(tmp_path, reviews, metas, release=release, require_image_meta=False)
+    assert kept.interactions.height == 6 and sorted(kept.items["source_id"]) == ["A1", "A2", "A3", "A3x"]
+    assert not kept.skipped
+
+
 # --- 2018 ----------------------------------------------------------------------------------------
 
 
@@ -227,8 +247,9 @@ def serve_2014(server, prefix="/amz"):
 def shop_2014_bytes(stem, prefix):
     shared = review_2014("USHARED", "SHARED0001", ts=1)  # the same reviewer and item in both categories
     reviews = [review_2014(f"U{u}", f"{prefix}{i}", ts=10 * u + i) for u in range(3) for i in range(3)] + [shared]
-    meta = [meta_2014(f"{prefix}{i}", title=f"{stem} {i}", categories=[[stem]]) for i in range(3)]
-    meta.append(meta_2014("SHARED0001", title=f"shared from {stem}"))
+    meta = [meta_2014(f"{prefix}{i}", title=f"{stem} {i}", categories=[[stem]], imUrl=f"http://i/{prefix}{i}.jpg")
+            for i in range(3)]
+    meta.append(meta_2014("SHARED0001", title=f"shared from {stem}", imUrl="http://i/shared.jpg"))
     return {f"reviews_{stem}_5.json.gz": gz(reviews), f"meta_{stem}.json.gz": gz(meta)}
 
 
@@ -256,7 +277,7 @@ def test_load_two_categories_from_mirror_url(server, tmp_path):
 
 def test_load_2018_mirror_keeps_official_layout(server, tmp_path):
     server.add("/v2/categoryFilesSmall/All_Beauty_5.json.gz", gz([review_2018("U1", "A1")]))
-    server.add("/v2/metaFiles2/meta_All_Beauty.json.gz", gz([meta_2018("A1", title="t")]))
+    server.add("/v2/metaFiles2/meta_All_Beauty.json.gz", gz([meta_2018("A1", title="t", imageURL=["http://i/1.jpg"])]))
     raw = load(spec(tmp_path, ["beauty"], source="amazon2018", mirror=server.url + "/v2/"), Progress())
     assert raw.items["title"].to_list() == ["t"] and raw.interactions["user_key"].to_list() == ["beauty:U1"]
 
@@ -266,8 +287,14 @@ def test_load_from_mirror_folder(tmp_path):
     folder.mkdir()
     for name, body in shop_2014_bytes("Beauty", "B").items():
         (folder / name).write_bytes(body)
+    (folder / "reviews_Beauty_5.json.gz").write_bytes(
+        gz([review_2014(f"U{u}", f"B{i}", ts=10 * u + i) for u in range(3) for i in range(3)]
+           + [review_2014("USHARED", "SHARED0001", ts=1), review_2014("U0", "NOMETA0001", ts=99)]))
     raw = load(spec(tmp_path, ["beauty"], mirror=str(folder)), Progress())
-    assert raw.interactions.height == 10 and raw.items.height == 4
+    assert raw.interactions.height == 10 and raw.items.height == 4  # the paper's rule: no meta line, no review
+    assert raw.skipped == Counter({"reviews_Beauty_5.json.gz: item has no metadata line": 1})
+    kept = load(spec(tmp_path, ["beauty"], mirror=str(folder), keep_items_without_meta=True), Progress())
+    assert kept.interactions.height == 11 and kept.items.height == 5
     assert raw.sources[0]["url"] == str((folder / "reviews_Beauty_5.json.gz").resolve())
     assert not (tmp_path / "cache" / "raw" / "amazon2014" / "reviews_Beauty_5.json.gz").exists()
 
@@ -275,3 +302,22 @@ def test_load_from_mirror_folder(tmp_path):
 def test_load_missing_file_on_mirror_is_one_line(server, tmp_path):
     with pytest.raises(UnimpError, match=r"reviews_Beauty_5\.json\.gz: HTTP 404.*--mirror"):
         load(spec(tmp_path, ["beauty"], mirror=server.url + "/empty"), Progress())
+
+
+def test_prepare_applies_paper_rule_before_kcore_and_counts_it(tmp_path):
+    from unimp_core.data.prepare import run_prepare
+    from unimp_core.data.store import read_manifest
+
+    folder = tmp_path / "dumps"
+    folder.mkdir()
+    for name, body in shop_2014_bytes("Beauty", "B").items():
+        (folder / name).write_bytes(body)
+    # U9 has three reviews, one of an item with no metadata line: two are left, below the 3-core.
+    (folder / "reviews_Beauty_5.json.gz").write_bytes(
+        gz([review_2014(f"U{u}", f"B{i}", ts=10 * u + i) for u in range(3) for i in range(3)]
+           + [review_2014("U9", "B0", ts=1), review_2014("U9", "B1", ts=2), review_2014("U9", "NOMETA0001", ts=3)]))
+    s = spec(tmp_path, ["beauty"], mirror=str(folder), out=tmp_path / "ds", user_core=3, item_core=1)
+    path = run_prepare(s.model_copy(update={"images": s.images.model_copy(update={"enabled": False})}), Progress())
+    m = read_manifest(path)
+    assert m["counts"]["users"] == 3 and m["counts"]["items"] == 3 and m["counts"]["interactions"] == 9
+    assert m["skipped"] == {"reviews_Beauty_5.json.gz: item has no metadata line": 1}

@@ -85,6 +85,11 @@ class PrepareSpec(Spec):
         default=None, description="P5/Sentires explanation file (pickle or JSON lines); default: review summary."
     )
     images: ImageDownloadSpec = Field(default_factory=ImageDownloadSpec, description="Image download settings.")
+    keep_items_without_meta: bool = Field(
+        default=False,
+        description="Amazon: keep reviews of items with no metadata line or no image URL (by default they are "
+        "dropped before the k-core, as the paper's preprocessing does, and counted in the manifest).",
+    )
     strict: bool = Field(default=False, description="Fail on the first malformed line instead of skipping and counting it.")
     overwrite: bool = Field(default=False, description="Replace an existing complete dataset folder.")
     sample_users: int = Field(default=400, ge=10, description="Users in the synthetic sample shop.")

@@ -78,18 +78,23 @@ def load(spec, progress: Progress) -> RawData:
     parts = []
     for k, name in enumerate(names):
         reviews, meta = fetched[2 * k], fetched[2 * k + 1]
-        part = load_category(release, name, reviews.path, meta.path, progress, strict=spec.strict)
+        part = load_category(release, name, reviews.path, meta.path, progress, strict=spec.strict,
+                             require_image_meta=not spec.keep_items_without_meta)
         part.sources = [reviews.record(), meta.record()]
         parts.append(part)
     return RawData.concat(parts)
 
 
 def load_category(
-    release: str, domain: str, reviews_path: Path, meta_path: Path, progress: Progress, strict: bool = False
+    release: str, domain: str, reviews_path: Path, meta_path: Path, progress: Progress, strict: bool = False,
+    require_image_meta: bool = True,
 ) -> RawData:
     """Parse one category's local reviews and metadata files into a RawData.
 
-    Every reviewed item appears in the items table (with null text when its metadata line is missing).
+    With `require_image_meta` (the paper's preprocessing) a review is kept only when its item has a
+    metadata line with an image URL; the reviews dropped are counted in `skipped` by reason. Without it
+    every reviewed item appears in the items table (with null text when its metadata line is missing).
+    Either way this runs before the k-core.
     """
     skipped: Counter = Counter()
     inter = read_reviews(reviews_path, domain, progress, skipped, strict)
@@ -100,7 +105,18 @@ def load_category(
         skipped[f"{reviews_path.name}: duplicate review"] += before - inter.height
     reviewed = inter.select("source_id").unique(maintain_order=True)
     meta = read_meta(meta_path, release, set(reviewed["source_id"].to_list()), progress, skipped, strict)
-    items = reviewed.join(meta, on="source_id", how="left").with_columns(pl.lit(domain).alias("domain"))
+    items = reviewed.join(meta.with_columns(pl.lit(True).alias("_meta")), on="source_id", how="left")
+    if require_image_meta:
+        no_meta = set(items.filter(pl.col("_meta").is_null())["source_id"].to_list())
+        no_image = set(items.filter(pl.col("_meta") & pl.col("image_url").is_null())["source_id"].to_list())
+        for ids, reason in ((no_meta, "item has no metadata line"), (no_image, "item's metadata has no image URL")):
+            dropped = inter.filter(pl.col("source_id").is_in(list(ids))).height if ids else 0
+            if dropped:
+                skipped[f"{reviews_path.name}: {reason}"] += dropped
+        if no_meta or no_image:
+            keep = ~pl.col("source_id").is_in(list(no_meta | no_image))
+            inter, items = inter.filter(keep), items.filter(keep)
+    items = items.drop("_meta").with_columns(pl.lit(domain).alias("domain"))
     return RawData(interactions=inter, items=items, skipped=skipped)
 
 
