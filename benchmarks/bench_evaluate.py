@@ -44,28 +44,29 @@ def main() -> None:
     args = ap.parse_args()
 
     from unimp_core.evaluation import ranking as R
-    from unimp_core.evaluation.runner import _rank_records, load_run
+    from unimp_core.evaluation.runner import _rank_records
+    from unimp_core.model.setup import load_run
     from unimp_core.specs.evaluate import EvaluateSpec
     from unimp_core.tasks import build_eval_samples
 
     with tempfile.TemporaryDirectory() as tmp:
         run = args.run or _trained_run(Path(tmp), args.steps)
-        lr = load_run(run)
-        samples = (build_eval_samples(lr.dataset, "rec", "test", lr.history_len, lr.ctx)
-                   + build_eval_samples(lr.dataset, "rec", "valid", lr.history_len, lr.ctx))[: args.users]
+        loaded = load_run(run)
+        samples = (build_eval_samples(loaded.dataset, "rec", "test", loaded.history_len, loaded.ctx)
+                   + build_eval_samples(loaded.dataset, "rec", "valid", loaded.history_len, loaded.ctx))[: args.users]
         n = len(samples)
         spec = EvaluateSpec(run=run, batch_size=args.batch_size, save_top=10)
-        ids, model, collate = lr.bundle.ids, lr.bundle.model, lr.collator()
+        ids, model, collate = loaded.bundle.ids, loaded.bundle.model, loaded.collator()
         token_to_item = {int(t): i for i, t in enumerate(ids.items.tolist())}
-        print(f"{n} users, {lr.bundle.n_items} items, model {lr.bundle.spec.preset} ({lr.bundle.total:,} parameters), "
+        print(f"{n} users, {loaded.bundle.n_items} items, model {loaded.bundle.spec.preset} ({loaded.bundle.total:,} parameters), "
               f"torch threads {torch.get_num_threads()}")
 
         # The machine may be shared: every timing is the best of --repeats runs.
-        _rank_records(lr, samples, list(range(min(n, args.batch_size))), spec, lambda *_: None)  # warm-up
+        _rank_records(loaded, samples, list(range(min(n, args.batch_size))), spec, lambda *_: None)  # warm-up
         fast = float("inf")
         for _ in range(args.repeats):
             t = time.perf_counter()
-            ours = _rank_records(lr, samples, list(range(n)), spec, lambda *_: None)
+            ours = _rank_records(loaded, samples, list(range(n)), spec, lambda *_: None)
             fast = min(fast, time.perf_counter() - t)
 
         def seed_style(sample, constrained: bool = False) -> list[int | None]:

@@ -30,7 +30,8 @@ from unimp_core.training.collate import make_collator
 from unimp_core.training.loss import answer_loss_parts
 from unimp_core.training.optim import build_optimizer
 from unimp_core.training.samples import TrainingSamples
-from unimp_core.training.train import run_train, setup_model
+from unimp_core.model.setup import setup_model
+from unimp_core.training.train import run_train
 
 HISTORY = 5
 BATCH = 4

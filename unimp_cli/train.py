@@ -152,10 +152,11 @@ def _run(spec) -> None:
     from rich.console import Console
 
     from unimp_core.progress import Progress
+    from unimp_core.run_folder import FINAL, METRICS
     from unimp_core.training.train import run_train
 
     main = os.environ.get("RANK", "0") == "0"  # under `accelerate launch`, one process reports
     with (Progress.rich() if main else Progress()) as progress:
         out = run_train(spec, progress)
     if main:
-        Console().print(f"run folder: [bold]{out}[/]  (final weights in {out / 'final'}, log in {out / 'metrics.jsonl'})")
+        Console().print(f"run folder: [bold]{out}[/]  (final weights in {out / FINAL}, log in {out / METRICS})")

@@ -42,7 +42,7 @@ _MIME = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".gif
 
 def list_users(run: Path, data: Path | None = None) -> pl.DataFrame:
     """The users of the run's dataset: user_id, user_key, split, length (history length)."""
-    from .evaluation.runner import dataset_folder, read_train_spec
+    from .run_folder import dataset_folder, read_train_spec
 
     root = dataset_folder(run, read_train_spec(run), data)
     return pl.read_parquet(Path(root) / "users.parquet").select("user_id", "user_key", "split", "length").sort("user_id")
@@ -150,13 +150,13 @@ def run_generate(spec: GenerateSpec, progress: Progress | None = None) -> dict[s
 
     from .evaluation import metrics as M
     from .evaluation import ranking as R
-    from .evaluation.runner import load_run
+    from .model.setup import load_run
 
     progress = progress or Progress()
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    lr = load_run(spec.run, spec.checkpoint, spec.data, device=device, history_len=spec.history_len,
+    loaded = load_run(spec.run, spec.checkpoint, spec.data, device=device, history_len=spec.history_len,
                   max_tokens=spec.max_tokens, progress=progress)
-    ds, ctx, ids = lr.dataset, lr.ctx, lr.bundle.ids
+    ds, ctx, ids = loaded.dataset, loaded.ctx, loaded.bundle.ids
     items = ds.items.sort("item_id")
     if spec.user is not None:
         users = ds.users
@@ -169,10 +169,10 @@ def run_generate(spec: GenerateSpec, progress: Progress | None = None) -> dict[s
         user = {"user_id": None, "user_key": None, "split": None, "unseen": True}
     item = resolve_items(items, [spec.item], "--item")[0] if spec.item else None
     candidates = resolve_items(items, spec.candidates, "--candidates") if spec.candidates else None
-    data = lr.train_spec.data
+    data = loaded.train_spec.data
     history_len = spec.history_len or history_lengths([spec.task], data.history_len, data.task_history_len)[spec.task]
     sample = build_prompt(ctx, spec.task, uid, history, history_len, spec.query, item, candidates)
-    batch = R.to_device(lr.collator()([sample]), lr.device)
+    batch = R.to_device(loaded.collator()([sample]), loaded.device)
 
     result: dict[str, Any] = {
         "task": spec.task, "run": str(spec.run), "checkpoint": spec.checkpoint, "dataset": str(ds.root),
@@ -181,11 +181,11 @@ def run_generate(spec: GenerateSpec, progress: Progress | None = None) -> dict[s
     }
     if spec.task == "img_gen":
         result["query"] = spec.query
-        result["image"] = generate_image(lr, batch, spec)
+        result["image"] = generate_image(loaded, batch, spec)
     elif spec.task in ("rec", "search"):
-        scores = R.item_scores(R.answer_logits(lr.bundle.model, batch), ids.items).cpu()  # (1, N)
+        scores = R.item_scores(R.answer_logits(loaded.bundle.model, batch), ids.items).cpu()  # (1, N)
         probs = torch.softmax(scores, dim=1)  # over the catalogue: how sure the model is, 0..1
-        mask = R.exclusion_mask([history], None, lr.bundle.n_items) if spec.exclude_history else None
+        mask = R.exclusion_mask([history], None, loaded.bundle.n_items) if spec.exclude_history else None
         top_p, top_i = R.top_items(probs, spec.k, mask)
         seen = set(history)
         result["recommendations"] = [
@@ -195,7 +195,7 @@ def run_generate(spec: GenerateSpec, progress: Progress | None = None) -> dict[s
         if spec.task == "search":
             result["query"] = spec.query
     else:
-        text = R.generate_texts(lr.bundle.model, batch, lr.bundle.tokenizer, max_new_tokens=spec.max_new_tokens,
+        text = R.generate_texts(loaded.bundle.model, batch, loaded.bundle.tokenizer, max_new_tokens=spec.max_new_tokens,
                                 num_beams=spec.num_beams, eoc_id=ids.eoc, pad_id=ids.pad, eos_id=ids.eos)[0]
         result["generated"] = text
         if spec.task == "exp":
@@ -213,14 +213,14 @@ def run_generate(spec: GenerateSpec, progress: Progress | None = None) -> dict[s
     return result
 
 
-def generate_image(lr, batch: dict[str, Any], spec: GenerateSpec) -> dict[str, Any]:
+def generate_image(loaded, batch: dict[str, Any], spec: GenerateSpec) -> dict[str, Any]:
     """img_gen: exactly one image's codes, decoded by the dataset's VQ model; written to `spec.out` as PNG."""
     from .evaluation import image_gen as IG
-    from .evaluation.runner import _image_tokenizer
+    from .evaluation.runner import image_tokenizer
 
-    vq = _image_tokenizer(lr, lr.device)
-    ids = lr.bundle.ids
-    codes = IG.generate_codes(lr.bundle.model, batch, ids.image_codes, vq.codes_per_image, eoc_id=ids.eoc,
+    vq = image_tokenizer(loaded, loaded.device)
+    ids = loaded.bundle.ids
+    codes = IG.generate_codes(loaded.bundle.model, batch, ids.image_codes, vq.codes_per_image, eoc_id=ids.eoc,
                               pad_id=ids.pad, num_beams=spec.num_beams)  # (1, grid*grid)
     png = IG.png_bytes(vq.decode(codes)[0])
     if spec.out is not None:

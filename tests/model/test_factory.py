@@ -1,12 +1,15 @@
 """The tiny model end to end: offline build, freezing, images, generation, speed, run-folder rebuild."""
 
 
+import json
+
 import pytest
 import torch
 from PIL import Image
 
 from unimp_core.errors import UnimpError
-from unimp_core.model.factory import build_model, freeze, load_bundle, save_bundle, trainable_state_dict
+from unimp_core.model.factory import build_model, freeze, load_bundle, save_bundle
+from unimp_core.model.setup import trainable_state
 from unimp_core.specs.model import ModelSpec
 
 from .conftest import N_ITEMS, make_dataset, open_gates
@@ -45,7 +48,7 @@ def test_freezing_as_openflamingo(tiny_bundle):
                                        lm.get_output_embeddings()) for p in m.parameters())
     assert tiny_bundle.trainable == expected > 0
     assert tiny_bundle.trainable == sum(p.numel() for p in model.parameters() if p.requires_grad)
-    assert set(trainable_state_dict(model)) == {n for n, p in model.named_parameters() if p.requires_grad}
+    assert set(trainable_state(model)) == {n for n, p in model.named_parameters() if p.requires_grad}
 
 
 def test_train_lm_unfreezes_the_lm_only(tiny_bundle, fresh_model):
@@ -160,6 +163,7 @@ def test_training_step_on_a_batch_of_histories(tiny_bundle, fresh_model):
 def test_build_is_deterministic_and_rebuilds_from_the_run_folder(tiny_bundle, dataset, tmp_path):
     save_bundle(tiny_bundle, tmp_path)
     assert (tmp_path / "model.json").is_file() and (tmp_path / "tokenizer").is_dir()
+    assert json.loads((tmp_path / "model.json").read_text())["family"] == "openflamingo"
     again = load_bundle(tmp_path)
     assert len(again.tokenizer) == len(tiny_bundle.tokenizer)
     assert torch.equal(again.ids.items, tiny_bundle.ids.items) and again.trainable == tiny_bundle.trainable

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from unimp_core import run_folder as RF
 from unimp_core.errors import UnimpError
+from unimp_core.model import setup as S
 from unimp_core.training import checkpoint as ckpt
-from unimp_core.training.train import load_weights
+
 
 
 class Payload:
@@ -27,7 +29,7 @@ def small_model() -> torch.nn.Module:
 
 def test_trainable_state_holds_only_what_trains():
     model = small_model()
-    state = ckpt.trainable_state(model)
+    state = S.trainable_state(model)
     assert set(state) == {"1.weight", "1.bias"}
     state["1.bias"] += 1  # a copy, not a view of the model
     assert not torch.equal(state["1.bias"], model[1].bias)
@@ -35,14 +37,14 @@ def test_trainable_state_holds_only_what_trains():
 
 def test_load_trainable_copies_and_names_what_does_not_fit():
     a, b = small_model(), small_model()
-    ckpt.load_trainable(b, ckpt.trainable_state(a), "a")
+    S.load_trainable(b, S.trainable_state(a), "a")
     assert torch.equal(a[1].weight, b[1].weight) and not torch.equal(a[0].weight, b[0].weight)
     with pytest.raises(UnimpError, match=r"x.pt: weights do not fit this model \(0 unknown, 1 missing, e.g. 1.bias\)"):
-        ckpt.load_trainable(b, {"1.weight": a[1].weight}, "x.pt")
+        S.load_trainable(b, {"1.weight": a[1].weight}, "x.pt")
     with pytest.raises(UnimpError, match="1 unknown"):
-        ckpt.load_trainable(b, {**ckpt.trainable_state(a), "2.weight": torch.zeros(1)}, "x.pt")
+        S.load_trainable(b, {**S.trainable_state(a), "2.weight": torch.zeros(1)}, "x.pt")
     with pytest.raises(UnimpError, match=r"1.bias has shape \(3,\), the model \(2,\)"):
-        ckpt.load_trainable(b, {"1.weight": a[1].weight, "1.bias": torch.zeros(3)}, "x.pt")
+        S.load_trainable(b, {"1.weight": a[1].weight, "1.bias": torch.zeros(3)}, "x.pt")
 
 
 def test_rng_state_round_trip_through_a_weights_only_file(tmp_path):
@@ -70,18 +72,18 @@ def test_write_folder_atomic_replaces_and_cleans(tmp_path):
 
 
 def _save(run, step, keep_last=3):
-    return ckpt.save_checkpoint(run, step, {ckpt.WEIGHTS: {"w": torch.full((2,), float(step))},
-                                            ckpt.STATE: {"step": step, "epoch": 0, "batch": step}}, keep_last)
+    return ckpt.save_checkpoint(run, step, {RF.WEIGHTS: {"w": torch.full((2,), float(step))},
+                                            RF.STATE: {"step": step, "epoch": 0, "batch": step}}, keep_last)
 
 
 def test_save_prunes_to_keep_last_and_lists_in_step_order(tmp_path):
     for step in (1, 2, 9, 10, 11):
         _save(tmp_path, step)
-    assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [9, 10, 11]  # numeric, not string, order
+    assert [s for s, _ in RF.list_checkpoints(tmp_path)] == [9, 10, 11]  # numeric, not string, order
     (tmp_path / "checkpoints" / "step-12").mkdir()  # no state.json: never listed as a checkpoint
-    assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [9, 10, 11]
+    assert [s for s, _ in RF.list_checkpoints(tmp_path)] == [9, 10, 11]
     with pytest.raises(ValueError, match="state.json"):
-        ckpt.save_checkpoint(tmp_path, 13, {ckpt.WEIGHTS: {}}, 2)
+        ckpt.save_checkpoint(tmp_path, 13, {RF.WEIGHTS: {}}, 2)
 
 
 def test_load_checkpoint_reads_parts_and_refuses_bad_files(tmp_path):
@@ -90,17 +92,17 @@ def test_load_checkpoint_reads_parts_and_refuses_bad_files(tmp_path):
     assert loaded["state"] == {"step": 4, "epoch": 0, "batch": 4} and loaded["optimizer"] is None
     assert torch.equal(loaded["weights"]["w"], torch.full((2,), 4.0))
 
-    (path / ckpt.WEIGHTS).write_bytes(b"not a torch file")
+    (path / RF.WEIGHTS).write_bytes(b"not a torch file")
     with pytest.raises(UnimpError) as err:
         ckpt.load_checkpoint(path)
     assert "trainable.pt: unreadable" in str(err.value) and "\n" not in str(err.value)
 
-    torch.save({"w": torch.ones(1)}, path / ckpt.WEIGHTS)
+    torch.save({"w": torch.ones(1)}, path / RF.WEIGHTS)
     # a pickle that would call a function when loaded: weights_only loading refuses it
-    torch.save({"state": Payload()}, path / ckpt.RNG)
+    torch.save({"state": Payload()}, path / RF.RNG)
     with pytest.raises(UnimpError, match="rng.pt: unreadable"):
         ckpt.load_checkpoint(path)
-    (path / ckpt.STATE).unlink()
+    (path / RF.STATE).unlink()
     with pytest.raises(UnimpError, match="not a complete checkpoint"):
         ckpt.load_checkpoint(path)
 
@@ -117,8 +119,8 @@ def test_remove_stale_deletes_only_temporary_folders(tmp_path):
 def test_load_weights_names_the_checkpoints_there_are(tmp_path):
     _save(tmp_path, 2)
     _save(tmp_path, 4)
-    assert torch.equal(load_weights(tmp_path, "step-4")["w"], torch.full((2,), 4.0))
+    assert torch.equal(S.load_weights(tmp_path, "step-4")["w"], torch.full((2,), 4.0))
     with pytest.raises(UnimpError, match=r"no such checkpoint \(have: step-2, step-4\)"):
-        load_weights(tmp_path)
+        S.load_weights(tmp_path)
     with pytest.raises(UnimpError, match=r"have: none"):
-        load_weights(tmp_path / "empty", "step-1")
+        S.load_weights(tmp_path / "empty", "step-1")

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from unimp_core.training import checkpoint as ckpt
-from unimp_core.training import train as T
+from unimp_core import run_folder as RF
+from unimp_core.model import setup as S
 from unimp_core.training.distributed import deepspeed_config, reset_accelerate_state, single_process_rendezvous
 
 from .conftest import RANK_DUMP_DRIVER, make_spec, read_metrics, subprocess_env, write_config
@@ -87,8 +87,8 @@ def test_ddp_two_cpu_processes_end_with_identical_parameters(sample_data, tmp_pa
     run = _launched_run(tmp_path, sample_data, "ddp", ACCELERATE + ["--multi_gpu", "--num_processes", "2"], [])
     r0, r1 = _rank_dumps(run, 2)
     _assert_identical(r0["weights"], r1["weights"])
-    _assert_identical(r0["weights"], T.load_weights(run))
-    assert [s for s, _ in ckpt.list_checkpoints(run)] == [2]
+    _assert_identical(r0["weights"], S.load_weights(run))
+    assert [s for s, _ in RF.list_checkpoints(run)] == [2]
     losses = [r["loss"] for r in read_metrics(run) if "loss" in r]
     assert len(losses) == 4 and all(torch.isfinite(torch.tensor(losses)))
     # the schedule advanced once per step, not once per process per step
@@ -103,7 +103,7 @@ def test_deepspeed_zero2_two_cpu_processes_train_like_ddp(sample_data, tmp_path)
                        ["--distributed", "zero2"])
     r0, r1 = _rank_dumps(ds, 2)
     _assert_identical(r0["weights"], r1["weights"])
-    _assert_identical(r0["weights"], T.load_weights(ds))
+    _assert_identical(r0["weights"], S.load_weights(ds))
     shards = list((ds / "checkpoints" / "step-2" / "optimizer_shards" / "zero").glob("*optim_states.pt"))
     assert len(shards) == 2  # each process saved its own optimizer partition
     ddp = _launched_run(tmp_path, sample_data, "ddp", ACCELERATE + ["--multi_gpu", "--num_processes", "2"], [])
@@ -112,7 +112,7 @@ def test_deepspeed_zero2_two_cpu_processes_train_like_ddp(sample_data, tmp_path)
         return [r["loss"] for r in read_metrics(run) if "loss" in r]
 
     assert len(losses(ds)) == 4 and losses(ds) == pytest.approx(losses(ddp), rel=1e-5)
-    a, b = T.load_weights(ds), T.load_weights(ddp)
+    a, b = S.load_weights(ds), S.load_weights(ddp)
     assert all(torch.allclose(a[n], b[n], atol=1e-5) for n in a)
 
 
@@ -144,10 +144,10 @@ def test_deepspeed_zero2_one_process_trains_and_resumes_exactly(sample_data, tmp
     straight = tmp_path / "straight"
     losses = [r["loss"] for r in read_metrics(straight) if "loss" in r]
     assert len(losses) == 4 and all(torch.isfinite(torch.tensor(losses)))
-    spec = T.TrainSpec.model_validate_json((straight / T.SPEC_FILE).read_text())
+    spec = RF.read_train_spec(straight)
     assert spec.run.distributed == "zero2"
-    built = T.load_weights(straight, "step-2")
-    assert any(not torch.equal(built[n], w) for n, w in T.load_weights(straight).items())  # weights changed
+    built = S.load_weights(straight, "step-2")
+    assert any(not torch.equal(built[n], w) for n, w in S.load_weights(straight).items())  # weights changed
 
     driver = tmp_path / "crash.py"
     driver.write_text(CRASH_AFTER_SAVE)
@@ -156,7 +156,7 @@ def test_deepspeed_zero2_one_process_trains_and_resumes_exactly(sample_data, tmp
     assert res.returncode == 3, res.stderr[-3000:]
     assert (tmp_path / "run" / "checkpoints" / "step-2" / "optimizer_shards").is_dir()
     _launch(cli + ["--out", str(tmp_path / "run"), "--resume"], tmp_path)
-    a, b = T.load_weights(straight), T.load_weights(tmp_path / "run")
+    a, b = S.load_weights(straight), S.load_weights(tmp_path / "run")
     assert all(torch.equal(a[n], b[n]) for n in a)
     assert json.loads((tmp_path / "run" / "final" / "state.json").read_text())["step"] == 4
 

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from unimp_core import run_folder as RF
 from unimp_core.errors import UnimpError
+from unimp_core.model import setup as S
 from unimp_core.training import checkpoint as ckpt
 from unimp_core.training import train as T
 
@@ -24,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def final_weights(run: Path) -> dict[str, torch.Tensor]:
-    return T.load_weights(run)
+    return S.load_weights(run)
 
 
 def assert_same_weights(a: dict, b: dict) -> None:
@@ -71,7 +73,7 @@ def test_resume_after_crash_ends_with_the_same_weights(sample_data, tmp_path, mo
     monkeypatch.setattr(ckpt, "save_checkpoint", dying_save)
     with pytest.raises(Crash):
         T.run_train(make_spec(sample_data, tmp_path / "run", **sections))
-    assert [s for s, _ in ckpt.list_checkpoints(tmp_path / "run")] == [2]
+    assert [s for s, _ in RF.list_checkpoints(tmp_path / "run")] == [2]
     assert max(r["step"] for r in read_metrics(tmp_path / "run")) == 4
     monkeypatch.setattr(ckpt, "save_checkpoint", real_save)
 
@@ -82,7 +84,7 @@ def test_resume_after_crash_ends_with_the_same_weights(sample_data, tmp_path, mo
     # micro-steps 3..6 of the resumed run saw exactly the RNG states of the uninterrupted one
     assert len(rng_seen["straight"]) == 6 and len(rng_seen["resumed"]) == 4
     assert all(torch.equal(a, b) for a, b in zip(rng_seen["straight"][2:], rng_seen["resumed"]))
-    state = json.loads((resumed / T.FINAL / ckpt.STATE).read_text())
+    state = json.loads((resumed / RF.FINAL / RF.STATE).read_text())
     assert state["step"] == 6
 
 
@@ -106,7 +108,7 @@ def test_resume_across_an_epoch_boundary_with_accumulation(sample_data, tmp_path
             T.run_train(first)
     finally:
         ckpt.save_checkpoint = original
-    state = json.loads((tmp_path / "b" / "checkpoints" / "step-4" / ckpt.STATE).read_text())
+    state = json.loads((tmp_path / "b" / "checkpoints" / "step-4" / RF.STATE).read_text())
     assert (state["epoch"], state["batch"]) == (0, 8)  # 8 micro-batches of 8 = the whole first epoch
     resumed = T.run_train(make_spec(sample_data, tmp_path / "b", run={"max_steps": 6, "save_every": 4,
                                                                         "resume": True}, **common))
@@ -183,8 +185,8 @@ def test_sigkill_mid_training_then_resume_matches(sample_data, tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == -signal.SIGKILL
-    assert not (run / T.FINAL).exists()
-    assert [s for s, _ in ckpt.list_checkpoints(run)] == [2]
+    assert not (run / RF.FINAL).exists()
+    assert [s for s, _ in RF.list_checkpoints(run)] == [2]
     assert max(r["step"] for r in read_metrics(run)) == 3  # step 3 was logged before the kill
 
     resumed = subprocess.run([sys.executable, "-m", "unimp_cli", "train", "--config", str(config),
@@ -201,7 +203,7 @@ def test_sigkill_mid_training_then_resume_matches(sample_data, tmp_path):
 def test_run_folder_metrics_validation_and_keep_last(sample_data, tmp_path):
     run = T.run_train(make_spec(sample_data, tmp_path / "run",
                                 run={"max_steps": 5, "save_every": 1, "keep_last": 2, "eval_every": 2}))
-    assert [s for s, _ in ckpt.list_checkpoints(run)] == [3, 4]  # step 5 is final/
+    assert [s for s, _ in RF.list_checkpoints(run)] == [3, 4]  # step 5 is final/
     assert not list((run / "checkpoints").glob(".*"))  # no temporary folder left behind
     for name in ("train_spec.json", "model.json", "tokenizer", "final/trainable.pt", "final/state.json"):
         assert (run / name).exists(), name
@@ -225,7 +227,7 @@ def test_run_folder_metrics_validation_and_keep_last(sample_data, tmp_path):
         assert all(0 < v < 50 for v in r["valid_loss"].values())
     # the model learns something in 5 steps at lr 1e-3: the validation loss goes down
     assert sum(valid_lines[-1]["valid_loss"].values()) < sum(valid_lines[0]["valid_loss"].values())
-    trained, built = T.load_weights(run), T.load_weights(run, "step-3")
+    trained, built = S.load_weights(run), S.load_weights(run, "step-3")
     assert any(not torch.equal(trained[n], built[n]) for n in trained)
 
 
@@ -242,8 +244,8 @@ def test_validation_loss_matches_a_direct_computation(sample_data, tmp_path):
     run = T.run_train(spec)
     logged = [r for r in read_metrics(run) if "valid_loss" in r][0]["valid_loss"]["rec"]
     ds = load_dataset(sample_data)
-    setup = T.setup_model(spec, ds, run, fresh=False, progress=Progress())
-    ckpt.load_trainable(setup.bundle.model, T.load_weights(run), "final")
+    setup = S.setup_model(spec, ds, run, fresh=False, progress=Progress())
+    S.load_trainable(setup.bundle.model, S.load_weights(run), "final")
     collate = make_collator(setup.bundle.tokenizer, max_length=256, images=setup.images, image_shape=setup.image_shape)
     samples = T.validation_samples(spec, ds)["rec"]
     assert len(samples) == 6
@@ -306,7 +308,7 @@ def _gates_open_and_count_vision(monkeypatch, calls: list):
 
 
 def test_cached_vision_features_give_the_same_losses(sample_data, tmp_path, monkeypatch):
-    from unimp_core.model.vision_cache import FEATURES
+    from unimp_core.run_folder import FEATURES
 
     losses = {}
     for cached in (False, True):
@@ -342,8 +344,7 @@ def test_finetune_starts_from_the_runs_final_weights(sample_data, tmp_path):
     source = T.run_train(make_spec(sample_data, tmp_path / "base", run={"max_steps": 3}))
     spec = T.finetune_spec(source, {"run": {"out": tmp_path / "ft", "max_steps": 2, "log_every": 1}})
     assert spec.data.tasks == ["rec"] and spec.optim.schedule == "constant"
-    assert spec.init_from == source.resolve() and spec.model == T.TrainSpec.model_validate_json(
-        (source / T.SPEC_FILE).read_text()).model
+    assert spec.init_from == source.resolve() and spec.model == RF.read_train_spec(source).model
     ft = T.run_train(spec)
     first = [r for r in read_metrics(ft) if "loss" in r][0]
     assert set(first["task_loss"]) == {"rec"}
@@ -351,28 +352,28 @@ def test_finetune_starts_from_the_runs_final_weights(sample_data, tmp_path):
 
     # the first step's loss, recomputed from the source run's final weights (and from built weights)
     ds = load_dataset(sample_data)
-    setup = T.setup_model(spec, ds, ft, fresh=False, progress=Progress())
+    setup = S.setup_model(spec, ds, ft, fresh=False, progress=Progress())
     collate = make_collator(setup.bundle.tokenizer, max_length=spec.data.max_tokens, images=setup.images,
                             image_shape=setup.image_shape, task_weights=spec.data.task_weights)
     batch = collate([TrainingSamples(ds, ["rec"], spec.data.history_len, spec.run.seed)[i] for i in range(4)])
 
     def first_loss(weights):
         if weights is not None:
-            ckpt.load_trainable(setup.bundle.model, weights, "test")
+            S.load_trainable(setup.bundle.model, weights, "test")
         with torch.no_grad():
             logits = setup.bundle.model(vision_x=batch["vision_x"], lang_x=batch["input_ids"],
                                         attention_mask=batch["attention_mask"]).logits
         return float(answer_loss_parts(logits, batch["labels"], batch["weights"], spec.optim.gamma).loss)
 
     untrained = first_loss(None)
-    assert first["loss"] == pytest.approx(first_loss(T.load_weights(source)), rel=1e-5)
+    assert first["loss"] == pytest.approx(first_loss(S.load_weights(source)), rel=1e-5)
     assert first["loss"] != pytest.approx(untrained, rel=1e-3)
 
 
 def test_finetune_needs_a_finished_run(sample_data, tmp_path):
     with pytest.raises(UnimpError, match="not a run folder"):
         T.finetune_spec(tmp_path, {"run": {"out": tmp_path / "x"}})
-    (tmp_path / T.SPEC_FILE).write_text("{}")
+    (tmp_path / RF.SPEC_FILE).write_text("{}")
     with pytest.raises(UnimpError, match="has not finished"):
         T.finetune_spec(tmp_path, {"run": {"out": tmp_path / "x"}})
 
@@ -384,7 +385,7 @@ def test_bf16_runs_on_cpu(sample_data, tmp_path):
     run = T.run_train(make_spec(sample_data, tmp_path / "run", run={"max_steps": 2, "precision": "bf16"}))
     losses = [r["loss"] for r in read_metrics(run) if "loss" in r]
     assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
-    assert all(w.dtype == torch.float32 for w in T.load_weights(run).values())  # fp32 master weights
+    assert all(w.dtype == torch.float32 for w in S.load_weights(run).values())  # fp32 master weights
 
 
 def test_fp16_runs_on_cpu_too(sample_data, tmp_path):
@@ -403,14 +404,14 @@ def test_two_accumulated_micro_batches_equal_one_double_batch(sample_data, tmp_p
 
     a = run("a", batch_size=2, grad_accum=2)
     b = run("b", batch_size=4)
-    wa, wb, w0 = T.load_weights(a), T.load_weights(b), _built_weights(a, sample_data)
+    wa, wb, w0 = S.load_weights(a), S.load_weights(b), _built_weights(a, sample_data)
     da = torch.cat([(wa[n] - w0[n]).flatten() for n in w0])
     db = torch.cat([(wb[n] - w0[n]).flatten() for n in w0])
     assert da.abs().max() > 1e-4  # it did train
     assert torch.allclose(da, db, atol=1e-6)  # measured: 4e-9 apart, updates of 1e-3
     # half the data (one micro-batch of 2) moves the weights elsewhere: the comparison is sensitive
     c = run("c", batch_size=2)
-    dc = torch.cat([(T.load_weights(c)[n] - w0[n]).flatten() for n in w0])
+    dc = torch.cat([(S.load_weights(c)[n] - w0[n]).flatten() for n in w0])
     assert not torch.allclose(da, dc, atol=1e-6)
 
 
@@ -418,9 +419,9 @@ def _built_weights(run: Path, data: Path) -> dict[str, torch.Tensor]:
     from unimp_core.data.store import load_dataset
     from unimp_core.progress import Progress
 
-    spec = T.TrainSpec.model_validate_json((run / T.SPEC_FILE).read_text())
-    setup = T.setup_model(spec, load_dataset(data), run, fresh=False, progress=Progress())
-    return ckpt.trainable_state(setup.bundle.model)
+    spec = RF.read_train_spec(run)
+    setup = S.setup_model(spec, load_dataset(data), run, fresh=False, progress=Progress())
+    return S.trainable_state(setup.bundle.model)
 
 
 def test_curriculum_adds_tasks_by_epoch_and_counts_its_steps(sample_data, tmp_path):
@@ -457,6 +458,6 @@ def test_finetune_resumed_before_its_first_checkpoint_still_starts_from_the_sour
     with pytest.raises(Crash):
         T.run_train(T.finetune_spec(source, overrides))
     monkeypatch.undo()
-    assert ckpt.list_checkpoints(tmp_path / "ft") == []
+    assert RF.list_checkpoints(tmp_path / "ft") == []
     resumed = T.run_train(T.finetune_spec(source, {"run": {**overrides["run"], "resume": True}}))
     assert_same_weights(final_weights(straight), final_weights(resumed))

@@ -19,103 +19,26 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from .. import run_folder as RF
 from ..data.store import Dataset, load_dataset
 from ..errors import UnimpError
-from ..io import atomic_path, write_bytes_atomic, write_json_atomic
+from ..io import atomic_path, write_bytes_atomic
 from ..progress import Progress
+from ..run_folder import IMAGES, PREDICTIONS
 from ..specs.evaluate import EVAL_TASKS, EvaluateSpec
-from ..tasks import TaskContext, build_eval_samples, context, history_lengths, instance_table
+from ..tasks import TaskContext, build_eval_samples, history_lengths, instance_table
 from . import metrics as M
 
-EVALUATIONS = "evaluations"
-METRICS_FILE = "metrics.json"
-PREDICTIONS = "predictions"
-IMAGES = "images"  # img_gen: generated|true PNG pairs
+if TYPE_CHECKING:
+    from ..model.setup import LoadedRun
+
 SLOT_TOKENS = 12  # img_sel answers are a few slot tokens ("s_0 s_2") and the end of the chunk
-
-
-@dataclass
-class LoadedRun:
-    """A run's model with its weights, its dataset and everything needed to build prompts."""
-
-    run: Path
-    checkpoint: str
-    train_spec: Any  # TrainSpec
-    dataset: Dataset
-    ctx: TaskContext
-    bundle: Any  # ModelBundle
-    images: Any  # item_id -> tensor
-    image_shape: tuple[int, ...]
-    device: Any  # torch.device
-    history_len: int
-    max_tokens: int
-
-    def collator(self):
-        """Left-padding collator for prompts that end at `<answer>`."""
-        from ..training.collate import make_collator
-
-        return make_collator(self.bundle.tokenizer, max_length=self.max_tokens, padding_side="left",
-                             images=self.images, image_shape=self.image_shape)
-
-
-def read_train_spec(run: Path):
-    """The run's saved TrainSpec (its model, dataset and prompt settings)."""
-    from ..specs.train import TrainSpec
-
-    saved = Path(run) / "train_spec.json"  # unimp_core.training.train.SPEC_FILE, without importing torch
-    if not saved.is_file():
-        raise UnimpError(f"{run}: not a run folder (no {saved.name}; train one with `unimp train`)")
-    try:
-        return TrainSpec.model_validate_json(saved.read_text())
-    except Exception as exc:
-        raise UnimpError(f"{saved}: unreadable run spec: {str(exc).splitlines()[0]}") from exc
-
-
-def dataset_folder(run: Path, train_spec, data: Path | None) -> Path:
-    """`data` if given, else the dataset folder the run was trained on (which must still exist)."""
-    folder = Path(data) if data is not None else Path(train_spec.data.path)
-    if not folder.is_dir():
-        where = "--data" if data is not None else f"{run}/train_spec.json: its dataset"
-        raise UnimpError(f"{where} folder {folder} is not there; pass the dataset folder with --data")
-    return folder
-
-
-def load_run(run: Path, checkpoint: str = "final", data: Path | None = None, *, device=None,
-             history_len: int | None = None, max_tokens: int | None = None,
-             progress: Progress | None = None) -> LoadedRun:
-    """Rebuild a run's model from its folder, load `checkpoint`'s weights, read its dataset.
-
-    Args:
-        run: the run folder (train_spec.json, model.json, tokenizer/, final/ or checkpoints/step-N/).
-        checkpoint: "final" or "step-N".
-        data: the dataset folder (default: the one in train_spec.json).
-        device: where the model goes (default: CPU).
-        history_len, max_tokens: prompt settings (default: the run's).
-    """
-    import torch
-
-    from ..training import checkpoint as ckpt
-    from ..training.train import load_weights, setup_model
-
-    progress = progress or Progress()
-    run = Path(run)
-    train_spec = read_train_spec(run)
-    ds = load_dataset(dataset_folder(run, train_spec, data))
-    weights = load_weights(run, checkpoint)  # fails early, naming the checkpoints that exist
-    setup = setup_model(train_spec, ds, run, fresh=False, progress=progress)
-    model = setup.bundle.model
-    ckpt.load_trainable(model, weights, f"{run}/{checkpoint}")
-    device = torch.device(device or "cpu")
-    model.to(device).eval()
-    return LoadedRun(run, checkpoint, train_spec, ds, context(ds), setup.bundle, setup.images, setup.image_shape,
-                     device, history_len or train_spec.data.history_len, max_tokens or train_spec.data.max_tokens)
 
 
 # ------------------------------------------------------------------------------------- training data
@@ -138,26 +61,26 @@ def training_interactions(ds: Dataset, ctx: TaskContext) -> tuple[np.ndarray, li
 # --------------------------------------------------------------------------------------- per task
 
 
-def eval_history(lr: LoadedRun, spec: EvaluateSpec, tasks: list[str]) -> dict[str, int]:
+def eval_history(loaded: LoadedRun, spec: EvaluateSpec, tasks: list[str]) -> dict[str, int]:
     """task -> history length: --history-len for every task when given, else the run's own lengths
     (its per-task overrides, the task's default such as img_gen's 2, else the run's history_len)."""
     if spec.history_len is not None:
         return {t: spec.history_len for t in tasks}
-    data = lr.train_spec.data
+    data = loaded.train_spec.data
     return history_lengths(tasks, data.history_len, data.task_history_len)
 
 
-def _image_tokenizer(lr: LoadedRun, device):
+def image_tokenizer(loaded: LoadedRun, device):
     """The dataset's VQ model, checked against the run's img_<k> tokens."""
     from ..imagegen.vq import load_vq
 
-    n_tokens = int(lr.bundle.ids.image_codes.numel())
+    n_tokens = int(loaded.bundle.ids.image_codes.numel())
     if n_tokens == 0:
-        raise UnimpError(f"{lr.run}: the run was not trained with img_gen (no img_<k> tokens); "
+        raise UnimpError(f"{loaded.run}: the run was not trained with img_gen (no img_<k> tokens); "
                          "train with --tasks ... img_gen")
-    vq = load_vq(lr.dataset.root, device="cpu" if str(device) == "cpu" else "auto")
+    vq = load_vq(loaded.dataset.root, device="cpu" if str(device) == "cpu" else "auto")
     if vq.codebook_size != n_tokens:
-        raise UnimpError(f"{lr.dataset.root}: the VQ codebook has {vq.codebook_size} codes but the run has "
+        raise UnimpError(f"{loaded.dataset.root}: the VQ codebook has {vq.codebook_size} codes but the run has "
                          f"{n_tokens} img_<k> tokens (were the images re-tokenized after training?)")
     return vq
 
@@ -167,21 +90,21 @@ def _batches(indices: list[int], size: int):
         yield indices[start:start + size]
 
 
-def _rank_records(lr: LoadedRun, samples, mine: list[int], spec: EvaluateSpec, advance) -> list[dict]:
+def _rank_records(loaded: LoadedRun, samples, mine: list[int], spec: EvaluateSpec, advance) -> list[dict]:
     """rec / search: the target's rank over the whole catalogue (or among the beams) and the top items."""
     from . import ranking as R
 
-    trie = None if spec.decode == "rank" else R.TokenTrie.build(R.item_token_sequences(lr.bundle.tokenizer,
-                                                                                         lr.bundle.n_items))
-    collate = lr.collator()
+    trie = None if spec.decode == "rank" else R.TokenTrie.build(R.item_token_sequences(loaded.bundle.tokenizer,
+                                                                                         loaded.bundle.n_items))
+    collate = loaded.collator()
     records = []
     for chunk in _batches(mine, spec.batch_size):
         group = [samples[i] for i in chunk]
-        batch = R.to_device(collate(group), lr.device)
+        batch = R.to_device(collate(group), loaded.device)
         if spec.decode == "rank":
-            records += _exact_ranks(lr, batch, chunk, group, spec)
+            records += _exact_ranks(loaded, batch, chunk, group, spec)
         else:
-            records += _beam_ranks(lr, batch, chunk, group, spec, trie)
+            records += _beam_ranks(loaded, batch, chunk, group, spec, trie)
         advance(len(chunk))
     return records
 
@@ -191,33 +114,33 @@ def _record(index: int, sample, rank: int, items: list, scores: list[float]) -> 
             "top": [[item, round(score, 5)] for item, score in zip(items, scores)]}
 
 
-def _exact_ranks(lr: LoadedRun, batch, chunk: list[int], group, spec: EvaluateSpec) -> list[dict]:
+def _exact_ranks(loaded: LoadedRun, batch, chunk: list[int], group, spec: EvaluateSpec) -> list[dict]:
     """One forward pass: every item token's logit, the target's rank (pessimistic ties), the top items."""
     from . import ranking as R
 
     targets = [s.meta["target"] for s in group]
-    mask = (R.exclusion_mask([s.meta["history"] for s in group], targets, lr.bundle.n_items)
+    mask = (R.exclusion_mask([s.meta["history"] for s in group], targets, loaded.bundle.n_items)
             if spec.exclude_history else None)  # (B, N)
-    scores = R.item_scores(R.answer_logits(lr.bundle.model, batch, spec.precision), lr.bundle.ids.items).cpu()
+    scores = R.item_scores(R.answer_logits(loaded.bundle.model, batch, spec.precision), loaded.bundle.ids.items).cpu()
     ranks = M.target_ranks(scores.numpy(), targets, None if mask is None else mask.numpy())
     top_scores, top_items = R.top_items(scores, spec.save_top, mask)
     return [_record(i, s, r, items, values)
             for i, s, r, items, values in zip(chunk, group, ranks, top_items.tolist(), top_scores.tolist())]
 
 
-def _beam_ranks(lr: LoadedRun, batch, chunk: list[int], group, spec: EvaluateSpec, trie) -> list[dict]:
+def _beam_ranks(loaded: LoadedRun, batch, chunk: list[int], group, spec: EvaluateSpec, trie) -> list[dict]:
     """Beam search, constrained to valid item ids (beam) or not (free): the target's place among the beams."""
     from . import ranking as R
 
-    ids = lr.bundle.ids
+    ids = loaded.bundle.ids
     banned = ([set(s.meta["history"]) - {s.meta["target"]} for s in group]
               if spec.exclude_history else [set()] * len(group))
     if spec.decode == "beam":
-        result = R.constrained_beam(lr.bundle.model, batch, trie, num_beams=spec.num_beams, eoc_id=ids.eoc,
+        result = R.constrained_beam(loaded.bundle.model, batch, trie, num_beams=spec.num_beams, eoc_id=ids.eoc,
                                     pad_id=ids.pad, banned=banned if spec.exclude_history else None,
                                     precision=spec.precision)
     else:
-        result = R.free_beam(lr.bundle.model, batch, lr.bundle.tokenizer, lr.bundle.n_items, num_beams=spec.num_beams,
+        result = R.free_beam(loaded.bundle.model, batch, loaded.bundle.tokenizer, loaded.bundle.n_items, num_beams=spec.num_beams,
                              max_new_tokens=trie.depth + 2, eoc_id=ids.eoc, pad_id=ids.pad, precision=spec.precision)
     records = []
     for row, (i, s) in enumerate(zip(chunk, group)):
@@ -234,18 +157,18 @@ def _beam_ranks(lr: LoadedRun, batch, chunk: list[int], group, spec: EvaluateSpe
     return records
 
 
-def _text_records(lr: LoadedRun, samples, mine: list[int], spec: EvaluateSpec, advance, task: str) -> list[dict]:
+def _text_records(loaded: LoadedRun, samples, mine: list[int], spec: EvaluateSpec, advance, task: str) -> list[dict]:
     """exp / img_sel: generate each answer and parse it."""
     from . import ranking as R
 
-    collate = lr.collator()
-    ids = lr.bundle.ids
+    collate = loaded.collator()
+    ids = loaded.bundle.ids
     max_new = spec.max_new_tokens if task == "exp" else SLOT_TOKENS
     records = []
     for chunk in _batches(mine, spec.batch_size):
         group = [samples[i] for i in chunk]
-        batch = R.to_device(collate(group), lr.device)
-        texts = R.generate_texts(lr.bundle.model, batch, lr.bundle.tokenizer, max_new_tokens=max_new,
+        batch = R.to_device(collate(group), loaded.device)
+        texts = R.generate_texts(loaded.bundle.model, batch, loaded.bundle.tokenizer, max_new_tokens=max_new,
                                  num_beams=spec.text_beams, eoc_id=ids.eoc, pad_id=ids.pad, eos_id=ids.eos,
                                  precision=spec.precision)
         for i, s, text in zip(chunk, group, texts):
@@ -265,7 +188,7 @@ def _text_records(lr: LoadedRun, samples, mine: list[int], spec: EvaluateSpec, a
     return records
 
 
-def _image_records(lr: LoadedRun, samples, mine: list[int], spec: EvaluateSpec, advance, vq,
+def _image_records(loaded: LoadedRun, samples, mine: list[int], spec: EvaluateSpec, advance, vq,
                    out_dir: Path) -> list[dict]:
     """img_gen: exactly one image's codes per prompt, decoded and scored against the true picture.
 
@@ -274,14 +197,14 @@ def _image_records(lr: LoadedRun, samples, mine: list[int], spec: EvaluateSpec, 
     from . import image_gen as IG
     from . import ranking as R
 
-    collate = lr.collator()
-    ids = lr.bundle.ids
-    images = dict(zip(lr.dataset.items["item_id"].to_list(), lr.dataset.items["image"].to_list()))
+    collate = loaded.collator()
+    ids = loaded.bundle.ids
+    images = dict(zip(loaded.dataset.items["item_id"].to_list(), loaded.dataset.items["image"].to_list()))
     records = []
     for chunk in _batches(mine, spec.batch_size):
         group = [samples[i] for i in chunk]
-        batch = R.to_device(collate(group), lr.device)
-        codes = IG.generate_codes(lr.bundle.model, batch, ids.image_codes, vq.codes_per_image, eoc_id=ids.eoc,
+        batch = R.to_device(collate(group), loaded.device)
+        codes = IG.generate_codes(loaded.bundle.model, batch, ids.image_codes, vq.codes_per_image, eoc_id=ids.eoc,
                                   pad_id=ids.pad, num_beams=spec.text_beams, precision=spec.precision)  # (B, n)
         true_codes = torch_long([s.meta["codes"] for s in group])
         generated, reconstructed = vq.decode(codes), vq.decode(true_codes)
@@ -289,7 +212,7 @@ def _image_records(lr: LoadedRun, samples, mine: list[int], spec: EvaluateSpec, 
             rec = {"index": i, "user_id": s.meta["user_id"], "target": s.meta["target"], "query": s.meta["query"],
                    "codes": codes[row].tolist(), "true_codes": s.meta["codes"],
                    "code_accuracy": IG.code_accuracy(codes[row].tolist(), s.meta["codes"])}
-            truth = IG.true_image(lr.dataset.root, images.get(s.meta["target"]), vq.resolution)
+            truth = IG.true_image(loaded.dataset.root, images.get(s.meta["target"]), vq.resolution)
             if truth is not None:
                 t = to_unit(truth)
                 rec.update(psnr=min(psnr(to_unit(generated[row]), t), 100.0), ssim=ssim(to_unit(generated[row]), t),
@@ -448,13 +371,10 @@ def _write_predictions(path: Path, records: list[dict]) -> None:
                 f.write(json.dumps(rec) + "\n")
 
 
-def _merge_previous(path: Path, tasks: dict[str, Any]) -> dict[str, Any]:
+def _merge_previous(out_dir: Path, tasks: dict[str, Any]) -> dict[str, Any]:
     """Tasks evaluated earlier into the same folder stay in its metrics.json."""
-    if not path.is_file():
-        return tasks
-    try:
-        previous = json.loads(path.read_text()).get("tasks", {})
-    except (json.JSONDecodeError, AttributeError):
+    previous = (RF.read_evaluation(out_dir) or {}).get("tasks")
+    if not isinstance(previous, dict):
         return tasks
     return {**{t: v for t, v in previous.items() if t not in tasks}, **tasks}
 
@@ -471,27 +391,29 @@ def run_evaluate(spec: EvaluateSpec, progress: Progress | None = None) -> dict[s
     from accelerate import PartialState
     from accelerate.utils import gather_object
 
+    from ..model.setup import load_run
+
     progress = progress or Progress()
     started = time.perf_counter()
     # cpu=True where there is no GPU: `accelerate launch --multi_gpu` then runs gloo processes on the CPU
     state = PartialState(cpu=not torch.cuda.is_available())
-    lr = load_run(spec.run, spec.checkpoint, spec.data, device=state.device, history_len=spec.history_len,
+    loaded = load_run(spec.run, spec.checkpoint, spec.data, device=state.device, history_len=spec.history_len,
                   max_tokens=spec.max_tokens, progress=progress)
-    tasks = spec.tasks or [t for t in lr.train_spec.data.tasks if t in EVAL_TASKS]
-    missing = [t for t in tasks if instance_table(t) not in lr.dataset.instances]
+    tasks = spec.tasks or [t for t in loaded.train_spec.data.tasks if t in EVAL_TASKS]
+    missing = [t for t in tasks if instance_table(t) not in loaded.dataset.instances]
     if missing:
-        raise UnimpError(f"{lr.dataset.root}: no evaluation instances for {', '.join(missing)} (rerun `unimp prepare`)")
-    train_items, train_ratings = training_interactions(lr.dataset, lr.ctx)
-    counts = M.item_counts(train_items, lr.bundle.n_items)
+        raise UnimpError(f"{loaded.dataset.root}: no evaluation instances for {', '.join(missing)} (rerun `unimp prepare`)")
+    train_items, train_ratings = training_interactions(loaded.dataset, loaded.ctx)
+    counts = M.item_counts(train_items, loaded.bundle.n_items)
     gather = gather_object if state.num_processes > 1 else None
-    out_dir = spec.run / EVALUATIONS / evaluation_name(spec, lr.train_spec.data.history_len, tasks)
+    out_dir = RF.evaluation_dir(spec.run, evaluation_name(spec, loaded.train_spec.data.history_len, tasks))
 
     results: dict[str, Any] = {}
     wordnet = None
-    vq = _image_tokenizer(lr, state.device) if "img_gen" in tasks else None
-    lengths = eval_history(lr, spec, tasks)
+    vq = image_tokenizer(loaded, state.device) if "img_gen" in tasks else None
+    lengths = eval_history(loaded, spec, tasks)
     for task in tasks:
-        samples = build_eval_samples(lr.dataset, task, spec.split, lengths, lr.ctx)[: spec.limit]
+        samples = build_eval_samples(loaded.dataset, task, spec.split, lengths, loaded.ctx)[: spec.limit]
         if not samples:
             results[task] = {"users": 0, "note": f"no {spec.split} instances"}
             continue
@@ -499,11 +421,11 @@ def run_evaluate(spec: EvaluateSpec, progress: Progress | None = None) -> dict[s
         t0 = time.perf_counter()
         with progress.task(f"evaluating {task}", total=len(mine)) as advance:
             if task in ("rec", "search"):
-                records = _rank_records(lr, samples, mine, spec, advance)
+                records = _rank_records(loaded, samples, mine, spec, advance)
             elif task == "img_gen":
-                records = _image_records(lr, samples, mine, spec, advance, vq, out_dir)
+                records = _image_records(loaded, samples, mine, spec, advance, vq, out_dir)
             else:
-                records = _text_records(lr, samples, mine, spec, advance, task)
+                records = _text_records(loaded, samples, mine, spec, advance, task)
         seconds = [time.perf_counter() - t0]
         records = gather_records(records, len(samples), gather)
         seconds = max(gather(seconds) if gather else seconds)  # the slowest process sets the pace
@@ -516,26 +438,26 @@ def run_evaluate(spec: EvaluateSpec, progress: Progress | None = None) -> dict[s
                 wordnet = find_wordnet()
             summary = _exp_summary(records, spec, train_ratings, wordnet)
         elif task == "img_gen":
-            summary = _image_summary(records, spec, vq, lr.dataset.root) if state.is_main_process else {}
+            summary = _image_summary(records, spec, vq, loaded.dataset.root) if state.is_main_process else {}
         else:
             summary = _selection_summary(records, spec)
         results[task] = {"users": len(samples), **summary, "seconds": round(seconds, 3),
                          "users_per_s": round(len(samples) / max(seconds, 1e-9), 2),
                          "predictions": f"{PREDICTIONS}/{task}.jsonl"}
         if state.is_main_process:
-            _write_predictions(out_dir / PREDICTIONS / f"{task}.jsonl", records)
+            _write_predictions(RF.predictions_file(out_dir, task), records)
 
     report = {
-        "run": str(spec.run), "checkpoint": spec.checkpoint, "split": spec.split, "protocol": lr.ctx.protocol,
-        "dataset": str(lr.dataset.root), "synthetic": bool(lr.dataset.manifest.get("synthetic", False)),
-        "history_len": lr.history_len, "task_history_len": lengths, "processes": state.num_processes,
-        "device": str(lr.device),
+        "run": str(spec.run), "checkpoint": spec.checkpoint, "split": spec.split, "protocol": loaded.ctx.protocol,
+        "dataset": str(loaded.dataset.root), "synthetic": bool(loaded.dataset.manifest.get("synthetic", False)),
+        "history_len": loaded.history_len, "task_history_len": lengths, "processes": state.num_processes,
+        "device": str(loaded.device),
         "folder": str(out_dir), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seconds": round(time.perf_counter() - started, 3), "spec": spec.model_dump(mode="json"),
     }
     report["evaluated"] = list(results)
-    report["tasks"] = _merge_previous(out_dir / METRICS_FILE, results) if state.is_main_process else results
+    report["tasks"] = _merge_previous(out_dir, results) if state.is_main_process else results
     if state.is_main_process:
-        write_json_atomic(out_dir / METRICS_FILE, report)
+        RF.write_evaluation(out_dir, report)
     state.wait_for_everyone()
     return report

@@ -9,8 +9,8 @@ and meta-device builds fit in):
 Downloads happen only here (open_clip weights, the LM, its tokenizer, the checkpoint); tiny needs none.
 
 A run folder rebuilds its model offline: `save_bundle(bundle, run_dir)` writes `model.json` (the model
-spec and catalogue size) and `tokenizer/`; `load_bundle(run_dir)` reads them back. The trainable
-weights themselves are the training checkpoint's business (`trainable_state_dict`).
+family, spec and catalogue size) and `tokenizer/`; `load_bundle(run_dir)` reads them back. The trainable
+weights themselves are the training checkpoint's business (`unimp_core.model.setup.trainable_state`).
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 import torch
 from torch import nn
 
-from ..errors import UnimpError
-from ..io import write_json_atomic
+from .. import run_folder as RF
+from ..errors import UnimpError, first_line
 from ..progress import Progress
 from ..data.store import Dataset
 from ..specs.model import ModelSpec, TinyModelSpec
 from .presets import CHECKPOINT_FILE, Preset, resolve_preset
-from .tokenizer import TOKENIZER_DIR, dataset_texts, load_tokenizer, save_tokenizer, train_bpe_tokenizer
+from .tokenizer import dataset_texts, load_tokenizer, save_tokenizer, train_bpe_tokenizer
 from .vocab import (VocabIds, add_flamingo_tokens, add_unimp_tokens, base_vocab_size, flamingo_vocab_size,
                     resize_embeddings, vocab_ids)
 
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     from open_flamingo import Flamingo
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-MODEL_META = "model.json"
 # Length of EleutherAI/gpt-neox-20b's tokenizer, which RedPajama-INCITE and the MPT models all use:
 # the meta-device assembly of a paper preset stands in a tokenizer of this size (no download).
 GPT_NEOX_TOKENIZER_SIZE = 50277
@@ -210,7 +209,7 @@ def _vision_tower(spec: ModelSpec, preset: Preset, meta: bool):
                 name, pretrained=pretrained, device="meta" if meta else "cpu"
             )
     except Exception as exc:
-        raise UnimpError(f"model.vision: cannot create {name} ({pretrained}): {_first_line(exc)}") from exc
+        raise UnimpError(f"model.vision: cannot create {name} ({pretrained}): {first_line(exc)}") from exc
     clip.visual.output_tokens = True  # Flamingo reads the patch tokens, not the pooled embedding
     vis_dim = open_clip.get_model_config(name)["vision_cfg"]["width"]
     size = clip.visual.image_size
@@ -288,7 +287,7 @@ def _language_model(spec: ModelSpec, preset: Preset, meta: bool, base_vocab: int
                 **_fp32_kwargs(),
             )
         except Exception as exc:
-            raise UnimpError(f"model.lm: cannot load {preset.lm!r}: {_first_line(exc)}") from exc
+            raise UnimpError(f"model.lm: cannot load {preset.lm!r}: {first_line(exc)}") from exc
     if _lacks_input_embeddings(lm):
         extend_instance(lm, _EmbeddingFnMixin)
     extend_instance(lm, FlamingoLMMixin)
@@ -360,18 +359,18 @@ def _load_checkpoint(model: nn.Module, ref: str, progress: Progress, local_files
 
             path = Path(hf_hub_download(ref, CHECKPOINT_FILE, local_files_only=local_files_only))
         except Exception as exc:
-            raise UnimpError(f"model.checkpoint: cannot download {ref}/{CHECKPOINT_FILE}: {_first_line(exc)}") from exc
+            raise UnimpError(f"model.checkpoint: cannot download {ref}/{CHECKPOINT_FILE}: {first_line(exc)}") from exc
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise UnimpError(f"model.checkpoint: {path}: unreadable: {_first_line(exc)}") from exc
+        raise UnimpError(f"model.checkpoint: {path}: unreadable: {first_line(exc)}") from exc
     if isinstance(state, dict) and "model_state_dict" in state:  # a training checkpoint, not a bare state dict
         state = state["model_state_dict"]
     state = {k.removeprefix("module."): v for k, v in state.items()}
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatches stay errors under strict=False
-        raise UnimpError(f"model.checkpoint: {path}: does not fit this model: {_first_line(exc)}") from exc
+        raise UnimpError(f"model.checkpoint: {path}: does not fit this model: {first_line(exc)}") from exc
     if len(result.unexpected_keys) == len(state):
         raise UnimpError(f"model.checkpoint: {path}: none of its {len(state)} tensors belong to this model")
     if result.unexpected_keys:
@@ -410,38 +409,25 @@ def freeze(model: "Flamingo", train_lm: bool = False) -> int:
     return count
 
 
-def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The trainable tensors by name (what a checkpoint of a frozen-backbone run holds)."""
-    return {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
-
-
 # ----------------------------------------------------------------------------------------- run folder
 
 
 def save_bundle(bundle: ModelBundle, run_dir: str | Path) -> None:
-    """Write what rebuilds the model offline: `model.json` (spec, catalogue size) and `tokenizer/`."""
-    run_dir = Path(run_dir)
+    """Write what rebuilds the model offline: `model.json` (family, spec, catalogue size) and `tokenizer/`."""
     save_tokenizer(bundle.tokenizer, run_dir)
-    write_json_atomic(run_dir / MODEL_META, {"spec": bundle.spec.model_dump(mode="json"), "n_items": bundle.n_items})
+    RF.write_model_meta(run_dir, "openflamingo", bundle.spec.model_dump(mode="json"), bundle.n_items)
 
 
 def load_bundle(run_dir: str | Path, device: str | torch.device = "cpu",
                 progress: Progress | None = None) -> ModelBundle:
     """Rebuild a run's model and tokenizer from its folder (tiny: fully offline; presets: the LM and
     checkpoint come from the local cache). Trainable weights are loaded by the caller."""
-    run_dir = Path(run_dir)
-    meta_path = run_dir / MODEL_META
-    if not meta_path.is_file() or not (run_dir / TOKENIZER_DIR).is_dir():
-        raise UnimpError(f"{run_dir}: not a run folder (no {MODEL_META} or {TOKENIZER_DIR}/)")
+    meta = RF.read_model_meta(run_dir)
+    tokenizer_dir = RF.tokenizer_dir(run_dir)
+    if not tokenizer_dir.is_dir():
+        raise UnimpError(f"{run_dir}: not a run folder (no {RF.TOKENIZER_DIR}/)")
     try:
-        meta = json.loads(meta_path.read_text())
         spec = ModelSpec.model_validate(meta["spec"])
-        n_items = int(meta["n_items"])
     except Exception as exc:
-        raise UnimpError(f"{meta_path}: unreadable: {_first_line(exc)}") from exc
-    return build_model(spec, n_items=n_items, device=device, tokenizer_dir=run_dir / TOKENIZER_DIR, progress=progress)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+        raise UnimpError(f"{Path(run_dir) / RF.MODEL_META}: unreadable: {first_line(exc)}") from exc
+    return build_model(spec, n_items=meta["n_items"], device=device, tokenizer_dir=tokenizer_dir, progress=progress)

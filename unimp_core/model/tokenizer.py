@@ -9,14 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator
 
-from ..errors import UnimpError
+from ..errors import UnimpError, first_line
+from ..run_folder import TOKENIZER_DIR
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
     from ..data.store import Dataset
 
-TOKENIZER_DIR = "tokenizer"
 EOS = "<|endoftext|>"
 
 # Text columns of the dataset folder the tiny vocabulary is learned from (whatever the source).
@@ -69,8 +69,7 @@ def load_tokenizer(source: str | Path, *, trust_remote_code: bool = True,
             str(source), trust_remote_code=trust_remote_code, local_files_only=local_files_only
         )
     except Exception as exc:  # hub/network/format errors: one line naming the source
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UnimpError(f"tokenizer {source}: cannot load: {first}") from exc
+        raise UnimpError(f"tokenizer {source}: cannot load: {first_line(exc)}") from exc
 
 
 def save_tokenizer(tokenizer: "PreTrainedTokenizerBase", run_dir: str | Path) -> Path:

@@ -19,7 +19,6 @@ from ..errors import UnimpError
 from ..io import atomic_path
 from ..progress import Progress
 
-FEATURES = "vision_features.npy"
 
 
 class ItemImages:

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from ..run_folder import CHECKPOINT_RE
 from .base import Spec
 
 EVAL_TASKS = ("rec", "search", "exp", "img_sel", "img_gen")
 EvalTask = Literal["rec", "search", "exp", "img_sel", "img_gen"]
-CHECKPOINT_RE = re.compile(r"^(final|step-\d+)$")
 MAX_SLOTS = 5  # selection slots s_0..s_4 exist in the vocabulary (unimp_core.model.vocab.N_SLOTS)
 
 

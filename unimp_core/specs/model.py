@@ -6,9 +6,9 @@ only names the presets so a spec can be validated (and printed by `--dry-run`) i
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Annotated, Any, Literal, Union, get_args
 
-from pydantic import Field, model_validator
+from pydantic import Discriminator, Field, Tag, model_validator
 
 from .base import Spec
 
@@ -54,6 +54,9 @@ class TinyModelSpec(Spec):
 class ModelSpec(Spec):
     """Which OpenFlamingo model to build, its added vocabulary and what is trained."""
 
+    family: Literal["openflamingo"] = Field(
+        default="openflamingo", description="Model family (unimp_core.model.families): openflamingo, the paper's."
+    )
     preset: Preset = Field(
         default="tiny",
         description="tiny (offline, random weights) | 3b | 3b-instruct | 4b | 4b-instruct (the paper's main model) | 9b "
@@ -109,3 +112,19 @@ class ModelSpec(Spec):
         elif self.cross_attn_every_n_layers is not None:
             raise ValueError(f"cross_attn_every_n_layers: preset {self.preset} fixes it (its checkpoint depends on it)")
         return self
+
+
+# One spec class per model family (unimp_core.model.families.FAMILIES), told apart by its `family`
+# field; a spec without one (every run written before families existed) is OpenFlamingo's.
+MODEL_SPECS: tuple[type[Spec], ...] = (ModelSpec,)
+
+
+def _family_of(value: Any) -> str:
+    family = value.get("family") if isinstance(value, dict) else getattr(value, "family", None)
+    return family or "openflamingo"
+
+
+AnyModelSpec = Annotated[
+    Union[tuple(Annotated[cls, Tag(cls.model_fields["family"].default)] for cls in MODEL_SPECS)],  # type: ignore[misc]
+    Discriminator(_family_of),
+]

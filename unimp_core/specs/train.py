@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from .base import Spec
-from .model import ModelSpec
+from .model import AnyModelSpec, ModelSpec
 
 TASKS = ("rec", "search", "exp", "img_sel", "img_gen")
 Task = Literal["rec", "search", "exp", "img_sel", "img_gen"]
@@ -98,7 +98,7 @@ class RunSpec(Spec):
 class TrainSpec(Spec):
     """Everything `unimp train` needs; saved as train_spec.json in the run folder."""
 
-    model: ModelSpec = Field(default_factory=ModelSpec, description="Which OpenFlamingo model to build.")
+    model: AnyModelSpec = Field(default_factory=ModelSpec, description="Which model to build (its family and settings).")
     data: DataSpec = Field(description="Dataset folder and tasks.")
     optim: OptimSpec = Field(default_factory=OptimSpec, description="Optimizer and schedule.")
     run: RunSpec = Field(description="Run folder and execution.")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -26,36 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import UnimpError
+from ..errors import UnimpError, first_line
+from ..run_folder import CHECKPOINTS, OPTIMIZER, RNG, SCHEDULER, STATE, WEIGHTS, list_checkpoints
 
-STEP_RE = re.compile(r"^step-(\d+)$")
-STATE = "state.json"
-WEIGHTS = "trainable.pt"
-OPTIMIZER = "optimizer.pt"
-SCHEDULER = "scheduler.pt"
-RNG = "rng.pt"
-SHARDS_DIR = "optimizer_shards"
-CHECKPOINTS = "checkpoints"
-
-
-def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Only the parameters that train (the frozen backbone is rebuilt from the spec), copied to the CPU."""
-    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
-
-
-def load_trainable(model: torch.nn.Module, weights: dict[str, torch.Tensor], origin: str) -> None:
-    """Copy `weights` into the model's trainable parameters; every one of them must be given, with its shape."""
-    params = dict(model.named_parameters())
-    missing = [n for n, p in params.items() if p.requires_grad and n not in weights]
-    unknown = [n for n in weights if n not in params]
-    if unknown or missing:
-        bad = (unknown or missing)[0]
-        raise UnimpError(f"{origin}: weights do not fit this model ({len(unknown)} unknown, {len(missing)} missing, e.g. {bad})")
-    with torch.no_grad():
-        for name, value in weights.items():
-            if params[name].shape != value.shape:
-                raise UnimpError(f"{origin}: {name} has shape {tuple(value.shape)}, the model {tuple(params[name].shape)}")
-            params[name].copy_(value)
 
 
 def rng_state() -> dict[str, Any]:
@@ -77,18 +49,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints of a run as (step, folder), oldest first."""
-    folder = Path(run_dir) / CHECKPOINTS
-    found = []
-    if folder.is_dir():
-        for p in folder.iterdir():
-            m = STEP_RE.match(p.name)
-            if m and (p / STATE).is_file():
-                found.append((int(m.group(1)), p))
-    return sorted(found)
 
 
 def remove_stale(run_dir: Path) -> None:
@@ -172,7 +132,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         try:
             return torch.load(f, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise UnimpError(f"{f}: unreadable checkpoint file ({str(exc).splitlines()[0] if str(exc) else exc!r})") from exc
+            raise UnimpError(f"{f}: unreadable checkpoint file ({first_line(exc)})") from exc
 
     weights = load(WEIGHTS)
     if weights is None:

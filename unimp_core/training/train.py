@@ -9,103 +9,33 @@ loop alone chooses the epoch, no DataLoader draws from the global RNG, and every
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import os
-import re
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 from torch.utils.data import DataLoader, Dataset as TorchDataset
 
 from ..data.store import Dataset, load_dataset
 from ..errors import UnimpError
+from ..model.setup import Setup, load_trainable, load_weights, setup_model, trainable_state
+from .. import run_folder as RF
+from ..run_folder import FINAL, METRICS, SPEC_FILE
 from ..io import write_bytes_atomic
 from ..progress import Progress
 from ..specs.train import TrainSpec
-from ..tasks import TASK_NAMES, build_eval_samples, build_training_samples, history_lengths, instance_table
+from ..tasks import TASK_NAMES, build_eval_samples, history_lengths, instance_table
 from . import checkpoint as ckpt
-from .collate import make_collator
 from .distributed import make_accelerator, reset_accelerate_state
 from .loss import LossParts, answer_loss_parts, per_task
 from .optim import build_optimizer, build_scheduler
 from .samples import SampleDataset, TrainingSamples
 
-SPEC_FILE = "train_spec.json"
-METRICS = "metrics.jsonl"
-FINAL = "final"
-MODEL_META = "model.json"  # written by unimp_core.model.factory.save_bundle
-_TOKENS = re.compile(r"<[^>\s]+>|\b(?:item|rate|s|img)_\d+\b")
-
-
-# ------------------------------------------------------------------------------------------- model
-
-
-@dataclass
-class Setup:
-    """Everything a training (or evaluation) loop needs, built once."""
-
-    dataset: Dataset
-    bundle: Any  # unimp_core.model.factory.ModelBundle
-    images: Any  # item_id -> tensor (pixels or cached features)
-    image_shape: tuple[int, ...]
-
-
-def tokenizer_texts(ds: Dataset, seed: int) -> Iterator[str]:
-    """What the tiny BPE tokenizer learns from: the catalogue and reviews, and the prompt phrases
-    (without the added tokens, which are whole tokens anyway)."""
-    from ..model.tokenizer import dataset_texts
-
-    prompts = build_training_samples(ds, list(TASK_NAMES), 5, seed, 0)[:2000]
-    return itertools.chain(dataset_texts(ds), (_TOKENS.sub(" ", s.text) for s in prompts))
-
-
-def setup_model(spec: TrainSpec, ds: Dataset, run_dir: Path, fresh: bool, progress: Progress) -> Setup:
-    """Build or rebuild the model, and the function that gives an item's image.
-
-    Args:
-        fresh: build the model from the spec (a finetune: from `spec.init_from`'s folder) and write
-            model.json + tokenizer/ into `run_dir`; otherwise rebuild it from `run_dir`.
-    Returns:
-        A Setup whose model holds its built weights: trainable weights (a checkpoint, `final/`, the
-        finetune source) are the caller's to load. With `run.cache_vision_features` the model takes
-        cached vision features (computed into `run_dir` once) instead of pixels.
-    """
-    from ..model.factory import build_model, load_bundle, save_bundle
-    from ..model.vision_cache import FEATURES, ItemImages, build_feature_cache, use_cached_features
-
-    source = spec.init_from if fresh else run_dir
-    if source is None:
-        bundle = build_model(spec.model, items_text=tokenizer_texts(ds, spec.run.seed), n_items=ds.items.height,
-                             progress=progress)
-    else:
-        bundle = load_bundle(source, progress=progress)
-        if bundle.n_items != ds.items.height:
-            raise UnimpError(f"{source}: the model knows {bundle.n_items} items, {ds.root} has {ds.items.height}")
-    if fresh:
-        save_bundle(bundle, run_dir)
-    images = ItemImages(ds, bundle.image_transform)
-    shape: tuple[int, ...] = (3, bundle.image_size, bundle.image_size)
-    if spec.run.cache_vision_features:
-        images = build_feature_cache(bundle.model, ds, images, Path(run_dir) / FEATURES, progress=progress)
-        use_cached_features(bundle.model)
-        shape = images.shape
-    return Setup(ds, bundle, images, shape)
-
-
-def load_weights(run_dir: Path, checkpoint: str = FINAL) -> dict[str, torch.Tensor]:
-    """A run's trainable weights: `final` or `step-N`."""
-    run_dir = Path(run_dir)
-    folder = run_dir / FINAL if checkpoint == FINAL else run_dir / ckpt.CHECKPOINTS / checkpoint
-    if not (folder / ckpt.WEIGHTS).is_file():
-        have = [p.name for _, p in ckpt.list_checkpoints(run_dir)] + ([FINAL] if (run_dir / FINAL).is_dir() else [])
-        raise UnimpError(f"{folder}: no such checkpoint (have: {', '.join(have) or 'none'})")
-    return torch.load(folder / ckpt.WEIGHTS, map_location="cpu", weights_only=True)
 
 
 # -------------------------------------------------------------------------------------------- data
@@ -229,6 +159,7 @@ class Run:
     accelerator: Any
     progress: Progress
     model: Any = None
+    setup: Setup | None = None
     optimizer: Any = None
     scheduler: Any = None
     loader: Any = None
@@ -310,20 +241,16 @@ def _setup_run_dir(run: Run) -> bool:
     if spec.run.resume:
         if not saved.is_file():
             raise UnimpError(f"{out}: nothing to resume (no {SPEC_FILE})")
-        try:
-            old = TrainSpec.model_validate_json(saved.read_text())
-        except Exception as exc:
-            raise UnimpError(f"{saved}: unreadable ({str(exc).splitlines()[0]})") from exc
-        diff = _spec_difference(old, spec)
+        diff = _spec_difference(RF.read_train_spec(out), spec)
         if diff is not None:
             raise UnimpError(f"{out}: --resume needs the run's model, data and optimizer settings ({diff})")
-        found = ckpt.list_checkpoints(out)
+        found = RF.list_checkpoints(out)
         run.resume = ckpt.load_checkpoint(found[-1][1]) if found else None
-    elif saved.is_file() or (out / FINAL).exists() or (out / ckpt.CHECKPOINTS).exists():
+    elif RF.holds_run(out):
         raise UnimpError(f"{out}: a run is already there; add --resume to continue it, or choose another --out")
     elif out.is_dir() and any(out.iterdir()):
         raise UnimpError(f"{out}: folder is not empty and holds no run; choose another --out")
-    fresh = run.resume is None and not (out / MODEL_META).is_file()
+    fresh = run.resume is None and not RF.has_model_meta(out)
     acc.wait_for_everyone()  # every process has looked before the main one writes
     if run.main:
         out.mkdir(parents=True, exist_ok=True)
@@ -331,7 +258,7 @@ def _setup_run_dir(run: Run) -> bool:
             ckpt.remove_stale(out)
             step = run.resume["state"]["step"] if run.resume else 0
             _trim_log(out / METRICS, step)
-        spec.save(saved)
+        RF.write_train_spec(out, spec)
     acc.wait_for_everyone()
     return fresh
 
@@ -364,8 +291,8 @@ def _setup_model(run: Run, ds: Dataset, fresh: bool) -> Setup:
     spec = run.spec
     # The main process builds (tokenizer, feature cache) and writes; the others then rebuild from the folder.
     with run.accelerator.main_process_first():
-        setup = setup_model(spec, ds, run.out, fresh=fresh and run.main, progress=run.progress)
-    return setup
+        run.setup = setup_model(spec, ds, run.out, fresh=fresh and run.main, progress=run.progress)
+    return run.setup
 
 
 def _setup_data(run: Run, ds: Dataset, setup: Setup) -> None:
@@ -379,8 +306,7 @@ def _setup_data(run: Run, ds: Dataset, setup: Setup) -> None:
     if spec.run.max_steps is not None:
         run.n_epochs = 10**9  # as many passes as the steps need
     run.stream = EpochStream(samples)
-    collate = make_collator(setup.bundle.tokenizer, max_length=spec.data.max_tokens, padding_side="right",
-                            images=setup.images, image_shape=setup.image_shape, task_weights=spec.data.task_weights)
+    collate = setup.collator(spec.data.max_tokens, padding_side="right", task_weights=spec.data.task_weights)
     # Its own generator: a DataLoader iterator otherwise draws its worker seed from the global RNG,
     # which a resumed run (one more iterator) would then see shifted.
     run.loader = DataLoader(run.stream, batch_size=spec.optim.batch_size, shuffle=False, collate_fn=collate,
@@ -399,7 +325,7 @@ def _setup_optimizer(run: Run, setup: Setup) -> None:
     run.scheduler = build_scheduler(optimizer, run.total, spec.optim.warmup_ratio, spec.optim.schedule)
     if run.resume is not None:
         res = run.resume
-        ckpt.load_trainable(model, res["weights"], str(res["path"]))
+        load_trainable(model, res["weights"], str(res["path"]))
         if res["optimizer"] is not None and run.sharding == "none":
             optimizer.load_state_dict(res["optimizer"])
         if res["scheduler"] is not None:
@@ -408,7 +334,7 @@ def _setup_optimizer(run: Run, setup: Setup) -> None:
         run.position = Position(state["step"], state["epoch"], state["batch"])
         run.progress.log(f"resuming {run.out} at step {state['step']} (epoch {state['epoch']}, batch {state['batch']})")
     elif spec.init_from is not None:  # a finetune's start (also when resumed before its first checkpoint)
-        ckpt.load_trainable(model, load_weights(spec.init_from), str(spec.init_from))
+        load_trainable(model, load_weights(spec.init_from), str(spec.init_from))
         run.progress.log(f"starting from the weights of {spec.init_from}")
     run.model, run.optimizer, run.loader = acc.prepare(model, optimizer, run.loader)
     if run.resume is not None:
@@ -452,8 +378,7 @@ def _micro_step(run: Run, batch: dict) -> LossParts:
     acc, opt = run.accelerator, run.optimizer
     with acc.accumulate(run.model):
         with acc.autocast():
-            logits = run.model(vision_x=batch["vision_x"], lang_x=batch["input_ids"],
-                               attention_mask=batch["attention_mask"]).logits  # (B, T, V)
+            logits = run.setup.forward(run.model, batch)  # (B, T, V)
         parts = answer_loss_parts(logits, batch["labels"], batch["weights"], run.spec.optim.gamma)
         acc.backward(parts.loss)
         if acc.sync_gradients:
@@ -484,7 +409,7 @@ def _after_step(run: Run, meter: Meter, clock: dict, advance) -> Meter:
         _log_train(run, meter, lr, rate)
         meter = Meter()
     if run.valid and (pos.step % spec.run.eval_every == 0 or last):
-        losses = validation_loss(run.model, run.valid, spec.optim.gamma, acc)
+        losses = validation_loss(run.model, run.valid, spec.optim.gamma, acc, run.setup.forward)
         if run.main:
             _log(run.out / METRICS, {"step": pos.step, "epoch": pos.epoch, "valid_loss": losses})
             acc.log({f"valid/{k}": v for k, v in losses.items()}, step=pos.step)
@@ -512,7 +437,8 @@ def _log_train(run: Run, meter: Meter, lr: float, rate: float) -> None:
              **{f"train/{t}": v for t, v in task_loss.items()}}, step=run.position.step)
 
 
-def validation_loss(model, loaders: dict[str, Any], gamma: float, accelerator) -> dict[str, float]:
+def validation_loss(model, loaders: dict[str, Any], gamma: float, accelerator,
+                    forward: Callable) -> dict[str, float]:
     """Mean answer-token loss per task (no task weights) over every process's share of the validation
     instances. Every process must call it (the sums are reduced across processes)."""
     net = accelerator.unwrap_model(model)
@@ -523,8 +449,7 @@ def validation_loss(model, loaders: dict[str, Any], gamma: float, accelerator) -
             for batch in loader:
                 batch = {n: v.to(accelerator.device) if torch.is_tensor(v) else v for n, v in batch.items()}
                 with accelerator.autocast():
-                    logits = net(vision_x=batch["vision_x"], lang_x=batch["input_ids"],
-                                 attention_mask=batch["attention_mask"]).logits
+                    logits = forward(net, batch)  # (B, T, V)
                 parts = answer_loss_parts(logits, batch["labels"], None, gamma)
                 sums[2 * k] += float(parts.sample_sums.sum())
                 sums[2 * k + 1] += float(parts.sample_tokens.sum())
@@ -562,7 +487,7 @@ def _trainable_weights(run: Run) -> dict[str, torch.Tensor] | None:
     if run.sharded_weights:
         full = acc.get_state_dict(run.model)
         return {n: full[n].detach().cpu().clone() for n in run.trainable_names} if run.main else None
-    return ckpt.trainable_state(acc.unwrap_model(run.model)) if run.main else None
+    return trainable_state(acc.unwrap_model(run.model)) if run.main else None
 
 
 def _save_checkpoint(run: Run) -> None:
@@ -572,12 +497,12 @@ def _save_checkpoint(run: Run) -> None:
     files: dict[str, Any] = {}
     sharded = _save_sharded_optimizer(run)
     if sharded is not None:
-        files[ckpt.SHARDS_DIR] = lambda path: os.replace(sharded, path)
+        files[RF.SHARDS_DIR] = lambda path: os.replace(sharded, path)
     else:
-        files[ckpt.OPTIMIZER] = run.optimizer.state_dict() if run.main else None
+        files[RF.OPTIMIZER] = run.optimizer.state_dict() if run.main else None
     if run.main:
-        files.update({ckpt.WEIGHTS: weights, ckpt.SCHEDULER: run.scheduler.state_dict(), ckpt.RNG: ckpt.rng_state(),
-                      ckpt.STATE: {"step": pos.step, "epoch": pos.epoch, "batch": pos.batch}})
+        files.update({RF.WEIGHTS: weights, RF.SCHEDULER: run.scheduler.state_dict(), RF.RNG: ckpt.rng_state(),
+                      RF.STATE: {"step": pos.step, "epoch": pos.epoch, "batch": pos.batch}})
         ckpt.save_checkpoint(run.out, pos.step, files, run.spec.run.keep_last)
     acc.wait_for_everyone()
 
@@ -588,7 +513,7 @@ def _save_sharded_optimizer(run: Run) -> Path | None:
     if run.sharding == "none":
         return None
     acc = run.accelerator
-    staging = run.out / ckpt.CHECKPOINTS / f".step-{run.position.step}.shards"
+    staging = run.out / RF.CHECKPOINTS / f".step-{run.position.step}.shards"
     if run.main:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
@@ -604,11 +529,11 @@ def _save_sharded_optimizer(run: Run) -> Path | None:
 
 
 def _load_sharded_optimizer(run: Run, checkpoint: Path) -> None:
-    folder = Path(checkpoint) / ckpt.SHARDS_DIR
+    folder = Path(checkpoint) / RF.SHARDS_DIR
     if run.sharding == "none":
         return
     if not folder.is_dir():
-        raise UnimpError(f"{checkpoint}: no {ckpt.SHARDS_DIR}/ optimizer shards for a {run.sharding} resume")
+        raise UnimpError(f"{checkpoint}: no {RF.SHARDS_DIR}/ optimizer shards for a {run.sharding} resume")
     if run.sharding == "deepspeed":
         run.model.load_checkpoint(str(folder), tag="zero", load_module_strict=False, load_optimizer_states=True,
                                   load_lr_scheduler_states=False)
@@ -625,8 +550,8 @@ def _save_final(run: Run) -> None:
     if run.main:
         pos = run.position
         ckpt.write_folder_atomic(run.out / FINAL, {
-            ckpt.WEIGHTS: weights,
-            ckpt.STATE: {"step": pos.step, "epoch": pos.epoch, "batch": pos.batch},
+            RF.WEIGHTS: weights,
+            RF.STATE: {"step": pos.step, "epoch": pos.epoch, "batch": pos.batch},
         })
     run.accelerator.wait_for_everyone()
 
@@ -642,15 +567,9 @@ def finetune_spec(source: Path, overrides: dict) -> TrainSpec:
     from ..specs.base import _deep_merge, _drop_none, format_validation_error
 
     source = Path(source)
-    saved = source / SPEC_FILE
-    if not saved.is_file():
-        raise UnimpError(f"{source}: not a run folder (no {SPEC_FILE})")
-    if not (source / FINAL / ckpt.WEIGHTS).is_file():
+    base = RF.read_train_spec_dict(source)
+    if not RF.is_finished(source):
         raise UnimpError(f"{source}: the run has not finished (no {FINAL}/); resume it first")
-    try:
-        base = json.loads(saved.read_text())
-    except json.JSONDecodeError as exc:
-        raise UnimpError(f"{saved}: unreadable ({exc})") from exc
     base["init_from"] = str(source.resolve())
     base["data"]["tasks"] = ["rec"]
     base["optim"]["schedule"] = "constant"

@@ -1,0 +1,73 @@
+"""The OpenFlamingo model family (the paper's): a frozen vision tower and language model, a trained
+Perceiver, gated cross-attention and embeddings; prompts are text with `<image>` markers.
+
+The family interface is described in `unimp_core.model.families`; the model itself is built by
+`unimp_core.model.factory`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from pathlib import Path
+from typing import Any, Callable, Iterator, Literal, Mapping
+
+from ..data.store import Dataset
+from ..progress import Progress
+from ..specs.train import TrainSpec
+from .factory import ModelBundle, build_model, load_bundle, save_bundle
+
+NAME = "openflamingo"
+_TOKENS = re.compile(r"<[^>\s]+>|\b(?:item|rate|s|img)_\d+\b")
+
+
+def tokenizer_texts(ds: Dataset, seed: int) -> Iterator[str]:
+    """What the tiny BPE tokenizer learns from: the catalogue and reviews, and the prompt phrases
+    (without the added tokens, which are whole tokens anyway)."""
+    from ..tasks import TASK_NAMES, build_training_samples
+    from .tokenizer import dataset_texts
+
+    prompts = build_training_samples(ds, list(TASK_NAMES), 5, seed, 0)[:2000]
+    return itertools.chain(dataset_texts(ds), (_TOKENS.sub(" ", s.text) for s in prompts))
+
+
+def build(spec: TrainSpec, ds: Dataset, progress: Progress) -> ModelBundle:
+    return build_model(spec.model, items_text=tokenizer_texts(ds, spec.run.seed), n_items=ds.items.height,
+                       progress=progress)
+
+
+def save(bundle: ModelBundle, run_dir: Path) -> None:
+    save_bundle(bundle, run_dir)
+
+
+def load(run_dir: Path, meta: dict[str, Any], progress: Progress) -> ModelBundle:
+    return load_bundle(run_dir, progress=progress)
+
+
+def inputs(bundle: ModelBundle, spec: TrainSpec, ds: Dataset, run_dir: Path,
+           progress: Progress) -> tuple[Callable, tuple[int, ...]]:
+    """item_id -> pixels (C, H, W); with `run.cache_vision_features` -> cached vision features (v, d),
+    computed into the run folder once, and the model switched to take them."""
+    from ..run_folder import FEATURES
+    from .vision_cache import ItemImages, build_feature_cache, use_cached_features
+
+    images = ItemImages(ds, bundle.image_transform)
+    if not spec.run.cache_vision_features:
+        return images, (3, bundle.image_size, bundle.image_size)
+    features = build_feature_cache(bundle.model, ds, images, Path(run_dir) / FEATURES, progress=progress)
+    use_cached_features(bundle.model)
+    return features, features.shape
+
+
+def collator(bundle: ModelBundle, images: Callable, image_shape: tuple[int, ...], max_length: int,
+             padding_side: Literal["right", "left"] = "right", task_weights: Mapping[str, float] | None = None):
+    from ..training.collate import make_collator
+
+    return make_collator(bundle.tokenizer, max_length=max_length, padding_side=padding_side, images=images,
+                         image_shape=image_shape, task_weights=task_weights)
+
+
+def forward(model, batch: dict[str, Any]):
+    """(B, T, V) logits of a collated batch."""
+    return model(vision_x=batch["vision_x"], lang_x=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+

@@ -1,0 +1,194 @@
+"""The run folder: the one contract between `train` and everything that reads a run (no torch import).
+
+Layout (every name other steps rely on is defined here):
+    train_spec.json        the resolved TrainSpec (model, data, optim, run)
+    model.json             {"family", "spec", "n_items"}: what rebuilds the model (see unimp_core.model.families)
+    tokenizer/             the (extended) tokenizer of a token-based family
+    vision_features.npy    --cache-vision-features: every item's frozen vision features
+    metrics.jsonl          one JSON line per logged step (training losses, validation losses)
+    checkpoints/step-N/    trainable.pt, optimizer.pt, scheduler.pt, rng.pt, state.json[, optimizer_shards/]
+    final/                 trainable.pt, state.json: the weights a finished run ends with
+    evaluations/<name>/    metrics.json, predictions/<task>.jsonl[, images/]: one per evaluation protocol
+
+Checkpoint and final folders are written atomically (unimp_core.training.checkpoint); a run is
+finished when final/trainable.pt exists.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import UnimpError, first_line
+from .io import write_json_atomic
+
+if TYPE_CHECKING:
+    from .specs.train import TrainSpec
+
+SPEC_FILE = "train_spec.json"
+MODEL_META = "model.json"
+TOKENIZER_DIR = "tokenizer"
+FEATURES = "vision_features.npy"
+METRICS = "metrics.jsonl"
+FINAL = "final"
+CHECKPOINTS = "checkpoints"
+STEP_RE = re.compile(r"^step-(\d+)$")
+CHECKPOINT_RE = re.compile(r"^(final|step-\d+)$")
+
+# inside checkpoints/step-N/ and final/
+STATE = "state.json"
+WEIGHTS = "trainable.pt"
+OPTIMIZER = "optimizer.pt"
+SCHEDULER = "scheduler.pt"
+RNG = "rng.pt"
+SHARDS_DIR = "optimizer_shards"
+
+# inside evaluations/<name>/
+EVALUATIONS = "evaluations"
+EVAL_METRICS = "metrics.json"
+PREDICTIONS = "predictions"
+IMAGES = "images"  # img_gen: generated|true PNG pairs
+
+DEFAULT_FAMILY = "openflamingo"  # runs written before model.json recorded a family
+
+
+# --------------------------------------------------------------------------------------------- spec
+
+
+def read_train_spec(run: Path) -> "TrainSpec":
+    """The run's saved TrainSpec (its model, dataset and prompt settings)."""
+    from .specs.train import TrainSpec
+
+    saved = Path(run) / SPEC_FILE
+    if not saved.is_file():
+        raise UnimpError(f"{run}: not a run folder (no {SPEC_FILE}; train one with `unimp train`)")
+    try:
+        return TrainSpec.model_validate_json(saved.read_text())
+    except Exception as exc:
+        raise UnimpError(f"{saved}: unreadable run spec: {first_line(exc)}") from exc
+
+
+def read_train_spec_dict(run: Path) -> dict[str, Any]:
+    """The saved spec as plain JSON (what a finetune starts from before its overrides)."""
+    saved = Path(run) / SPEC_FILE
+    if not saved.is_file():
+        raise UnimpError(f"{run}: not a run folder (no {SPEC_FILE})")
+    try:
+        return json.loads(saved.read_text())
+    except json.JSONDecodeError as exc:
+        raise UnimpError(f"{saved}: unreadable ({exc})") from exc
+
+
+def write_train_spec(run: Path, spec: "TrainSpec") -> None:
+    spec.save(Path(run) / SPEC_FILE)
+
+
+def dataset_folder(run: Path, train_spec: "TrainSpec", data: Path | None = None) -> Path:
+    """`data` if given, else the dataset folder the run was trained on (which must still exist)."""
+    folder = Path(data) if data is not None else Path(train_spec.data.path)
+    if not folder.is_dir():
+        where = "--data" if data is not None else f"{run}/{SPEC_FILE}: its dataset"
+        raise UnimpError(f"{where} folder {folder} is not there; pass the dataset folder with --data")
+    return folder
+
+
+# --------------------------------------------------------------------------------------- model meta
+
+
+def write_model_meta(run: Path, family: str, spec: dict[str, Any], n_items: int) -> None:
+    """model.json: which model family, its spec (JSON) and the catalogue size."""
+    write_json_atomic(Path(run) / MODEL_META, {"family": family, "spec": spec, "n_items": int(n_items)})
+
+
+def has_model_meta(run: Path) -> bool:
+    return (Path(run) / MODEL_META).is_file()
+
+
+def read_model_meta(run: Path) -> dict[str, Any]:
+    """model.json as {"family", "spec", "n_items"} (a run without a recorded family is OpenFlamingo)."""
+    path = Path(run) / MODEL_META
+    if not path.is_file():
+        raise UnimpError(f"{run}: not a run folder (no {MODEL_META})")
+    try:
+        meta = json.loads(path.read_text())
+        return {"family": meta.get("family", DEFAULT_FAMILY), "spec": meta["spec"], "n_items": int(meta["n_items"])}
+    except Exception as exc:
+        raise UnimpError(f"{path}: unreadable: {first_line(exc)}") from exc
+
+
+def tokenizer_dir(run: Path) -> Path:
+    return Path(run) / TOKENIZER_DIR
+
+
+# -------------------------------------------------------------------------------------- checkpoints
+
+
+def list_checkpoints(run: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints of a run as (step, folder), oldest first."""
+    folder = Path(run) / CHECKPOINTS
+    found = []
+    if folder.is_dir():
+        for p in folder.iterdir():
+            m = STEP_RE.match(p.name)
+            if m and (p / STATE).is_file():
+                found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def checkpoint_dir(run: Path, name: str) -> Path:
+    """The folder of checkpoint `name` ("final" or "step-N"), whether or not it exists."""
+    run = Path(run)
+    return run / FINAL if name == FINAL else run / CHECKPOINTS / name
+
+
+def weights_file(run: Path, name: str = FINAL) -> Path:
+    """The trainable weights of checkpoint `name`; an error names the checkpoints there are."""
+    path = checkpoint_dir(run, name) / WEIGHTS
+    if not path.is_file():
+        raise UnimpError(f"{path.parent}: no such checkpoint (have: {', '.join(checkpoint_names(run)) or 'none'})")
+    return path
+
+
+def checkpoint_names(run: Path) -> list[str]:
+    """The checkpoints a run has, oldest first, "final" last."""
+    run = Path(run)
+    return [p.name for _, p in list_checkpoints(run)] + ([FINAL] if (run / FINAL).is_dir() else [])
+
+
+def is_finished(run: Path) -> bool:
+    return (Path(run) / FINAL / WEIGHTS).is_file()
+
+
+def holds_run(run: Path) -> bool:
+    """Anything of a run is there (its spec, a checkpoint, final weights)."""
+    run = Path(run)
+    return (run / SPEC_FILE).is_file() or (run / FINAL).exists() or (run / CHECKPOINTS).exists()
+
+
+# -------------------------------------------------------------------------------------- evaluations
+
+
+def evaluation_dir(run: Path, name: str) -> Path:
+    return Path(run) / EVALUATIONS / name
+
+
+def predictions_file(out_dir: Path, task: str) -> Path:
+    return Path(out_dir) / PREDICTIONS / f"{task}.jsonl"
+
+
+def read_evaluation(out_dir: Path) -> dict[str, Any] | None:
+    """An evaluation folder's metrics.json (None when absent or unreadable)."""
+    path = Path(out_dir) / EVAL_METRICS
+    if not path.is_file():
+        return None
+    try:
+        report = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    return report if isinstance(report, dict) else None
+
+
+def write_evaluation(out_dir: Path, report: dict[str, Any]) -> None:
+    write_json_atomic(Path(out_dir) / EVAL_METRICS, report)
