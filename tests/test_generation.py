@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from tests.conftest import skip_unless_ci
 from tests.evaluation.trained import trained_run
 from unimp_core.errors import UnimpError
 from unimp_core.generation import build_prompt, list_users, render_html, resolve_items, resolve_user, run_generate
@@ -160,10 +161,11 @@ def test_render_html_escapes_text(dataset):
     assert "<script>" not in text and "&lt;script&gt;" in text and "no image" in text and "SYNTHETIC" not in text
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian package `chromium`)")
 def test_html_page_renders_in_headless_chromium(rec_result, tmp_path):
     from PIL import Image
 
+    if CHROMIUM is None:
+        skip_unless_ci("chromium is not installed (Debian package `chromium`)")
     _, page = rec_result
     shot = tmp_path / "page.png"
     cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

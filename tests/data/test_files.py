@@ -11,7 +11,8 @@ from unimp_core.errors import UnimpError
 from unimp_core.progress import Progress
 from unimp_core.specs.data import FilesSpec, PrepareSpec
 
-SHARED_SEQ = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "amazon2014-seq"
+# the first 3,000 users of the real Amazon 2014 Beauty sequences (see the folder's README)
+BEAUTY_SEQ = Path(__file__).resolve().parents[1] / "assets" / "amazon2014-seq" / "Beauty-first3000.txt"
 
 ROWS = [  # user, item, timestamp, rating, review
     ("u1", "007", 1_600_000_000, 5.0, "lovely"),
@@ -161,11 +162,9 @@ def _sequences_to_table(lines: list[str], path: Path) -> tuple[int, int, int]:
     return len(lines), len(set(items)), len(items)
 
 
-@pytest.mark.skipif(not (SHARED_SEQ / "Beauty.txt").is_file(),
-                    reason=f"the shared Amazon 2014 sequences are not at {SHARED_SEQ}")
 def test_real_amazon_sequences_through_the_files_source(tmp_path):
-    with open(SHARED_SEQ / "Beauty.txt") as f:
-        lines = [line for _, line in zip(range(2000), f) if line.strip()]
+    lines = [line for line in BEAUTY_SEQ.read_text().splitlines() if line.strip()]
+    assert len(lines) == 3000
     n_users, n_items, n_inter = _sequences_to_table(lines, tmp_path / "beauty.csv")
     spec = _spec(interactions=tmp_path / "beauty.csv", domain="beauty")
     raw = load_source(spec, Progress())

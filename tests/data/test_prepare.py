@@ -119,9 +119,11 @@ def test_leave_one_out_protocol(tmp_path):
 
 
 def test_spec_validation_errors():
-    with pytest.raises(Exception, match="datasets"):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"datasets: name at least one category \(see --list-datasets\)"):
         PrepareSpec(source="amazon2014")
-    with pytest.raises(Exception, match="extra"):
+    with pytest.raises(ValidationError, match=r"unknown_key\s+Extra inputs are not permitted"):
         PrepareSpec(datasets=["sample"], unknown_key=1)
-    with pytest.raises(Exception, match="input"):
+    with pytest.raises(ValidationError, match=r"input: --source hm needs --input FOLDER"):
         PrepareSpec(source="hm")

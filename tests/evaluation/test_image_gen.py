@@ -57,8 +57,10 @@ def test_tokens_to_codes_maps_and_refuses_strangers():
 def test_code_accuracy_by_hand():
     assert IG.code_accuracy([1, 2, 3, 4], [1, 0, 3, 0]) == 0.5
     assert IG.code_accuracy([5], [5]) == 1.0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"differ in length or are empty: \(2,\) vs \(1,\)"):
         IG.code_accuracy([1, 2], [1])
+    with pytest.raises(ValueError, match="empty"):
+        IG.code_accuracy([], [])
 
 
 def test_frechet_distance_by_hand():

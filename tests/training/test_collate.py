@@ -203,8 +203,8 @@ def test_answer_labels_eos_closes_a_span_and_pad_equal_to_eos_is_masked():
 
 def test_with_bpe_tokenizer_of_the_model_package():
     """The real tiny tokenizer (byte-level BPE + UniMP's tokens): labels decode to the answers."""
-    vocab = pytest.importorskip("unimp_core.model.vocab")
-    tokenizer_mod = pytest.importorskip("unimp_core.model.tokenizer")
+    from unimp_core.model import tokenizer as tokenizer_mod
+    from unimp_core.model import vocab
     ds = make_dataset("leave-one-out")
     tok = tokenizer_mod.train_bpe_tokenizer(tokenizer_mod.dataset_texts(ds), vocab_size=400)
     vocab.add_flamingo_tokens(tok)

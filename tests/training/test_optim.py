@@ -42,9 +42,9 @@ def test_scheduler_follows_lr_at_and_resumes():
     sched2 = build_scheduler(opt2, total_steps=20, warmup_ratio=0.2, kind="cosine")
     sched2.load_state_dict(sched.state_dict())
     assert opt2.param_groups[0]["lr"] == pytest.approx(lr_at(20, 20, 1e-3, 0.2, "cosine"))
-    with pytest.raises(UnimpError):
+    with pytest.raises(UnimpError, match=r"at least one step \(got total_steps=0\)"):
         build_scheduler(opt, total_steps=0)
-    with pytest.raises(UnimpError):
+    with pytest.raises(UnimpError, match=r"unknown schedule 'exp' \(choose constant, linear, cosine\)"):
         build_scheduler(opt, total_steps=10, kind="exp")
 
 
