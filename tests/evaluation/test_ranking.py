@@ -60,6 +60,28 @@ def test_parse_item_and_cut_at():
     assert R.cut_at([4, 5, 9, 6], {9}) == [4, 5] and R.cut_at([4], {9}) == [4]
 
 
+def test_decoded_answers_keep_unimp_tokens_apart():
+    """UniMP's tokens swallow the space before them when encoded; decoding must give it back, or an
+    img_sel answer [s_2, s_0] reads "s_2s_0" and parses as no slot at all."""
+    from tests.tasks.synthetic import make_dataset
+    from unimp_core.model.tokenizer import dataset_texts, train_bpe_tokenizer
+    from unimp_core.model.vocab import add_flamingo_tokens, add_unimp_tokens
+
+    ds = make_dataset("leave-one-out")
+    tok = train_bpe_tokenizer(dataset_texts(ds), vocab_size=400)
+    add_flamingo_tokens(tok)
+    add_unimp_tokens(tok, n_items=ds.items.height)
+    enc = lambda text: tok.encode(text, add_special_tokens=False)  # noqa: E731
+    assert R.decode_answer(tok, enc("s_2 s_0")) == "s_2 s_0"
+    assert M.parse_slots(R.decode_answer(tok, enc("s_2 s_0")))[0] == {0, 2}
+    assert R.decode_answer(tok, enc("rate_4 fits well")) == "rate_4 fits well"
+    assert R.decode_answer(tok, enc("item_3 item_5")) == "item_3 item_5"
+    assert R.parse_item(R.decode_answer(tok, enc("item_3 item_5")), ds.items.height) is None
+    assert R.decode_answer(tok, enc("<answer> s_1 <|endofchunk|>")) == "s_1"
+    assert R.decode_answer(tok, enc("<answer> s_1 <|endofchunk|>"), skip_special_tokens=False) == \
+        "<answer> s_1 <|endofchunk|>"
+
+
 # --------------------------------------------------------------------------------- the tiny model
 
 

@@ -280,7 +280,8 @@ def free_beam(model, batch: dict[str, Any], tokenizer, n_items: int, *, num_beam
     seqs, scores = generate(model, batch, max_new_tokens=max_new_tokens, eos_id=eoc_id, pad_id=pad_id,
                             num_beams=num_beams, num_return=num_beams, precision=precision)
     stops = {eoc_id, pad_id}
-    texts = [tokenizer.decode(cut_at(row, stops), skip_special_tokens=False).strip() for row in seqs.tolist()]
+    spaced = spaced_tokens(tokenizer)
+    texts = [decode_answer(tokenizer, cut_at(row, stops), False, spaced) for row in seqs.tolist()]
     return _group([parse_item(t, n_items) for t in texts], scores, texts, num_beams)
 
 
@@ -297,4 +298,31 @@ def generate_texts(model, batch: dict[str, Any], tokenizer, *, max_new_tokens: i
     seqs, _ = generate(model, batch, max_new_tokens=max_new_tokens, eos_id=eoc_id, pad_id=pad_id,
                        num_beams=num_beams, num_return=1, precision=precision)
     stops = {eoc_id, pad_id} | ({eos_id} if eos_id is not None else set())
-    return [tokenizer.decode(cut_at(row, stops), skip_special_tokens=True).strip() for row in seqs.tolist()]
+    spaced = spaced_tokens(tokenizer)
+    return [decode_answer(tokenizer, cut_at(row, stops), True, spaced) for row in seqs.tolist()]
+
+
+def spaced_tokens(tokenizer) -> set[int]:
+    """Ids of the added tokens that swallow the space before them (lstrip), special ones aside."""
+    return {i for i, t in tokenizer.added_tokens_decoder.items() if t.lstrip and not t.special}
+
+
+def decode_answer(tokenizer, ids: Sequence[int], skip_special_tokens: bool = True,
+                  spaced: set[int] | None = None) -> str:
+    """Generated ids -> text, giving UniMP's tokens back the space they swallow when encoded.
+
+    `item_<i>`, `rate_<r>`, `s_<j>` are added with lstrip, so a plain decode glues them together
+    ([s_2, s_0] -> "s_2s_0"), and an answer naming two slots would parse as none.
+    """
+    spaced = spaced_tokens(tokenizer) if spaced is None else spaced
+    text, run = "", []
+    for t in map(int, ids):
+        if t not in spaced:
+            run.append(t)
+            continue
+        text += tokenizer.decode(run, skip_special_tokens=skip_special_tokens) if run else ""
+        run = []
+        text += ("" if not text or text[-1].isspace() else " ") + tokenizer.convert_ids_to_tokens(t)
+    if run:
+        text += tokenizer.decode(run, skip_special_tokens=skip_special_tokens)
+    return text.strip()
