@@ -116,7 +116,7 @@ def test_rec_for_a_user_lists_k_items_best_first(rec_result, dataset):
     assert {"item_id", "source_id", "title", "category", "price", "score"} <= set(recs[0])
     seq = context(dataset).sequence(3).tolist()
     assert [h["item_id"] for h in result["history"]] == seq[-5:] and result["history_total"] == len(seq)
-    assert {r["in_history"] for r in recs} <= {True, False}
+    assert [r["in_history"] for r in recs] == [r["item_id"] in set(seq) for r in recs]
 
 
 def test_html_page_is_self_contained_and_labelled_synthetic(rec_result):
@@ -139,15 +139,47 @@ def test_exclude_history_and_unseen_user(run, dataset):
     assert unseen["query"] == "Hats" and len(unseen["recommendations"]) == 3
 
 
-def test_exp_and_img_sel_answers(run):
-    exp = run_generate(GenerateSpec(run=run, user="3", task="exp", item="2", max_new_tokens=12))
-    assert exp["item"]["item_id"] == 2 and isinstance(exp["generated"], str)
-    assert exp["rating"] is None or 1 <= exp["rating"] <= 5
-    sel = run_generate(GenerateSpec(run=run, user="3", task="img_sel", candidates=["1", "2", "3"]))
-    assert [c["slot"] for c in sel["candidates"]] == [0, 1, 2] and [c["item_id"] for c in sel["candidates"]] == [1, 2, 3]
-    from unimp_core.evaluation.metrics import parse_slots
+@pytest.fixture
+def scripted(run, monkeypatch):
+    """Make the model "generate" a given text: generation returns its token ids, and everything after
+    (cutting at the end of chunk, decoding, parsing) is the real code."""
+    import torch
 
-    assert {c["slot"] for c in sel["candidates"] if c["selected"]} == set(parse_slots(sel["generated"])[0])
+    from unimp_core.evaluation import ranking as R
+    from unimp_core.model.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(run / "tokenizer", local_files_only=True)
+    said = {}
+
+    def fake_generate(model, batch, **kw):
+        ids = [tok.convert_tokens_to_ids(t) if t.startswith(("s_", "rate_", "<|")) else tok.encode(" " + t)
+               for t in said["text"].split()]
+        flat = [i for x in ids for i in (x if isinstance(x, list) else [x])]
+        return torch.tensor([flat] * batch["input_ids"].shape[0]), None
+
+    monkeypatch.setattr(R, "generate", fake_generate)
+    return said
+
+
+def test_img_sel_marks_the_slots_the_model_names(run, scripted):
+    scripted["text"] = "s_2 s_0 <|endofchunk|> s_1"  # after the end of the chunk nothing counts
+    sel = run_generate(GenerateSpec(run=run, user="3", task="img_sel", candidates=["4", "5", "6"]))
+    assert sel["generated"] == "s_2 s_0"
+    assert [c["slot"] for c in sel["candidates"]] == [0, 1, 2] and [c["item_id"] for c in sel["candidates"]] == [4, 5, 6]
+    assert [c["selected"] for c in sel["candidates"]] == [True, False, True]
+    scripted["text"] = "none of them"
+    sel = run_generate(GenerateSpec(run=run, user="3", task="img_sel", candidates=["4", "5"]))
+    assert [c["selected"] for c in sel["candidates"]] == [False, False]
+
+
+def test_exp_splits_rating_and_explanation(run, scripted):
+    scripted["text"] = "rate_4 fits well and looks good <|endofchunk|> rate_1 ignored"
+    exp = run_generate(GenerateSpec(run=run, user="3", task="exp", item="2", max_new_tokens=12))
+    assert exp["item"]["item_id"] == 2
+    assert exp["rating"] == 4 and exp["explanation"] == "fits well and looks good"
+    scripted["text"] = "lovely colour"
+    exp = run_generate(GenerateSpec(run=run, user="3", task="exp", item="2"))
+    assert exp["rating"] is None and exp["explanation"] == "lovely colour"
 
 
 def test_render_html_escapes_text(dataset):
