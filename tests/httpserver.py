@@ -1,8 +1,11 @@
 """A real aiohttp server on 127.0.0.1 in a background thread, for download tests.
 
 Routes map a path to a `Reply`: bytes with a status, an optional delay before answering, or a
-stall (the server accepts and never answers). Range requests are honoured for resumable downloads.
-Every request is recorded in `server.log` as (path, range header).
+stall (the server accepts and never answers). Range requests are honoured for resumable downloads
+(`ranges="honour"`), answered with the whole body as a plain 200 (`"ignore"`, as servers without
+range support do), or answered 206 from the wrong offset (`"wrong"`, a broken proxy). A range that
+starts at or past the end gets 416 with `Content-Range: bytes */LENGTH` (RFC 9110), or without it
+(`range_416_header=False`). Every request is recorded in `server.log` as (path, range header).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ class Reply:
     content_type: str = "application/octet-stream"
     fail_first: int = 0  # answer 500 this many times before succeeding
     truncate_to: int | None = None  # send this many bytes then drop the connection (once)
+    ranges: str = "honour"  # "honour" | "ignore" (always 200, whole body) | "wrong" (206 from byte 0)
+    range_416_header: bool = True  # send Content-Range: bytes */LENGTH with a 416
 
 
 class LocalServer:
@@ -60,10 +65,13 @@ class LocalServer:
         if reply.status != 200:
             return web.Response(status=reply.status, body=reply.body)
         body, status, headers = reply.body, 200, {}
-        if rng and rng.startswith("bytes="):
+        if rng and rng.startswith("bytes=") and reply.ranges != "ignore":
             start = int(rng[6:].split("-")[0])
             if start >= len(body):
-                return web.Response(status=416)
+                extra = {"Content-Range": f"bytes */{len(body)}"} if reply.range_416_header else {}
+                return web.Response(status=416, headers=extra)
+            if reply.ranges == "wrong":
+                start = 0
             headers["Content-Range"] = f"bytes {start}-{len(body) - 1}/{len(body)}"
             body, status = body[start:], 206
         if reply.truncate_to is not None and hits == 1 + reply.fail_first:

@@ -51,12 +51,52 @@ def test_dropped_connection_resumes(server, tmp_path):
     assert server.log[-1][1] is not None and server.log[-1][1].startswith("bytes=")
 
 
-def test_whole_part_refused_with_416_starts_over(server, tmp_path):
-    server.add("/f.gz", BODY)
+def test_whole_part_is_finished_without_downloading_again(server, tmp_path):
+    server.add("/f.gz", BODY)  # 416 with Content-Range: bytes */LENGTH, as RFC 9110 servers answer
     (tmp_path / "f.gz.part").write_bytes(BODY)  # complete, but interrupted before the rename
+    [got] = fetch([FetchJob(server.url, "f.gz")], tmp_path, retries=2)
+    assert server.log == [("/f.gz", f"bytes={len(BODY)}-")]  # one request, no body transferred
+    assert got.path.read_bytes() == BODY and got.sha256 == SHA
+    assert not (tmp_path / "f.gz.part").exists()
+
+
+def test_part_longer_than_the_file_starts_over(server, tmp_path):
+    server.add("/f.gz", BODY)
+    (tmp_path / "f.gz.part").write_bytes(BODY + b"stray tail")  # 416 names a smaller length
+    [got] = fetch([FetchJob(server.url, "f.gz")], tmp_path, retries=2)
+    assert server.log == [("/f.gz", f"bytes={len(BODY) + 10}-"), ("/f.gz", None)]
+    assert got.path.read_bytes() == BODY and got.sha256 == SHA
+
+
+def test_whole_part_refused_with_a_bare_416_starts_over(server, tmp_path):
+    server.add("/f.gz", Reply(BODY, range_416_header=False))  # no length: the part cannot be trusted
+    (tmp_path / "f.gz.part").write_bytes(BODY)
     [got] = fetch([FetchJob(server.url, "f.gz")], tmp_path, retries=2)
     assert got.path.read_bytes() == BODY
     assert server.log == [("/f.gz", f"bytes={len(BODY)}-"), ("/f.gz", None)]
+
+
+def test_server_answering_the_wrong_range_starts_over(server, tmp_path):
+    server.add("/f.gz", Reply(BODY, ranges="wrong"))  # 206 from byte 0 although asked for 1234567-
+    (tmp_path / "f.gz.part").write_bytes(BODY[:1_234_567])
+    [got] = fetch([FetchJob(server.url, "f.gz")], tmp_path, retries=2)
+    assert server.log == [("/f.gz", "bytes=1234567-"), ("/f.gz", None)]
+    assert got.path.read_bytes() == BODY and got.sha256 == SHA
+
+
+def test_server_ignoring_range_replaces_the_part(server, tmp_path):
+    server.add("/f.gz", Reply(BODY, ranges="ignore"))  # a plain 200 with the whole file
+    (tmp_path / "f.gz.part").write_bytes(os.urandom(1_234_567))  # not a prefix of BODY: must not survive
+    [got] = fetch([FetchJob(server.url, "f.gz")], tmp_path, retries=2)
+    assert server.log == [("/f.gz", "bytes=1234567-")]
+    assert got.path.read_bytes() == BODY and got.sha256 == SHA
+
+
+def test_dropped_connection_on_a_server_without_ranges_restarts_whole(server, tmp_path):
+    server.add("/f.gz", Reply(BODY, truncate_to=1_000_000, ranges="ignore"))
+    [got] = fetch([FetchJob(server.url, "f.gz")], tmp_path, retries=2)
+    assert len(server.log) == 2 and server.log[1][1] == "bytes=1000000-"
+    assert got.path.read_bytes() == BODY and got.sha256 == SHA
 
 
 def test_404_is_one_line_error_naming_url_and_mirror(server, tmp_path):
