@@ -7,7 +7,12 @@ import sys
 
 import typer
 
-from .common import expand_multi
+from unimp_core.specs.data import FilterImagesSpec, PrepareSpec
+from unimp_core.specs.evaluate import EvaluateSpec, GenerateSpec
+from unimp_core.specs.images import TokenizeImagesSpec
+from unimp_core.specs.train import TrainSpec
+
+from .common import config_only_help, expand_multi
 from .evaluate import evaluate
 from .filter_images import filter_images
 from .generate import generate
@@ -22,13 +27,14 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-app.command("prepare")(prepare)
-app.command("filter-images")(filter_images)
-app.command("tokenize-images")(tokenize_images)
-app.command("train")(train)
-app.command("finetune")(finetune)
-app.command("evaluate")(evaluate)
-app.command("generate")(generate)
+# command name, function, the spec its options fill (its other fields are listed under --help)
+COMMANDS = [
+    ("prepare", prepare, PrepareSpec), ("filter-images", filter_images, FilterImagesSpec),
+    ("tokenize-images", tokenize_images, TokenizeImagesSpec), ("train", train, TrainSpec),
+    ("finetune", finetune, TrainSpec), ("evaluate", evaluate, EvaluateSpec), ("generate", generate, GenerateSpec),
+]
+for _name, _fn, _spec in COMMANDS:
+    app.command(_name, epilog=config_only_help(_spec, _fn))(_fn)
 
 
 def main(argv: list[str] | None = None) -> None:

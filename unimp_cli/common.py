@@ -37,6 +37,22 @@ def expand_multi(argv: list[str]) -> list[str]:
     return out
 
 
+def config_only_help(spec_cls: type, command: Callable[..., Any]) -> str | None:
+    """The --help epilog: each spec field that has no flag of its own (its description is no option's
+    help), with its description, so --help names every field a --config file may set."""
+    import inspect
+
+    from rich.markup import escape
+
+    from unimp_core.specs.base import field_descriptions
+
+    helps = " ".join(getattr(p.default, "help", None) or "" for p in inspect.signature(command).parameters.values())
+    rest = [f"{name}: {text}" for name, text in field_descriptions(spec_cls) if not text or text not in helps]
+    if not rest:
+        return None
+    return "\n\n".join(["Also in a --config file (no flag):", *(escape(line) for line in rest)])
+
+
 def fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(1)

@@ -33,6 +33,21 @@ def describe(spec: type[Spec], field: str) -> str:
     return spec.model_fields[field].description or ""
 
 
+def field_descriptions(spec: type[Spec], prefix: str = "") -> list[tuple[str, str]]:
+    """Every leaf field of a spec as (dotted name, description), nested specs expanded (`model.tiny.layers`)."""
+    import typing
+
+    out = []
+    for name, field in spec.model_fields.items():
+        nested = [a for a in (field.annotation, *typing.get_args(field.annotation))
+                  if isinstance(a, type) and issubclass(a, BaseModel)]
+        if nested:
+            out += field_descriptions(nested[0], f"{prefix}{name}.")
+        else:
+            out.append((prefix + name, field.description or ""))
+    return out
+
+
 def load_config(path: str | Path) -> dict[str, Any]:
     """Read a spec file (YAML, TOML or JSON, by extension) into a dict."""
     path = Path(path)
