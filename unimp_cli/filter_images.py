@@ -41,3 +41,5 @@ def filter_images(
     Console().print(t)
     reasons = ", ".join(f"{k}: {v}" for k, v in report["invalid_images"].items()) or "none"
     Console().print(f"invalid images: {reasons}")
+    if report["image_codes_dropped"]:
+        Console().print(f"image codes dropped (item ids changed): run `unimp tokenize-images --data {spec.data}` again")

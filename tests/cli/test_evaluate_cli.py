@@ -56,3 +56,29 @@ def test_table_and_json(cli, run):
         "HR@1", "HR@10", "NDCG@1", "NDCG@10", "MRR@1", "MRR@10"}
     saved = json.loads((run / "evaluations" / "final-test-first5" / "metrics.json").read_text())
     assert saved["tasks"]["rec"]["metrics"] == report["tasks"]["rec"]["metrics"]
+
+
+def test_beam_decoding_from_the_command_line(cli, run):
+    exact = json.loads(cli("evaluate", "--run", run, "--tasks", "rec", "--limit", 6, "--json").stdout)
+    res = cli("evaluate", "--run", run, "--tasks", "rec", "--limit", 6, "--decode", "beam", "--json")
+    assert res.exit_code == 0, res.output
+    beam = json.loads(res.stdout)
+    assert beam["folder"].endswith("final-test-beam-first6") and beam["spec"]["decode"] == "beam"
+    for k in (1, 5, 10):  # constrained 10-beam search finds the exact top 10
+        assert beam["tasks"]["rec"]["metrics"][f"HR@{k}"] == pytest.approx(exact["tasks"]["rec"]["metrics"][f"HR@{k}"])
+    assert beam["tasks"]["rec"]["metrics"]["HR@20"] is None  # beyond the beams: not a number
+
+
+def test_step_checkpoint_on_the_validation_split(cli, run):
+    import polars as pl
+
+    res = cli("evaluate", "--run", run, "--checkpoint", "step-3", "--split", "valid", "--tasks", "rec", "--json")
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert report["checkpoint"] == "step-3" and report["split"] == "valid"
+    folder = run / "evaluations" / "step-3-valid"
+    assert report["folder"] == str(folder) and (folder / "metrics.json").is_file()
+    data = json.loads((run / "train_spec.json").read_text())["data"]["path"]
+    valid = set(pl.read_parquet(f"{data}/users.parquet").filter(pl.col("split") == "valid")["user_id"].to_list())
+    users = [json.loads(line)["user_id"] for line in (folder / "predictions" / "rec.jsonl").read_text().splitlines()]
+    assert users and set(users) <= valid and report["tasks"]["rec"]["users"] == len(users)

@@ -71,3 +71,21 @@ def test_missing_images_is_one_line(cli, ds):
     assert res.exit_code == 1
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "no item images" in lines[0] and "filter-images" in lines[0]
+
+
+def test_filter_images_drops_the_image_codes(cli, ds, tmp_path):
+    assert cli("tokenize-images", "--data", ds, *TINY_FLAGS).exit_code == 0
+    assert (ds / "image_codes.parquet").is_file() and (ds / "vq").is_dir()
+    items = load_dataset(ds).items
+    broken = ds / items["image"][0]
+    broken.write_bytes(broken.read_bytes()[:50])  # a truncated picture: its item goes
+    res = cli("filter-images", "--data", ds)
+    assert res.exit_code == 0, res.output
+    assert f"run `unimp tokenize-images --data {ds}` again" in " ".join(res.output.split())
+    after = load_dataset(ds)
+    assert after.items.height < items.height and "image_tokens" not in after.manifest
+    assert after.manifest["filter_images"]["image_codes_dropped"] is True
+    assert not (ds / "image_codes.parquet").exists() and not (ds / "vq").exists()
+    # the stale codes cannot be trained on: img_gen asks for new ones
+    res = cli("train", "--data", ds, "--tasks", "rec", "img_gen", "--out", tmp_path / "run", "--max-steps", 1)
+    assert res.exit_code == 1 and "run `unimp tokenize-images --data" in res.stderr

@@ -100,3 +100,21 @@ def test_finetune_dry_run_real_run_and_errors(cli, config, tmp_path):
     assert "not a run folder" in line
     line = one_error_line(cli("finetune", "--from", source, "--out", tmp_path / "ft4", "--schedule", "sawtooth"))
     assert "optim.schedule" in line
+
+
+def test_train_lm_trains_and_saves_the_language_model(cli, config, tmp_path):
+    frozen, full = tmp_path / "frozen", tmp_path / "full"
+    assert cli("train", "--config", config, "--out", frozen, "--max-steps", 1).exit_code == 0
+    res = cli("train", "--config", config, "--out", full, "--max-steps", 1, "--train-lm")
+    assert res.exit_code == 0, res.output + res.stderr
+    assert json.loads((full / "train_spec.json").read_text())["model"]["train_lm"] is True
+    a = torch.load(frozen / "final" / "trainable.pt", weights_only=True)
+    b = torch.load(full / "final" / "trainable.pt", weights_only=True)
+    body = sorted(set(b) - set(a))  # the language model's own layers, frozen without --train-lm
+    assert body and all(k.startswith("lang_encoder.") for k in body)
+    assert not any(k.startswith("vision_encoder.") for k in b)  # the vision tower stays frozen
+    # one step changed the language model's weights (same init seed: the frozen run still has them as built)
+    from unimp_core.evaluation.runner import load_run
+
+    start = load_run(frozen).bundle.model.state_dict()
+    assert any(not torch.equal(b[k], start[k]) for k in body)

@@ -92,7 +92,8 @@ def run_filter_images(spec: FilterImagesSpec, progress: Progress | None = None) 
     before = {"items": ds.items.height, "users": ds.users.height, "interactions": ds.interactions.height}
     after = {"items": new.items.height, "users": new.users.height, "interactions": new.interactions.height}
     report = {"missing": spec.missing, "invalid_images": dict(sorted(reasons.items())), "before": before, "after": after,
-              "user_core": prep.user_core, "item_core": prep.item_core}
+              "user_core": prep.user_core, "item_core": prep.item_core,
+              "image_codes_dropped": "image_tokens" in ds.manifest}
     manifest = {
         **ds.manifest,
         **new_manifest(),
