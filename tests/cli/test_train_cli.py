@@ -114,7 +114,7 @@ def test_train_lm_trains_and_saves_the_language_model(cli, config, tmp_path):
     assert body and all(k.startswith("lang_encoder.") for k in body)
     assert not any(k.startswith("vision_encoder.") for k in b)  # the vision tower stays frozen
     # one step changed the language model's weights (same init seed: the frozen run still has them as built)
-    from unimp_core.evaluation.runner import load_run
+    from unimp_core.model.setup import load_run
 
     start = load_run(frozen).bundle.model.state_dict()
     assert any(not torch.equal(b[k], start[k]) for k in body)

@@ -95,7 +95,7 @@ def test_stored_ranks_match_a_forward_pass_per_user(run, full):
     the item tokens looked up by name, the rank counted by hand."""
     import torch
 
-    from unimp_core.evaluation.runner import load_run
+    from unimp_core.model.setup import load_run
     from unimp_core.tasks import build_eval_samples
 
     lr = load_run(run)

@@ -37,14 +37,18 @@ def field_descriptions(spec: type[Spec], prefix: str = "") -> list[tuple[str, st
     """Every leaf field of a spec as (dotted name, description), nested specs expanded (`model.tiny.layers`)."""
     import typing
 
-    out = []
+    def specs_in(annotation) -> list[type[BaseModel]]:  # through Optional, Union and Annotated
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            return [annotation]
+        return [s for arg in typing.get_args(annotation) for s in specs_in(arg)]
+
+    out: list[tuple[str, str]] = []
     for name, field in spec.model_fields.items():
-        nested = [a for a in (field.annotation, *typing.get_args(field.annotation))
-                  if isinstance(a, type) and issubclass(a, BaseModel)]
-        if nested:
-            out += field_descriptions(nested[0], f"{prefix}{name}.")
-        else:
+        nested = specs_in(field.annotation)
+        if not nested:
             out.append((prefix + name, field.description or ""))
+        for sub in nested:  # a union of specs (model families): the fields of each, once
+            out += [f for f in field_descriptions(sub, f"{prefix}{name}.") if f not in out]
     return out
 
 
