@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 
@@ -44,7 +45,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from unimp_core.evaluation import ranking as R
-    from unimp_core.evaluation.runner import _rank_records
+    from unimp_core.evaluation.scoring import EvalContext, ranking_records
     from unimp_core.model.setup import load_run
     from unimp_core.specs.evaluate import EvaluateSpec
     from unimp_core.tasks import build_eval_samples
@@ -62,11 +63,12 @@ def main() -> None:
               f"torch threads {torch.get_num_threads()}")
 
         # The machine may be shared: every timing is the best of --repeats runs.
-        _rank_records(loaded, samples, list(range(min(n, args.batch_size))), spec, lambda *_: None)  # warm-up
+        ev = EvalContext(loaded, spec, Path(tmp), np.zeros(loaded.bundle.n_items), [])
+        ranking_records(ev, samples, list(range(min(n, args.batch_size))), lambda *_: None)  # warm-up
         fast = float("inf")
         for _ in range(args.repeats):
             t = time.perf_counter()
-            ours = _rank_records(loaded, samples, list(range(n)), spec, lambda *_: None)
+            ours = ranking_records(ev, samples, list(range(n)), lambda *_: None)
             fast = min(fast, time.perf_counter() - t)
 
         def seed_style(sample, constrained: bool = False) -> list[int | None]:

@@ -76,13 +76,9 @@ def evaluate(
         print_report(Console(), report)
 
 
-def _fmt(value: Any) -> str:
-    return "—" if value is None else f"{value:.4f}"
-
-
 def print_report(con, report: dict[str, Any]) -> None:
-    """The tasks evaluated now as rich tables, each model metric beside its trivial baseline."""
-    from rich.table import Table
+    """The tasks evaluated now as rich tables (each task's own view), model metrics beside their baselines."""
+    from unimp_core.tasks import get_task
 
     synthetic = "  [bold yellow](SYNTHETIC sample data)[/]" if report.get("synthetic") else ""
     con.print(f"[bold]{report['run']}[/] checkpoint {report['checkpoint']}, split {report['split']}, "
@@ -94,47 +90,7 @@ def print_report(con, report: dict[str, Any]) -> None:
             continue
         con.print(f"\n[bold]{task}[/] — {res['users']} users, {res.get('decode', '')}, "
                   f"{res.get('users_per_s', 0):.1f} users/s")
-        notes: list[str] = []
-        if "popularity" in res:
-            ks = sorted({int(name.split("@")[1]) for name in res["metrics"]})
-            table = Table("metric", *[f"@{k}" for k in ks])
-            for metric in ("HR", "NDCG", "MRR"):
-                table.add_row(f"[bold]{metric}[/]", *[_fmt(res["metrics"].get(f"{metric}@{k}")) for k in ks])
-                table.add_row("  popularity", *[_fmt(res["popularity"].get(f"{metric}@{k}")) for k in ks], style="dim")
-            if "invalid_share" in res:
-                notes.append(f"invalid outputs: {res['invalid_share']:.1%} of all beams, "
-                             f"{res['invalid_top1_share']:.1%} of top-1 answers")
-            if res.get("note"):
-                notes.append(res["note"])
-        elif task == "exp":
-            table = Table("metric", "model", "baseline")
-            rating, base = res["rating"], res.get("rating_baseline", {})
-            for name in ("RMSE", "MAE"):
-                table.add_row(name, _fmt(rating[name]), _fmt(base.get(name)))
-            expl = res["explanation"]
-            for name in ("BLEU-1", "BLEU-4", "ROUGE-1", "ROUGE-2", "ROUGE-L", "METEOR"):
-                table.add_row(name, _fmt(expl[name]) if expl[name] is not None else "unavailable", "")
-            notes.append(f"{rating['unparsable']} of {rating['scored'] + rating['unparsable']} outputs had no parsable "
-                         f"rating (policy: {rating['unparsable_policy']})")
-            if base:
-                notes.append(f"rating baseline: {base['predict']}")
-            notes += [f"{name}: {why}" for name, why in expl.get("unavailable", {}).items()]
-        elif task == "img_gen":
-            table = Table("metric", "model", "VQ reconstruction")
-            for name in ("code_accuracy", "psnr", "ssim"):
-                table.add_row(name, _fmt(res["metrics"][name]), _fmt(res["vq_reconstruction"].get(name)))
-            fid = res["fid"]
-            table.add_row("FID", _fmt(fid["value"]) if fid["available"] else "unavailable", "")
-            if not fid["available"]:
-                notes.append(fid["message"])
-            notes.append(f"{res['grid']}x{res['grid']} codes at {res['resolution']} px; PSNR/SSIM on "
-                         f"{res['scored_images']} images; VQ reconstruction = the true codes decoded (the ceiling)")
-            if res.get("pairs"):
-                notes.append(f"generated|true pairs: {report['folder']}/{res['pairs']}")
-        else:
-            table = Table("metric", "model")
-            for name, value in res["metrics"].items():
-                table.add_row(name, _fmt(value))
+        table, notes = get_task(task).step("report")(res, report)
         con.print(table)
         for note in notes:
             con.print(f"  [dim]{note}[/]")

@@ -77,45 +77,18 @@ def generate(
         print_result(Console(), result)
 
 
-def _price(value: Any) -> str:
-    return "" if value is None else f"{value:.2f}"
-
-
-def _items_table(title: str, rows: list[dict], extra: list[tuple[str, str]] | None = None):
-    from rich.table import Table
-
-    cols = [name for name, _ in extra or []]
-    table = Table(*cols, "item", "source id", "title", "category", "price", title=title)
-    for r in rows:
-        table.add_row(*[str(r[key]) if not isinstance(r[key], float) else f"{r[key]:.4f}" for _, key in extra or []],
-                      str(r["item_id"]), str(r["source_id"]), r["title"], r["category"], _price(r["price"]))
-    return table
-
-
 def print_result(con, result: dict[str, Any]) -> None:
-    """The user's recent history and the model's answer as rich tables."""
+    """The user's recent history and the model's answer (the task's own view) as rich tables."""
+    from unimp_core.tasks import get_task
+    from unimp_core.terminal import items_table
+
     user = result["user"]
     who = "an unseen user (given history)" if user["unseen"] else f"user {user['user_id']} ({user['user_key']}, {user['split']})"
     synthetic = "  [bold yellow](SYNTHETIC sample data)[/]" if result["synthetic"] else ""
     con.print(f"[bold]{result['task']}[/] for {who}{synthetic}")
-    con.print(_items_table(f"recent history ({len(result['history'])} of {result['history_total']}, oldest first)",
-                           result["history"]))
-    if "recommendations" in result:
-        title = f"results for “{result['query']}”" if result.get("query") else "recommended next"
-        con.print(_items_table(f"{title} (score: {result['score']})", result["recommendations"],
-                               [("#", "rank"), ("score", "score")]))
-    elif result["task"] == "img_gen":
-        img = result["image"]
-        where = f" -> {img['path']}" if img["path"] else " (give --out FILE.png to save it)"
-        con.print(f"generated a {img['resolution']}x{img['resolution']} image for “{result['query']}” "
-                  f"from {len(img['codes'])} codes{where}", soft_wrap=True)
-    elif result["task"] == "exp":
-        con.print(_items_table("item", [result["item"]]))
-        rating = result["rating"] if result["rating"] is not None else "no parsable rating"
-        con.print(f"[bold]rating:[/] {rating}\n[bold]explanation:[/] {result['explanation']}")
-    else:
-        rows = [{**c, "pick": "✓" if c["selected"] else ""} for c in result["candidates"]]
-        con.print(_items_table("candidates", rows, [("slot", "slot"), ("selected", "pick")]))
-        con.print(f"generated: {result['generated']}")
+    con.print(items_table(f"recent history ({len(result['history'])} of {result['history_total']}, oldest first)",
+                          result["history"]))
+    for part in get_task(result["task"]).step("show")(result):
+        con.print(part, soft_wrap=isinstance(part, str))
     if result.get("html"):
         con.print(f"page: {result['html']}", soft_wrap=True)

@@ -28,9 +28,8 @@ from .errors import UnimpError
 from .io import safe_join, write_bytes_atomic
 from .progress import Progress
 from .specs.evaluate import GenerateSpec
-from .tasks import Sample, TaskContext
-from .tasks import exp as exp_task, history_lengths, img_gen as img_gen_task, img_sel as img_sel_task
-from .tasks import rec as rec_task, search as search_task
+from .tasks import Sample, TaskContext, get_task, history_lengths
+from .tasks.base import Request
 
 UNSEEN_USER = -1  # id of the user a --history stands for
 _PREFIXED = re.compile(r"^(id|key|src):(.*)$")
@@ -121,24 +120,9 @@ def build_prompt(ctx: TaskContext, task: str, user_id: int | None, history: list
                  query: str | None = None, item: int | None = None, candidates: list[int] | None = None) -> Sample:
     """The evaluation-style prompt (ending at `<answer>`) asking `task` about what follows the history."""
     ctx, uid, seq = _user_context(ctx, user_id, history)
-    position = len(seq)
-    if position == 0:
+    if len(seq) == 0:
         raise UnimpError("the history is empty: the model needs at least one item")
-    placeholder = np.append(seq, 0)  # the unknown next item; it only fills Sample.answer
-    if task == "rec":
-        return rec_task.make_sample(ctx, uid, placeholder, position, history_len, train=False)
-    if task == "search":
-        return search_task.make_sample(ctx, uid, placeholder, position, query or "", history_len, train=False)
-    if task == "exp":
-        extended = replace(ctx, sequences={uid: np.append(seq, item)}, ratings={uid: ctx.ratings[uid] + [None]},
-                           explanations={uid: ctx.explanations[uid] + [""]})
-        return exp_task.make_sample(extended, uid, position, history_len, "", train=False)
-    if task == "img_sel":
-        return img_sel_task.make_sample(ctx, uid, position, list(candidates), [candidates[0]], history_len, train=False)
-    if task == "img_gen":
-        return img_gen_task.make_sample(ctx, uid, placeholder, position, query or "", history_len, train=False,
-                                        target_codes=[])
-    raise UnimpError(f"unknown task {task!r}")
+    return get_task(task).step("prompt")(ctx, uid, seq, history_len, Request(query, item, candidates))
 
 
 # --------------------------------------------------------------------------------------------- run
@@ -148,7 +132,6 @@ def run_generate(spec: GenerateSpec, progress: Progress | None = None) -> dict[s
     """Answer `spec.task` for one user; returns a JSON-able result (and writes `spec.html` if set)."""
     import torch
 
-    from .evaluation import metrics as M
     from .evaluation import ranking as R
     from .model.setup import load_run
 
@@ -156,7 +139,7 @@ def run_generate(spec: GenerateSpec, progress: Progress | None = None) -> dict[s
     device = "cuda" if torch.cuda.is_available() else "cpu"
     loaded = load_run(spec.run, spec.checkpoint, spec.data, device=device, history_len=spec.history_len,
                   max_tokens=spec.max_tokens, progress=progress)
-    ds, ctx, ids = loaded.dataset, loaded.ctx, loaded.bundle.ids
+    ds, ctx = loaded.dataset, loaded.ctx
     items = ds.items.sort("item_id")
     if spec.user is not None:
         users = ds.users
@@ -171,6 +154,7 @@ def run_generate(spec: GenerateSpec, progress: Progress | None = None) -> dict[s
     candidates = resolve_items(items, spec.candidates, "--candidates") if spec.candidates else None
     data = loaded.train_spec.data
     history_len = spec.history_len or history_lengths([spec.task], data.history_len, data.task_history_len)[spec.task]
+    task = get_task(spec.task)
     sample = build_prompt(ctx, spec.task, uid, history, history_len, spec.query, item, candidates)
     batch = R.to_device(loaded.collator()([sample]), loaded.device)
 
@@ -179,32 +163,7 @@ def run_generate(spec: GenerateSpec, progress: Progress | None = None) -> dict[s
         "synthetic": bool(ds.manifest.get("synthetic", False)), "user": user,
         "history": [item_row(items, i) for i in history[-history_len:]], "history_total": len(history),
     }
-    if spec.task == "img_gen":
-        result["query"] = spec.query
-        result["image"] = generate_image(loaded, batch, spec)
-    elif spec.task in ("rec", "search"):
-        scores = R.item_scores(R.answer_logits(loaded.bundle.model, batch), ids.items).cpu()  # (1, N)
-        probs = torch.softmax(scores, dim=1)  # over the catalogue: how sure the model is, 0..1
-        mask = R.exclusion_mask([history], None, loaded.bundle.n_items) if spec.exclude_history else None
-        top_p, top_i = R.top_items(probs, spec.k, mask)
-        seen = set(history)
-        result["recommendations"] = [
-            {"rank": r + 1, **item_row(items, i), "score": p, "logit": float(scores[0, i]), "in_history": i in seen}
-            for r, (i, p) in enumerate(zip(top_i[0].tolist(), top_p[0].tolist()))]
-        result["score"] = "probability of the item token among all item tokens"
-        if spec.task == "search":
-            result["query"] = spec.query
-    else:
-        text = R.generate_texts(loaded.bundle.model, batch, loaded.bundle.tokenizer, max_new_tokens=spec.max_new_tokens,
-                                num_beams=spec.num_beams, eoc_id=ids.eoc, pad_id=ids.pad, eos_id=ids.eos)[0]
-        result["generated"] = text
-        if spec.task == "exp":
-            rating, explanation = M.parse_exp_output(text)
-            result.update(item=item_row(items, item), rating=rating, explanation=explanation)
-        else:
-            slots, _ = M.parse_slots(text)
-            result["candidates"] = [{"slot": j, **item_row(items, c), "selected": j in slots}
-                                    for j, c in enumerate(candidates)]
+    result.update(task.step("answer")(loaded, batch, spec, items, history))
     if spec.html is not None:
         write_html(result, ds, spec.html)
         result["html"] = str(spec.html)
@@ -213,10 +172,66 @@ def run_generate(spec: GenerateSpec, progress: Progress | None = None) -> dict[s
     return result
 
 
-def generate_image(loaded, batch: dict[str, Any], spec: GenerateSpec) -> dict[str, Any]:
+# ----------------------------------------------------------------------------------- answers by kind
+
+
+def ranking_answer(loaded, batch: dict[str, Any], spec: GenerateSpec, items: pl.DataFrame,
+                   history: list[int]) -> dict[str, Any]:
+    """rec / search: the top-k items over the whole catalogue, with their probabilities."""
+    import torch
+
+    from .evaluation import ranking as R
+
+    scores = R.item_scores(R.answer_logits(loaded.bundle.model, batch), loaded.bundle.ids.items).cpu()  # (1, N)
+    probs = torch.softmax(scores, dim=1)  # over the catalogue: how sure the model is, 0..1
+    mask = R.exclusion_mask([history], None, loaded.bundle.n_items) if spec.exclude_history else None
+    top_p, top_i = R.top_items(probs, spec.k, mask)
+    seen = set(history)
+    out: dict[str, Any] = {"recommendations": [
+        {"rank": r + 1, **item_row(items, i), "score": p, "logit": float(scores[0, i]), "in_history": i in seen}
+        for r, (i, p) in enumerate(zip(top_i[0].tolist(), top_p[0].tolist()))]}
+    out["score"] = "probability of the item token among all item tokens"
+    if spec.query is not None:
+        out["query"] = spec.query
+    return out
+
+
+def _generated_text(loaded, batch: dict[str, Any], spec: GenerateSpec) -> str:
+    from .evaluation import ranking as R
+
+    ids = loaded.bundle.ids
+    return R.generate_texts(loaded.bundle.model, batch, loaded.bundle.tokenizer, max_new_tokens=spec.max_new_tokens,
+                            num_beams=spec.num_beams, eoc_id=ids.eoc, pad_id=ids.pad, eos_id=ids.eos)[0]
+
+
+def exp_answer(loaded, batch: dict[str, Any], spec: GenerateSpec, items: pl.DataFrame,
+               history: list[int]) -> dict[str, Any]:
+    """exp: the rating and explanation generated for --item."""
+    from .evaluation import metrics as M
+
+    text = _generated_text(loaded, batch, spec)
+    rating, explanation = M.parse_exp_output(text)
+    item = resolve_items(items, [spec.item], "--item")[0]
+    return {"generated": text, "item": item_row(items, item), "rating": rating, "explanation": explanation}
+
+
+def selection_answer(loaded, batch: dict[str, Any], spec: GenerateSpec, items: pl.DataFrame,
+                     history: list[int]) -> dict[str, Any]:
+    """img_sel: which of --candidates the generated slots pick."""
+    from .evaluation import metrics as M
+
+    text = _generated_text(loaded, batch, spec)
+    slots, _ = M.parse_slots(text)
+    candidates = resolve_items(items, spec.candidates, "--candidates")
+    return {"generated": text, "candidates": [{"slot": j, **item_row(items, c), "selected": j in slots}
+                                              for j, c in enumerate(candidates)]}
+
+
+def image_answer(loaded, batch: dict[str, Any], spec: GenerateSpec, items: pl.DataFrame,
+                 history: list[int]) -> dict[str, Any]:
     """img_gen: exactly one image's codes, decoded by the dataset's VQ model; written to `spec.out` as PNG."""
     from .evaluation import image_gen as IG
-    from .evaluation.runner import image_tokenizer
+    from .evaluation.scoring import image_tokenizer
 
     vq = image_tokenizer(loaded, loaded.device)
     ids = loaded.bundle.ids
@@ -225,9 +240,10 @@ def generate_image(loaded, batch: dict[str, Any], spec: GenerateSpec) -> dict[st
     png = IG.png_bytes(vq.decode(codes)[0])
     if spec.out is not None:
         write_bytes_atomic(spec.out, png)
-    return {"codes": codes[0].tolist(), "grid": vq.grid, "resolution": vq.resolution,
-            "path": None if spec.out is None else str(spec.out),
-            "data_uri": "data:image/png;base64," + base64.b64encode(png).decode("ascii")}
+    return {"query": spec.query, "image": {
+        "codes": codes[0].tolist(), "grid": vq.grid, "resolution": vq.resolution,
+        "path": None if spec.out is None else str(spec.out),
+        "data_uri": "data:image/png;base64," + base64.b64encode(png).decode("ascii")}}
 
 
 # -------------------------------------------------------------------------------------------- HTML
@@ -285,30 +301,7 @@ def render_html(result: dict[str, Any], ds: Dataset) -> str:
         parts.append("<p><span class='synthetic'>SYNTHETIC sample data</span> — generated items, users and images</p>")
     parts.append(f"<h2>Recent history ({len(result['history'])} of {result['history_total']} items, oldest first)</h2>")
     parts.append("<div class='row'>" + "".join(_card(ds, r) for r in result["history"]) + "</div>")
-    if "recommendations" in result:
-        label = f"Results for “{e(result['query'])}”" if result.get("query") else "Recommended next"
-        parts.append(f"<h2>{label} (score: {e(result['score'])})</h2><div class='row'>")
-        for r in result["recommendations"]:
-            seen = " <span class='seen'>in history</span>" if r["in_history"] else ""
-            parts.append(_card(ds, r, f"<div>#{r['rank']} <span class='score'>{r['score']:.4f}</span>{seen}</div>"))
-        parts.append("</div>")
-    elif result["task"] == "img_gen":
-        img = result["image"]
-        parts.append(f"<h2>Generated image for “{e(str(result['query']))}” ({img['resolution']} px, "
-                     f"{img['grid']}x{img['grid']} codes)</h2><div class='row'><div class='card picked'>"
-                     f"<img src=\"{img['data_uri']}\" alt=\"generated image\"><div class='title'>generated</div>"
-                     "</div></div>")
-    elif result["task"] == "exp":
-        rating = result["rating"] if result["rating"] is not None else "no parsable rating"
-        parts.append("<h2>Item</h2><div class='row'>" + _card(ds, result["item"]) + "</div>")
-        parts.append(f"<h2>Predicted rating and explanation</h2><div class='answer'><b>rating:</b> {e(str(rating))}"
-                     f"<br><b>explanation:</b> {e(result['explanation'])}</div>")
-    else:
-        parts.append("<h2>Candidates (selected ones framed)</h2><div class='row'>")
-        for c in result["candidates"]:
-            mark = "<div class='score'>selected</div>" if c["selected"] else "<div class='meta'>not selected</div>"
-            parts.append(_card(ds, c, f"<div>slot s_{c['slot']}</div>{mark}", "card picked" if c["selected"] else "card"))
-        parts.append(f"</div><p class='meta'>generated: {e(result['generated'])}</p>")
+    parts.append(get_task(result["task"]).step("html")(result, lambda row, extra="", cls="card": _card(ds, row, extra, cls)))
     parts.append("</body></html>\n")
     return "\n".join(parts)
 
@@ -316,3 +309,39 @@ def render_html(result: dict[str, Any], ds: Dataset) -> str:
 def write_html(result: dict[str, Any], ds: Dataset, path: Path) -> None:
     """Write `render_html` atomically."""
     write_bytes_atomic(path, render_html(result, ds).encode("utf-8"))
+
+
+def ranking_html(result: dict[str, Any], card) -> str:
+    e = html.escape
+    label = f"Results for “{e(result['query'])}”" if result.get("query") else "Recommended next"
+    parts = [f"<h2>{label} (score: {e(result['score'])})</h2><div class='row'>"]
+    for r in result["recommendations"]:
+        seen = " <span class='seen'>in history</span>" if r["in_history"] else ""
+        parts.append(card(r, f"<div>#{r['rank']} <span class='score'>{r['score']:.4f}</span>{seen}</div>"))
+    parts.append("</div>")
+    return "\n".join(parts)
+
+
+def image_html(result: dict[str, Any], card) -> str:
+    img = result["image"]
+    return (f"<h2>Generated image for “{html.escape(str(result['query']))}” ({img['resolution']} px, "
+            f"{img['grid']}x{img['grid']} codes)</h2><div class='row'><div class='card picked'>"
+            f"<img src=\"{img['data_uri']}\" alt=\"generated image\"><div class='title'>generated</div>"
+            "</div></div>")
+
+
+def exp_html(result: dict[str, Any], card) -> str:
+    e = html.escape
+    rating = result["rating"] if result["rating"] is not None else "no parsable rating"
+    return ("<h2>Item</h2><div class='row'>" + card(result["item"]) + "</div>\n"
+            f"<h2>Predicted rating and explanation</h2><div class='answer'><b>rating:</b> {e(str(rating))}"
+            f"<br><b>explanation:</b> {e(result['explanation'])}</div>")
+
+
+def selection_html(result: dict[str, Any], card) -> str:
+    parts = ["<h2>Candidates (selected ones framed)</h2><div class='row'>"]
+    for c in result["candidates"]:
+        mark = "<div class='score'>selected</div>" if c["selected"] else "<div class='meta'>not selected</div>"
+        parts.append(card(c, f"<div>slot s_{c['slot']}</div>{mark}", "card picked" if c["selected"] else "card"))
+    parts.append(f"</div><p class='meta'>generated: {html.escape(result['generated'])}</p>")
+    return "\n".join(parts)

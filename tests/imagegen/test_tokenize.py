@@ -6,12 +6,13 @@ import torch
 
 from tests.imagegen.conftest import TINY
 from tests.imagegen.test_vq import Interrupt
-from unimp_core.data.store import SCHEMA_VERSION, load_dataset
+from unimp_core.data.store import SCHEMA_VERSION, load_dataset, read_manifest
 from unimp_core.errors import UnimpError
 from unimp_core.imagegen import tokenize as tokenize_mod
 from unimp_core.imagegen import vq as vqlib
+from unimp_core.imagegen.codes import load_codes
 from unimp_core.imagegen.tokenize import codebook_usage, run_tokenize_images, split_holdout
-from unimp_core.imagegen.vq import image_tokens_info, load_codes, load_vq
+from unimp_core.imagegen.vq import load_vq
 from unimp_core.specs.images import TokenizeImagesSpec
 
 
@@ -25,7 +26,7 @@ def test_tokenize_writes_codes_model_and_manifest(sample_ds):
     ds = load_dataset(sample_ds)  # still a valid dataset folder
     assert ds.manifest["schema_version"] == SCHEMA_VERSION
     assert {k: v for k, v in ds.manifest.items() if k != "image_tokens"} == before  # every other key kept
-    assert ds.manifest["image_tokens"] == rec == image_tokens_info(sample_ds)
+    assert ds.manifest["image_tokens"] == rec == read_manifest(sample_ds)["image_tokens"]
     n = ds.items.height
     assert rec["items"] == {"total": n, "encoded": n, "missing": 0, "no_image": 0, "unreadable": 0}
     assert (rec["grid"], rec["codes_per_image"], rec["codebook_size"], rec["resolution"]) == (4, 16, 32, 16)

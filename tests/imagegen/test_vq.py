@@ -7,6 +7,7 @@ from PIL import Image, ImageDraw
 
 from unimp_core.errors import UnimpError
 from unimp_core.imagegen import vq as vqlib
+from unimp_core.imagegen.codes import read_vq_meta
 from unimp_core.imagegen.vq import VQ, kmeans, load_vq, lr_at, save_vq, train_vq
 from unimp_core.progress import Progress
 from unimp_core.specs.images import CodebookSpec
@@ -65,7 +66,7 @@ def test_save_and_load_round_trip(trained, tmp_path):
     model, _, _ = trained
     digest = save_vq(model, tmp_path / "vq", {"resolution": RES, "tokenizer": {"kind": "trained"}})
     assert (tmp_path / "vq" / "config.json").is_file() and not (tmp_path / ".vq.tmp").exists()
-    assert vqlib.read_vq_meta(tmp_path / "vq")["weights_sha256"] == digest == vqlib.weights_sha256(tmp_path / "vq")
+    assert read_vq_meta(tmp_path / "vq")["weights_sha256"] == digest == vqlib.weights_sha256(tmp_path / "vq")
     loaded = load_vq(tmp_path, device="cpu")  # a dataset-like folder holding vq/
     imgs = shapes(4)
     assert torch.equal(loaded.encode(imgs), VQ(model, RES).encode(imgs))

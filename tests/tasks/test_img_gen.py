@@ -9,7 +9,7 @@ import re
 import numpy as np
 
 from tests.tasks.synthetic import make_dataset, tiny_dataset
-from unimp_core.tasks import (TASK_NAMES, TASKS, build_eval_samples, build_training_samples, context,
+from unimp_core.tasks import (BUILTIN_TASKS, TASKS, build_eval_samples, build_training_samples, context,
                               history_lengths, instance_table)
 from unimp_core.tasks import img_gen
 
@@ -26,7 +26,7 @@ def with_codes(ctx, codes: dict[int, list[int]]):
 
 
 def test_registered_after_the_others():
-    assert TASK_NAMES[:4] == ("rec", "search", "exp", "img_sel") and TASK_NAMES[4] == "img_gen"
+    assert BUILTIN_TASKS[:4] == ("rec", "search", "exp", "img_sel") and BUILTIN_TASKS[4] == "img_gen"
     assert "img_gen" in TASKS and instance_table("img_gen") == "rec" and instance_table("rec") == "rec"
 
 

@@ -11,9 +11,6 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
-SPLITS = ("train", "valid", "test")
-
-
 def order_interactions(
     inter: pl.DataFrame, seed: int, skipped: Counter | None = None, tie_break: bool = True
 ) -> pl.DataFrame:
@@ -109,64 +106,23 @@ def target_positions(users: pl.DataFrame, protocol: str) -> pl.DataFrame:
 
 
 def eval_instances(
-    inter: pl.DataFrame, items: pl.DataFrame, users: pl.DataFrame, protocol: str, seed: int, n_candidates: int = 3
+    inter: pl.DataFrame, items: pl.DataFrame, users: pl.DataFrame, protocol: str, seed: int
 ) -> dict[str, pl.DataFrame]:
     """Draw every evaluation instance once (seeded) so every evaluation sees the same ones.
 
-    Returns task -> table with user_id, split, position (history = sequence[:position]) and the
-    task's targets: rec (target), search (target, query), exp (target, rating, explanation),
-    img_sel (candidates, answers: 1 or 2 true next items, negatives never from the user's history).
+    Each task that stores instances draws its table (`Task.draw_instances`) from the same positions
+    (user_id, split, position: history = sequence[:position], and the user's item, rating and
+    explanation lists), in registration order, from one generator.
     """
+    from ..tasks import TASKS  # the tasks import the dataset store, which imports this module's package
+
     rng = np.random.default_rng(seed + 1)
     seqs = inter.group_by("user_id", maintain_order=True).agg(
         pl.col("item_id"), pl.col("rating"), pl.col("explanation")
     )
     pos = target_positions(users, protocol).join(seqs, on="user_id").sort(["split", "user_id"])
-    rec = pos.select(
-        "user_id", "split", "position", pl.col("item_id").list.get(pl.col("position")).alias("target")
-    )
-    search = rec.join(items.select(pl.col("item_id").alias("target"), pl.col("category").alias("query")), on="target", how="left")
-    search = search.filter(pl.col("query").is_not_null() & (pl.col("query").str.len_chars() > 0))
-
-    exp = pos.with_columns(
-        pl.col("item_id").list.get(pl.col("position")).alias("target"),
-        pl.col("rating").list.get(pl.col("position")).alias("rating"),
-        pl.col("explanation").list.get(pl.col("position")).alias("explanation"),
-        pl.col("explanation").list.head(pl.col("position")).list.eval(
-            pl.element().is_not_null() & (pl.element().str.len_chars() > 0)
-        ).list.sum().alias("_hist_exp"),
-    ).filter(
-        pl.col("explanation").is_not_null() & (pl.col("explanation").str.len_chars() > 0) & (pl.col("_hist_exp") >= 1)
-    ).select("user_id", "split", "position", "target", "rating", "explanation")
-
-    n_items = items.height
-    rows = {"user_id": [], "split": [], "position": [], "candidates": [], "answers": []}
-    for user_id, split, position, seq in pos.select("user_id", "split", "position", "item_id").iter_rows():
-        n_true = int(rng.integers(1, 3)) if position >= 2 else 1
-        start = position - n_true + 1
-        answers = list(seq[start : position + 1])
-        seen = set(seq)
-        negatives: list[int] = []
-        while len(negatives) < n_candidates - n_true and len(seen) < n_items:
-            cand = int(rng.integers(n_items))
-            if cand not in seen:
-                seen.add(cand)
-                negatives.append(cand)
-        if len(negatives) < n_candidates - n_true:
-            continue  # the user has touched (almost) the whole catalogue
-        cands = answers + negatives
-        rng.shuffle(cands)
-        rows["user_id"].append(user_id)
-        rows["split"].append(split)
-        rows["position"].append(start)
-        rows["candidates"].append([int(c) for c in cands])
-        rows["answers"].append([int(a) for a in answers])
-    img_sel = pl.DataFrame(
-        rows,
-        schema={"user_id": pl.Int64, "split": pl.Utf8, "position": pl.Int64,
-                "candidates": pl.List(pl.Int64), "answers": pl.List(pl.Int64)},
-    )
-    return {"rec": rec, "search": search, "exp": exp, "img_sel": img_sel}
+    return {name: task.draw_instances(pos, items, rng) for name, task in TASKS.items()
+            if task.draw_instances is not None}
 
 
 def split_counts(users: pl.DataFrame, instances: dict[str, pl.DataFrame]) -> dict[str, dict[str, int]]:

@@ -31,7 +31,7 @@ from ..errors import UnimpError
 from ..io import atomic_path, write_json_atomic
 from ..progress import Progress
 from ..specs.images import TokenizeImagesSpec
-from . import vq as vqlib
+from . import codes as codelib, vq as vqlib
 from .quality import mean_quality
 
 TRAIN_CHECKPOINT = ".vq_train.pt"
@@ -104,10 +104,10 @@ def _setup_trained(spec: TokenizeImagesSpec, root: Path, rows: list[Row], device
     resolution = spec.train_resolution()
     identity = _train_identity(spec, rows)
     train_rows, held = split_holdout(rows, spec.codebook.holdout, spec.codebook.seed)
-    meta = vqlib.read_vq_meta(root / vqlib.VQ_DIR)
+    meta = codelib.read_vq_meta(root / codelib.VQ_DIR)
     if meta and not spec.force and meta.get("tokenizer", {}).get("config_hash") == identity["config_hash"] \
             and meta["tokenizer"].get("data_hash") == identity["data_hash"]:
-        progress.log(f"reusing the trained codebook in {root / vqlib.VQ_DIR}")
+        progress.log(f"reusing the trained codebook in {root / codelib.VQ_DIR}")
         return meta, held
     if len(train_rows) > spec.codebook.max_train_images:
         pick = np.random.default_rng(spec.codebook.seed + 1).choice(len(train_rows), spec.codebook.max_train_images,
@@ -127,7 +127,7 @@ def _setup_trained(spec: TokenizeImagesSpec, root: Path, rows: list[Row], device
     meta = {"tokenizer": identity, "resolution": resolution, "training": stats,
             "held_out_items": [r[0] for r in held]}
     model.to("cpu")
-    digest = vqlib.save_vq(model, root / vqlib.VQ_DIR, meta)
+    digest = vqlib.save_vq(model, root / codelib.VQ_DIR, meta)
     checkpoint.unlink(missing_ok=True)
     return {**meta, "weights_sha256": digest}, held
 
@@ -143,7 +143,7 @@ def _setup_pretrained(spec: TokenizeImagesSpec, root: Path, rows: list[Row]) -> 
     if resolution % factor:
         raise UnimpError(f"resolution {resolution} is not a multiple of the --vq model's factor {factor}")
     meta = {"tokenizer": {"kind": "pretrained", "source": source}, "resolution": resolution, "training": None}
-    digest = vqlib.save_vq(model, root / vqlib.VQ_DIR, meta)
+    digest = vqlib.save_vq(model, root / codelib.VQ_DIR, meta)
     order = np.random.default_rng(spec.codebook.seed).permutation(len(rows))[:QUALITY_IMAGES]
     return {**meta, "weights_sha256": digest}, [rows[i] for i in sorted(order.tolist())]
 
@@ -232,7 +232,7 @@ def _measure(tok: vqlib.VQ, root: Path, rows: list[Row], codes: dict[int, list[i
     for i in range(n):
         sheet.paste(originals[i], (i * r, 0))
         sheet.paste(recons[i], (i * r, r))
-    with atomic_path(root / vqlib.VQ_DIR / "reconstructions.png") as tmp:
+    with atomic_path(root / codelib.VQ_DIR / "reconstructions.png") as tmp:
         sheet.save(tmp, format="PNG")
     return {**quality, "held_out": held_out}
 
@@ -260,10 +260,10 @@ def run_tokenize_images(spec: TokenizeImagesSpec, progress: Progress | None = No
     tok = vqlib.load_vq(root, device=device)
 
     identity = {"weights_sha256": meta["weights_sha256"], "resolution": tok.resolution, "items_hash": _hash(rows)}
-    old = read_manifest(root).get(vqlib.MANIFEST_KEY)
-    up_to_date = old and old.get("encoding", {}).get("identity") == identity and (root / vqlib.CODES_FILE).is_file()
+    old = read_manifest(root).get(codelib.MANIFEST_KEY)
+    up_to_date = old and old.get("encoding", {}).get("identity") == identity and (root / codelib.CODES_FILE).is_file()
     if up_to_date and not spec.force:
-        progress.log(f"image codes in {root / vqlib.CODES_FILE} are up to date")
+        progress.log(f"image codes in {root / codelib.CODES_FILE} are up to date")
         return old
 
     t_enc = time.perf_counter()
@@ -274,14 +274,14 @@ def run_tokenize_images(spec: TokenizeImagesSpec, progress: Progress | None = No
     if codes_df.height == 0:
         raise UnimpError(f"{root}: none of the {len(rows)} item images could be read "
                          f"(run `unimp filter-images --data {root}` first)")
-    with atomic_path(root / vqlib.CODES_FILE) as tmp:
+    with atomic_path(root / codelib.CODES_FILE) as tmp:
         codes_df.write_parquet(tmp)
     shutil.rmtree(root / PARTS_DIR, ignore_errors=True)
 
     codes = dict(zip(codes_df["item_id"].to_list(), codes_df["codes"].to_list()))
     record = {
-        "file": vqlib.CODES_FILE,
-        "vq": vqlib.VQ_DIR,
+        "file": codelib.CODES_FILE,
+        "vq": codelib.VQ_DIR,
         "tokenizer": {k: v for k, v in meta["tokenizer"].items() if k != "config"},
         "weights_sha256": meta["weights_sha256"],
         "resolution": tok.resolution,
@@ -302,6 +302,6 @@ def run_tokenize_images(spec: TokenizeImagesSpec, progress: Progress | None = No
     }
     # Read the manifest again just before writing, add one key, keep the rest.
     manifest = read_manifest(root)
-    manifest[vqlib.MANIFEST_KEY] = record
+    manifest[codelib.MANIFEST_KEY] = record
     write_json_atomic(root / MANIFEST, manifest)
     return record

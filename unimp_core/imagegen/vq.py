@@ -5,14 +5,13 @@ grid = resolution / f and f = 2 ** (levels - 1) is the model's downsampling fact
 in [-1, 1] (the taming-transformers / diffusers convention).
 
 Sections: building and preprocessing, the `VQ` wrapper (encode/decode), training a small codebook,
-saving and loading (`<dataset>/vq/`, diffusers `save_pretrained` format plus `unimp_vq.json`), and the
-stored codes (`<dataset>/image_codes.parquet`).
+saving and loading (`<dataset>/vq/`, diffusers `save_pretrained` format plus `unimp_vq.json`). The stored
+codes (`<dataset>/image_codes.parquet`) are read by `unimp_core.imagegen.codes`, without torch.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import shutil
@@ -29,11 +28,8 @@ from ..errors import UnimpError
 from ..io import atomic_path, write_json_atomic
 from ..progress import Progress
 from ..specs.images import CodebookSpec
+from .codes import VQ_DIR, VQ_META, read_vq_meta
 
-VQ_DIR = "vq"
-VQ_META = "unimp_vq.json"
-CODES_FILE = "image_codes.parquet"
-MANIFEST_KEY = "image_tokens"
 # Background that non-square images are padded with: product photos sit on white.
 PAD_COLOR = (255, 255, 255)
 
@@ -392,16 +388,6 @@ def save_vq(model, folder: Path, meta: dict[str, Any]) -> str:
     return digest
 
 
-def read_vq_meta(folder: Path) -> dict[str, Any] | None:
-    path = Path(folder) / VQ_META
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None
-
-
 def load_pretrained(source: str):
     """A diffusers VQModel from a local folder (or its `vqvae/` subfolder) or a hub id `owner/name[/subfolder]`."""
     from diffusers import VQModel
@@ -456,35 +442,3 @@ def load_vq(path: str | os.PathLike, device: str = "auto") -> VQ:
         raise UnimpError(f"{folder}: cannot load the VQ model: {(str(exc).splitlines() or [''])[0]}") from exc
     resolution = int(meta.get("resolution") or model.config.sample_size)
     return VQ(model, resolution, pick_device(device), origin=str(folder))
-
-
-# ---------------------------------------------------------------- stored codes
-
-def load_codes(root: str | os.PathLike) -> dict[int, list[int]]:
-    """item_id -> its grid*grid image codes (row-major), for every item whose image was encoded."""
-    import polars as pl
-
-    from ..data.store import read_manifest
-
-    root = Path(root)
-    manifest = read_manifest(root)
-    path = root / CODES_FILE
-    if MANIFEST_KEY not in manifest or not path.is_file():
-        raise UnimpError(f"{root}: no image codes (run `unimp tokenize-images --data {root}` first)")
-    meta = read_vq_meta(root / VQ_DIR) or {}
-    if meta.get("weights_sha256") != manifest[MANIFEST_KEY].get("weights_sha256"):
-        # e.g. a tokenize-images run with another --vq stopped after replacing vq/ but before the codes
-        raise UnimpError(f"{root}: the image codes were made by another tokenizer than {root / VQ_DIR} holds; "
-                         f"rerun `unimp tokenize-images --data {root}`")
-    df = pl.read_parquet(path, columns=["item_id", "codes"])
-    return dict(zip(df["item_id"].to_list(), df["codes"].to_list()))
-
-
-def image_tokens_info(root: str | os.PathLike) -> dict[str, Any]:
-    """The manifest's `image_tokens` record (grid, codebook_size, resolution, quality, ...)."""
-    from ..data.store import read_manifest
-
-    manifest = read_manifest(root)
-    if MANIFEST_KEY not in manifest:
-        raise UnimpError(f"{root}: no image codes (run `unimp tokenize-images --data {root}` first)")
-    return manifest[MANIFEST_KEY]

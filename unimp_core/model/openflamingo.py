@@ -24,10 +24,10 @@ _TOKENS = re.compile(r"<[^>\s]+>|\b(?:item|rate|s|img)_\d+\b")
 def tokenizer_texts(ds: Dataset, seed: int) -> Iterator[str]:
     """What the tiny BPE tokenizer learns from: the catalogue and reviews, and the prompt phrases
     (without the added tokens, which are whole tokens anyway)."""
-    from ..tasks import TASK_NAMES, build_training_samples
+    from ..tasks import BUILTIN_TASKS, build_training_samples
     from .tokenizer import dataset_texts
 
-    prompts = build_training_samples(ds, list(TASK_NAMES), 5, seed, 0)[:2000]
+    prompts = build_training_samples(ds, list(BUILTIN_TASKS), 5, seed, 0)[:2000]
     return itertools.chain(dataset_texts(ds), (_TOKENS.sub(" ", s.text) for s in prompts))
 
 

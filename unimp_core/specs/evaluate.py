@@ -8,10 +8,9 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from ..run_folder import CHECKPOINT_RE
+from ..task_names import TaskName
 from .base import Spec
 
-EVAL_TASKS = ("rec", "search", "exp", "img_sel", "img_gen")
-EvalTask = Literal["rec", "search", "exp", "img_sel", "img_gen"]
 MAX_SLOTS = 5  # selection slots s_0..s_4 exist in the vocabulary (unimp_core.model.vocab.N_SLOTS)
 
 
@@ -27,7 +26,7 @@ class EvaluateSpec(Spec):
     run: Path = Field(description="Run folder written by `unimp train` (its model, tokenizer and weights).")
     checkpoint: str = Field(default="final", description="Weights to evaluate: final, or step-N (a saved checkpoint).")
     split: Literal["valid", "test"] = Field(default="test", description="Evaluation split of the dataset folder's stored instances.")
-    tasks: list[EvalTask] = Field(
+    tasks: list[TaskName] = Field(
         default_factory=list, description="Tasks to evaluate (default: the tasks the run was trained on)."
     )
     data: Path | None = Field(default=None, description="Dataset folder (default: the one the run was trained on).")
@@ -80,7 +79,7 @@ class GenerateSpec(Spec):
     run: Path = Field(description="Run folder written by `unimp train`.")
     checkpoint: str = Field(default="final", description="Weights to use: final, or step-N (a saved checkpoint).")
     data: Path | None = Field(default=None, description="Dataset folder (default: the one the run was trained on).")
-    task: EvalTask = Field(default="rec", description="rec (next items), search (items for --query), exp (rating and "
+    task: TaskName = Field(default="rec", description="rec (next items), search (items for --query), exp (rating and "
                            "explanation for --item), img_sel (pick among --candidates), img_gen (an image for --query).")
     user: str | None = Field(default=None, description="User: internal user id or original user key (id:N / key:K to be explicit).")
     history: list[str] = Field(
@@ -112,15 +111,17 @@ class GenerateSpec(Spec):
             return self
         if (self.user is None) == (not self.history):
             raise ValueError("give either --user (a known user) or --history (items of an unseen user), not both or none")
-        needs = {"query": (("search", "img_gen"), self.query), "item": (("exp",), self.item),
-                 "candidates": (("img_sel",), self.candidates)}
-        for name, (tasks, value) in needs.items():
-            if self.task in tasks and not value:
+        from ..tasks import TASKS  # the registry (polars; not needed by --help)
+
+        given = {"query": self.query, "item": self.item, "candidates": self.candidates, "out": self.out}
+        task = TASKS[self.task]
+        for name, value in given.items():
+            if name in task.needs and not value:
                 raise ValueError(f"--task {self.task} needs --{name}")
-            if self.task not in tasks and value:
-                raise ValueError(f"--{name} is only for --task {' / '.join(tasks)}")
-        if self.out is not None and self.task != "img_gen":
-            raise ValueError("--out is only for --task img_gen")
-        if self.task == "img_sel" and not 2 <= len(self.candidates) <= MAX_SLOTS:
+            takers = [t.name for t in TASKS.values() if name in t.needs + t.accepts]
+            if self.task not in takers and value:
+                raise ValueError(f"--{name} is only for --task {' / '.join(takers)}")
+        if self.candidates and not 2 <= len(self.candidates) <= MAX_SLOTS:
             raise ValueError(f"candidates: give 2 to {MAX_SLOTS} items (got {len(self.candidates)})")
         return self
+

@@ -8,23 +8,22 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from ..task_names import DEFAULT_TASK_WEIGHTS, DEFAULT_TRAIN_TASKS, TaskName, task_names
 from .base import Spec
 from .model import AnyModelSpec, ModelSpec
-
-TASKS = ("rec", "search", "exp", "img_sel", "img_gen")
-Task = Literal["rec", "search", "exp", "img_sel", "img_gen"]
 
 
 class DataSpec(Spec):
     """Which dataset folder and which tasks to train on."""
 
     path: Path = Field(description="Dataset folder written by `unimp prepare`.")
-    tasks: list[Task] = Field(
-        default_factory=lambda: ["rec", "search", "exp", "img_sel"],
+    tasks: list[TaskName] = Field(
+        default_factory=lambda: list(DEFAULT_TRAIN_TASKS),
         description="Tasks mixed into one training stream (one task: single-task training).",
     )
     task_weights: dict[str, float] = Field(
-        default_factory=lambda: {"rec": 2.0}, description="Per-task loss weight (unlisted tasks: 1.0; rec 2.0 as the seed)."
+        default_factory=lambda: dict(DEFAULT_TASK_WEIGHTS),
+        description="Per-task loss weight (unlisted tasks: 1.0; rec 2.0 as the paper's code)."
     )
     history_len: int = Field(default=5, ge=1, le=50, description="History items per prompt (training windows and evaluation).")
     task_history_len: dict[str, int] = Field(
@@ -39,10 +38,10 @@ class DataSpec(Spec):
     def _check(self) -> "DataSpec":
         if not self.tasks:
             raise ValueError("tasks: name at least one task")
-        unknown = set(self.task_weights) - set(TASKS)
+        unknown = set(self.task_weights) - set(task_names())
         if unknown:
             raise ValueError(f"task_weights: unknown task(s) {sorted(unknown)}")
-        unknown = set(self.task_history_len) - set(TASKS)
+        unknown = set(self.task_history_len) - set(task_names())
         if unknown:
             raise ValueError(f"task_history_len: unknown task(s) {sorted(unknown)}")
         bad = {t: n for t, n in self.task_history_len.items() if not 1 <= n <= 50}

@@ -19,25 +19,42 @@ import numpy as np
 
 from ..data.store import Dataset
 from ..errors import UnimpError
+from ..task_names import BUILTIN_TASKS, add_task_name, remove_task_name, task_names
 from . import exp, img_gen, img_sel, rec, search
-from .base import (ANSWER, DEFAULT_TASK_WEIGHTS, EOC, IMAGE, TASK_NAMES, Sample, Task, TaskContext, item_token,
-                   rate_token, slot_token, task_rng)
+from .base import ANSWER, EOC, IMAGE, Sample, Task, TaskContext, item_token, rate_token, slot_token, task_rng
 from .curriculum import curriculum_mix, curriculum_tasks
 
 TASKS: dict[str, Task] = {t.name: t for t in (rec.TASK, search.TASK, exp.TASK, img_sel.TASK, img_gen.TASK)}
+assert tuple(TASKS) == BUILTIN_TASKS
 
 __all__ = [
-    "ANSWER", "DEFAULT_TASK_WEIGHTS", "EOC", "IMAGE", "TASKS", "TASK_NAMES", "Sample", "Task", "TaskContext",
+    "ANSWER", "BUILTIN_TASKS", "EOC", "IMAGE", "TASKS", "Sample", "Task", "TaskContext",
     "build_eval_samples", "build_training_samples", "context", "curriculum_mix", "curriculum_tasks",
-    "get_task", "history_lengths", "instance_table", "item_token", "rate_token", "slot_token",
+    "get_task", "history_lengths", "instance_table", "item_token", "rate_token", "register", "slot_token",
+    "task_names", "unregister",
 ]
+
+
+def register(task: Task) -> Task:
+    """Make `task` known by its name to every command (specs, training, evaluate, generate)."""
+    if task.name in TASKS and TASKS[task.name] is not task:
+        raise UnimpError(f"task {task.name!r} is already registered")
+    TASKS[task.name] = task
+    add_task_name(task.name)
+    return task
+
+
+def unregister(name: str) -> None:
+    """Forget a registered task (built-in ones stay)."""
+    remove_task_name(name)
+    TASKS.pop(name, None)
 
 
 def get_task(name: str) -> Task:
     try:
         return TASKS[name]
     except KeyError:
-        raise UnimpError(f"unknown task {name!r} (choose from {', '.join(TASKS)})") from None
+        raise UnimpError(f"unknown task {name!r} (known: {', '.join(task_names())})") from None
 
 
 def context(data: Dataset | TaskContext) -> TaskContext:

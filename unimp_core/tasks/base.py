@@ -13,6 +13,7 @@ was trained on.
 
 from __future__ import annotations
 
+import importlib
 import math
 import re
 import zlib
@@ -36,9 +37,6 @@ _MARKERS = re.compile(r"<image>|<\|endofchunk\|>|<answer>")
 FIELD_WORDS = 20  # the seed caps each item field at 20 words
 EXPLANATION_WORDS = 30  # and training explanations at 30
 
-# Order matters: it fixes the task ids the collator emits. New tasks are appended.
-TASK_NAMES: tuple[str, ...] = ("rec", "search", "exp", "img_sel", "img_gen")
-DEFAULT_TASK_WEIGHTS: dict[str, float] = {"rec": 2.0, "search": 1.0, "exp": 1.0, "img_sel": 1.0, "img_gen": 1.0}
 
 
 def item_token(item_id: int) -> str:
@@ -199,9 +197,10 @@ class TaskContext:
 
 def image_codes_of(ds: Dataset, n_items: int) -> dict[int, list[int]]:
     """item_id -> image codes when `unimp tokenize-images` has run on the folder, else {}."""
-    if ds.root is None or "image_tokens" not in ds.manifest:
+    from ..imagegen.codes import has_codes, load_codes
+
+    if not has_codes(ds):
         return {}
-    from ..imagegen.vq import load_codes  # torch is imported only for datasets with image codes
 
     return {int(i): [int(c) for c in codes] for i, codes in load_codes(ds.root).items() if 0 <= i < n_items}
 
@@ -291,13 +290,55 @@ def task_rng(seed: int, epoch: int, task: str, stream: int = 0) -> np.random.Gen
 
 
 @dataclass(frozen=True)
-class Task:
-    """A task: how a training user's history becomes samples, and how an eval instance becomes one.
+class Request:
+    """What `unimp generate` asks beside the history: --query, --item and --candidates as item ids."""
 
-    training(ctx, rng, history_len) -> samples (one per training user at most, per epoch)
-    evaluation(ctx, instances, history_len) -> samples (one per instance row)
-    `history_len`: the task's own history length (None: the run's); `instances`: the stored
-    eval/<name>.parquet table its evaluation reads (None: its own name).
+    query: str | None = None
+    item: int | None = None
+    candidates: list[int] | None = None
+
+
+def lazy(path: str) -> Callable[..., Any]:
+    """The function at "module:name", imported on its first call (tasks import neither torch nor the model)."""
+    module, name = path.split(":")
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    call.__qualname__ = call.__name__ = path
+    return call
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task's whole life cycle, found by name (`unimp_core.tasks.get_task`); RecBole's model classes
+    in spirit. Register a new one with `unimp_core.tasks.register`.
+
+    Prompts (no model):
+        training(ctx, rng, history_len) -> samples (one per training user at most, per epoch)
+        evaluation(ctx, instances, history_len) -> samples (one per stored instance row that qualifies)
+        draw_instances(positions, items, rng) -> the eval/<name>.parquet table `unimp prepare` stores
+            (positions: user_id, split, position, item_id/rating/explanation lists); None: the task
+            reads the table of `instances`
+        prompt(ctx, user_id, seq, history_len, request) -> the `unimp generate` prompt for what follows
+            `seq`; `request` is the GenerateSpec with --item/--candidates resolved to item ids
+    Training:
+        configure(spec, ds) -> None: adapt a new run's TrainSpec to the dataset before the model is built
+            (img_gen: the codebook size)
+    Evaluation (unimp_core.evaluation.scoring):
+        records(ev, samples, mine, advance) -> one record per instance index in `mine` (rank or generate)
+        summary(records, samples, ev) -> the task's metrics (its entry in metrics.json)
+        check(ev) -> None: fail early, before any task runs (e.g. img_gen's VQ model)
+        report(res, report) -> (rich table, notes): the terminal view of its metrics
+    Generation (unimp_core.generation):
+        answer(loaded, batch, request, items, history) -> the result's task fields
+        show(result) -> rich renderables; html(result, card) -> HTML of the answer
+    Settings:
+        history_len: the task's own history length (None: the run's)
+        instances: the stored eval table its evaluation reads (None: its own name)
+        ranked: --decode and --exclude-history change its numbers (they then name the evaluation folder)
+        needs / accepts: the GenerateSpec options (query, item, candidates, out) the task requires /
+            also takes; other tasks refuse them
     """
 
     name: str
@@ -305,3 +346,23 @@ class Task:
     evaluation: Callable[[TaskContext, pl.DataFrame, int], list[Sample]]
     history_len: int | None = None
     instances: str | None = None
+    draw_instances: Callable[..., pl.DataFrame] | None = None
+    prompt: Callable[..., Sample] | None = None
+    configure: Callable[..., None] | None = None
+    records: Callable[..., list[dict]] | None = None
+    summary: Callable[..., dict] | None = None
+    check: Callable[..., None] | None = None
+    report: Callable[..., tuple[Any, list[str]]] | None = None
+    answer: Callable[..., dict] | None = None
+    show: Callable[..., list] | None = None
+    html: Callable[..., str] | None = None
+    ranked: bool = False
+    needs: tuple[str, ...] = ()
+    accepts: tuple[str, ...] = ()
+
+    def step(self, name: str) -> Callable[..., Any]:
+        """The task's `name` step; a task without it is one clear error."""
+        fn = getattr(self, name)
+        if fn is None:
+            raise UnimpError(f"task {self.name!r} has no {name} step (it cannot be used this way)")
+        return fn

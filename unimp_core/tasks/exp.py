@@ -12,7 +12,9 @@ import math
 import numpy as np
 import polars as pl
 
-from .base import (EXPLANATION_WORDS, Sample, Task, TaskContext, assemble, clean, join, pick_target,
+from dataclasses import replace
+
+from .base import (EXPLANATION_WORDS, Request, Sample, Task, TaskContext, assemble, clean, join, lazy, pick_target,
                    rate_token)
 
 NAME = "exp"
@@ -66,4 +68,28 @@ def evaluation(ctx: TaskContext, instances: pl.DataFrame, history_len: int) -> l
     return out
 
 
-TASK = Task(NAME, training, evaluation)
+def draw_instances(positions: pl.DataFrame, items: pl.DataFrame, rng: np.random.Generator) -> pl.DataFrame:
+    """eval/exp.parquet: targets with an explanation, after a history holding at least one."""
+    return positions.with_columns(
+        pl.col("item_id").list.get(pl.col("position")).alias("target"),
+        pl.col("rating").list.get(pl.col("position")).alias("rating"),
+        pl.col("explanation").list.get(pl.col("position")).alias("explanation"),
+        pl.col("explanation").list.head(pl.col("position")).list.eval(
+            pl.element().is_not_null() & (pl.element().str.len_chars() > 0)
+        ).list.sum().alias("_hist_exp"),
+    ).filter(
+        pl.col("explanation").is_not_null() & (pl.col("explanation").str.len_chars() > 0) & (pl.col("_hist_exp") >= 1)
+    ).select("user_id", "split", "position", "target", "rating", "explanation")
+
+
+def prompt(ctx: TaskContext, user_id: int, seq: np.ndarray, history_len: int, request: Request) -> Sample:
+    """The rating and explanation the user would give `request.item` after `seq`."""
+    extended = replace(ctx, sequences={user_id: np.append(seq, request.item)},
+                       ratings={user_id: ctx.ratings[user_id] + [None]},
+                       explanations={user_id: ctx.explanations[user_id] + [""]})
+    return make_sample(extended, user_id, len(seq), history_len, "", train=False)
+
+
+TASK = Task(NAME, training, evaluation, prompt=prompt, draw_instances=draw_instances, needs=("item",),
+            records=lazy("unimp_core.evaluation.scoring:exp_records"), summary=lazy("unimp_core.evaluation.scoring:exp_summary"), report=lazy("unimp_core.terminal:exp_report"),
+            answer=lazy("unimp_core.generation:exp_answer"), show=lazy("unimp_core.terminal:show_exp"), html=lazy("unimp_core.generation:exp_html"))

@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from .base import (EOC, IMAGE, Sample, Task, TaskContext, assemble, clean, image_code_token, join, pick_target)
+from .base import (EOC, IMAGE, Request, Sample, Task, TaskContext, assemble, clean, image_code_token, join, lazy,
+                   pick_target)
 
 NAME = "img_gen"
 QUESTION = "What is the generated image ID to the query based on the history?"
@@ -84,4 +85,20 @@ def evaluation(ctx: TaskContext, instances: pl.DataFrame, history_len: int) -> l
     return out
 
 
-TASK = Task(NAME, training, evaluation, history_len=HISTORY_LEN, instances="rec")
+def configure(spec, ds) -> None:
+    """Size the model's img_<k> tokens from the dataset's codebook (never from a hand-set value)."""
+    from ..imagegen.codes import codebook_size
+
+    spec.model.image_gen_codes = codebook_size(ds, spec.model.image_gen_codes)
+
+
+def prompt(ctx: TaskContext, user_id: int, seq: np.ndarray, history_len: int, request: Request) -> Sample:
+    """An image for `request.query` after `seq` (no target codes: the answer is what is generated)."""
+    return make_sample(ctx, user_id, np.append(seq, 0), len(seq), request.query or "", history_len, train=False,
+                       target_codes=[])
+
+
+TASK = Task(NAME, training, evaluation, history_len=HISTORY_LEN, instances="rec", prompt=prompt,
+            needs=("query",), accepts=("out",), configure=configure, check=lazy("unimp_core.evaluation.scoring:check_image_tokenizer"),
+            records=lazy("unimp_core.evaluation.scoring:image_records"), summary=lazy("unimp_core.evaluation.scoring:image_summary"), report=lazy("unimp_core.terminal:image_report"),
+            answer=lazy("unimp_core.generation:image_answer"), show=lazy("unimp_core.terminal:show_image"), html=lazy("unimp_core.generation:image_html"))

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from .base import (EOC, IMAGE, Sample, Task, TaskContext, assemble, draw_negatives, join, pick_target,
-                   slot_token)
+from .base import (EOC, IMAGE, Request, Sample, Task, TaskContext, assemble, draw_negatives, join, lazy,
+                   pick_target, slot_token)
 
 NAME = "img_sel"
 QUESTION = "Can you select the suitable item from above for the user?"
@@ -68,4 +68,36 @@ def evaluation(ctx: TaskContext, instances: pl.DataFrame, history_len: int) -> l
     ]
 
 
-TASK = Task(NAME, training, evaluation)
+def draw_instances(positions: pl.DataFrame, items: pl.DataFrame, rng: np.random.Generator) -> pl.DataFrame:
+    """eval/img_sel.parquet: candidates = the true next 1 or 2 items and negatives the user never
+    touched, shuffled; users who touched (almost) the whole catalogue are left out."""
+    n_items = items.height
+    rows: dict[str, list] = {"user_id": [], "split": [], "position": [], "candidates": [], "answers": []}
+    for user_id, split, position, seq in positions.select("user_id", "split", "position", "item_id").iter_rows():
+        n_true = int(rng.integers(1, 3)) if position >= 2 else 1
+        start = position - n_true + 1
+        answers = [int(a) for a in seq[start:position + 1]]
+        negatives = draw_negatives(rng, n_items, set(seq), N_CANDIDATES - n_true)
+        if negatives is None:
+            continue
+        candidates = answers + negatives
+        rng.shuffle(candidates)
+        rows["user_id"].append(user_id)
+        rows["split"].append(split)
+        rows["position"].append(start)
+        rows["candidates"].append([int(c) for c in candidates])
+        rows["answers"].append(answers)
+    return pl.DataFrame(rows, schema={"user_id": pl.Int64, "split": pl.Utf8, "position": pl.Int64,
+                                      "candidates": pl.List(pl.Int64), "answers": pl.List(pl.Int64)})
+
+
+def prompt(ctx: TaskContext, user_id: int, seq: np.ndarray, history_len: int, request: Request) -> Sample:
+    """Which of `request.candidates` the user takes after `seq`."""
+    candidates = list(request.candidates)
+    return make_sample(ctx, user_id, len(seq), candidates, [candidates[0]], history_len, train=False)
+
+
+TASK = Task(NAME, training, evaluation, prompt=prompt, draw_instances=draw_instances, needs=("candidates",),
+            records=lazy("unimp_core.evaluation.scoring:selection_records"), summary=lazy("unimp_core.evaluation.scoring:selection_summary"),
+            report=lazy("unimp_core.terminal:metrics_report"), answer=lazy("unimp_core.generation:selection_answer"),
+            show=lazy("unimp_core.terminal:show_selection"), html=lazy("unimp_core.generation:selection_html"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from .base import Sample, Task, TaskContext, assemble, item_token, pick_target
+from .base import Request, Sample, Task, TaskContext, assemble, item_token, lazy, pick_target
 
 NAME = "rec"
 QUESTION = "What is the next item recommended to the user?"
@@ -41,4 +41,19 @@ def evaluation(ctx: TaskContext, instances: pl.DataFrame, history_len: int) -> l
     ]
 
 
-TASK = Task(NAME, training, evaluation)
+def draw_instances(positions: pl.DataFrame, items: pl.DataFrame, rng: np.random.Generator) -> pl.DataFrame:
+    """eval/rec.parquet: user_id, split, position and the target (the item at `position`)."""
+    return positions.select(
+        "user_id", "split", "position", pl.col("item_id").list.get(pl.col("position")).alias("target")
+    )
+
+
+def prompt(ctx: TaskContext, user_id: int, seq: np.ndarray, history_len: int, request: Request) -> Sample:
+    """What follows `seq` (the placeholder next item only fills Sample.answer)."""
+    return make_sample(ctx, user_id, np.append(seq, 0), len(seq), history_len, train=False)
+
+
+TASK = Task(NAME, training, evaluation, prompt=prompt, draw_instances=draw_instances, ranked=True,
+            records=lazy("unimp_core.evaluation.scoring:ranking_records"), summary=lazy("unimp_core.evaluation.scoring:ranking_summary"),
+            report=lazy("unimp_core.terminal:ranking_report"), answer=lazy("unimp_core.generation:ranking_answer"),
+            show=lazy("unimp_core.terminal:show_ranking"), html=lazy("unimp_core.generation:ranking_html"))

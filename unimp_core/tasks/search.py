@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from .base import FIELD_WORDS, Sample, Task, TaskContext, assemble, clean, item_token, pick_target
+from .base import FIELD_WORDS, Request, Sample, Task, TaskContext, assemble, clean, item_token, lazy, pick_target
 
 NAME = "search"
 QUESTION = "What is the related item ID to the query based on the history?"
@@ -46,4 +46,20 @@ def evaluation(ctx: TaskContext, instances: pl.DataFrame, history_len: int) -> l
     return out
 
 
-TASK = Task(NAME, training, evaluation)
+def draw_instances(positions: pl.DataFrame, items: pl.DataFrame, rng: np.random.Generator) -> pl.DataFrame:
+    """eval/search.parquet: rec's instances whose target has a category, which is the query."""
+    from .rec import draw_instances as rec_instances
+
+    search = rec_instances(positions, items, rng).join(
+        items.select(pl.col("item_id").alias("target"), pl.col("category").alias("query")), on="target", how="left")
+    return search.filter(pl.col("query").is_not_null() & (pl.col("query").str.len_chars() > 0))
+
+
+def prompt(ctx: TaskContext, user_id: int, seq: np.ndarray, history_len: int, request: Request) -> Sample:
+    return make_sample(ctx, user_id, np.append(seq, 0), len(seq), request.query or "", history_len, train=False)
+
+
+TASK = Task(NAME, training, evaluation, prompt=prompt, draw_instances=draw_instances, ranked=True, needs=("query",),
+            records=lazy("unimp_core.evaluation.scoring:ranking_records"), summary=lazy("unimp_core.evaluation.scoring:ranking_summary"),
+            report=lazy("unimp_core.terminal:ranking_report"), answer=lazy("unimp_core.generation:ranking_answer"),
+            show=lazy("unimp_core.terminal:show_ranking"), html=lazy("unimp_core.generation:ranking_html"))

@@ -21,7 +21,8 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 import torch
 
 from ..errors import UnimpError
-from ..tasks.base import ANSWER, DEFAULT_TASK_WEIGHTS, EOC, IMAGE, TASK_NAMES, Sample
+from ..task_names import DEFAULT_TASK_WEIGHTS, task_names as known_tasks
+from ..tasks.base import ANSWER, EOC, IMAGE, Sample
 
 IGNORE_INDEX = -100
 
@@ -92,7 +93,7 @@ def collate_samples(
     images: ImageFn | None = None,
     image_shape: tuple[int, ...] | None = None,
     task_weights: Mapping[str, float] = DEFAULT_TASK_WEIGHTS,
-    task_names: Sequence[str] = TASK_NAMES,
+    task_names: Sequence[str] | None = None,
     add_bos: bool = True,
     keep_samples: bool = False,
 ) -> dict[str, Any]:
@@ -140,6 +141,7 @@ def collate_samples(
     for b, items in enumerate(kept_images):
         image_ids[b, : len(items)] = torch.tensor(items, dtype=torch.long)
 
+    task_names = task_names or known_tasks()
     try:
         task_ids = torch.tensor([task_names.index(s.task) for s in samples], dtype=torch.long)
         weights = torch.tensor([float(task_weights.get(s.task, 1.0)) for s in samples], dtype=torch.float32)
@@ -189,7 +191,7 @@ def make_collator(
     images: ImageFn | None = None,
     image_shape: tuple[int, ...] | None = None,
     task_weights: Mapping[str, float] | None = None,
-    task_names: Sequence[str] = TASK_NAMES,
+    task_names: Sequence[str] | None = None,
     add_bos: bool = True,
     keep_samples: bool = False,
 ) -> Callable[[Sequence[Sample]], dict[str, Any]]:
@@ -204,5 +206,5 @@ def make_collator(
     return partial(
         collate_samples, tokenizer=tokenizer, ids=special_ids(tokenizer), max_length=max_length,
         padding_side=padding_side, images=images, image_shape=image_shape, task_weights=weights,
-        task_names=tuple(task_names), add_bos=add_bos, keep_samples=keep_samples,
+        task_names=tuple(task_names or known_tasks()), add_bos=add_bos, keep_samples=keep_samples,
     )

@@ -29,7 +29,7 @@ from ..run_folder import FINAL, METRICS, SPEC_FILE
 from ..io import write_bytes_atomic
 from ..progress import Progress
 from ..specs.train import TrainSpec
-from ..tasks import TASK_NAMES, build_eval_samples, history_lengths, instance_table
+from ..tasks import build_eval_samples, get_task, history_lengths, instance_table, task_names
 from . import checkpoint as ckpt
 from .distributed import make_accelerator, reset_accelerate_state
 from .loss import LossParts, answer_loss_parts, per_task
@@ -136,8 +136,8 @@ class Meter:
 
     loss: float = 0.0
     batches: int = 0
-    task_sums: torch.Tensor = field(default_factory=lambda: torch.zeros(len(TASK_NAMES)))
-    task_tokens: torch.Tensor = field(default_factory=lambda: torch.zeros(len(TASK_NAMES)))
+    task_sums: torch.Tensor = field(default_factory=lambda: torch.zeros(len(task_names())))
+    task_tokens: torch.Tensor = field(default_factory=lambda: torch.zeros(len(task_names())))
 
     def add(self, parts: LossParts, batch: dict) -> None:
         self.loss += float(parts.loss.detach())
@@ -145,7 +145,7 @@ class Meter:
         # per-task losses without the task weight, comparable with the validation loss
         w = batch["weights"].to(parts.sample_sums.device)
         plain = torch.where(w > 0, parts.sample_sums / w.clamp(min=1e-12), torch.zeros_like(w))
-        sums, counts = per_task(plain, parts.sample_tokens, batch["task_ids"].to(plain.device), len(TASK_NAMES))
+        sums, counts = per_task(plain, parts.sample_tokens, batch["task_ids"].to(plain.device), len(task_names()))
         self.task_sums += sums.cpu()
         self.task_tokens += counts.cpu().float()
 
@@ -264,27 +264,12 @@ def _setup_run_dir(run: Run) -> bool:
 
 
 def _setup_dataset(spec: TrainSpec) -> Dataset:
-    unknown = [t for t in spec.data.tasks if t not in TASK_NAMES]
-    if unknown:
-        raise UnimpError(f"data.tasks: {unknown} cannot train yet (known: {', '.join(TASK_NAMES)})")
+    tasks = [get_task(t) for t in spec.data.tasks]
     ds = load_dataset(spec.data.path)
-    if "img_gen" in spec.data.tasks:
-        spec.model.image_gen_codes = image_gen_codes(ds, spec.model.image_gen_codes)
+    for task in tasks:
+        if task.configure is not None:
+            task.configure(spec, ds)
     return ds
-
-
-def image_gen_codes(ds: Dataset, given: int = 0) -> int:
-    """The codebook size of the dataset's image codes (the img_<k> tokens img_gen adds).
-
-    It comes from the manifest's image_tokens record; `given` (a saved run's value) must agree."""
-    record = ds.manifest.get("image_tokens")
-    if not record or not (Path(ds.root) / record.get("file", "image_codes.parquet")).is_file():
-        raise UnimpError(f"{ds.root}: img_gen needs image codes; run `unimp tokenize-images --data {ds.root}` first")
-    size = int(record["codebook_size"])
-    if given not in (0, size):
-        raise UnimpError(f"model.image_gen_codes: {given} differs from the codebook size {size} of {ds.root}'s "
-                         "image codes (it is set from the dataset; leave it out)")
-    return size
 
 
 def _setup_model(run: Run, ds: Dataset, fresh: bool) -> Setup:
@@ -425,11 +410,12 @@ def _log_train(run: Run, meter: Meter, lr: float, rate: float) -> None:
     acc = run.accelerator
     packed = torch.cat([torch.tensor([meter.loss, float(meter.batches)]), meter.task_sums, meter.task_tokens])
     packed = acc.reduce(packed.to(acc.device), reduction="sum").cpu()
-    n = len(TASK_NAMES)
+    names = task_names()
+    n = len(names)
     loss_sum, batches, sums, tokens = packed[0], packed[1], packed[2:2 + n], packed[2 + n:]
     if not run.main:
         return
-    task_loss = {t: float(sums[i] / tokens[i]) for i, t in enumerate(TASK_NAMES) if tokens[i] > 0}
+    task_loss = {t: float(sums[i] / tokens[i]) for i, t in enumerate(names) if tokens[i] > 0}
     record = {"step": run.position.step, "epoch": run.position.epoch, "loss": float(loss_sum / batches.clamp(min=1)),
               "lr": lr, "samples_per_s": rate, "task_loss": task_loss}
     _log(run.out / METRICS, record)
