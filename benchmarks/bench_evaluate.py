@@ -1,11 +1,11 @@
-"""Benchmark (not a test): `rec` evaluation speed, exact batched ranking vs the seed's evaluation.
+"""Benchmark (not a test): `rec` evaluation speed, exact batched ranking vs the paper's code's evaluation.
 
     unimp's way   batches of users (left padding), one forward pass, logits of every item token,
                   full ranking (what `unimp evaluate` runs, collation included)
-    seed's way    one user at a time, `generate` with 10 beams, 10 returned sequences, 1 new token
+    paper-code way    one user at a time, `generate` with 10 beams, 10 returned sequences, 1 new token
 
 Both run on the same tiny model and the same users; the script prints users/s of each, the speed-up,
-and whether the top-10 lists agree (the seed's unconstrained beams may spend places on tokens that are
+and whether the top-10 lists agree (the paper's code's unconstrained beams may spend places on tokens that are
 not items; among the items it returns, the order must be ours). With `--run` an existing run is used,
 otherwise the sample shop is prepared and a tiny model trained briefly in a temporary folder.
 

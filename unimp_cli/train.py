@@ -111,7 +111,7 @@ def finetune(
     out: Path = typer.Option(..., "--out", "-o", help=d(RS, "out")),
     data: Optional[Path] = typer.Option(None, "--data", help=DATA_HELP + " (default: the run's)"),
     lr: Optional[float] = typer.Option(None, help=d(OS, "lr")),
-    schedule: Optional[str] = typer.Option(None, help=d(OS, "schedule") + " (default: constant, as the seed's finetune)"),
+    schedule: Optional[str] = typer.Option(None, help=d(OS, "schedule") + " (default: constant, as the paper's finetune script)"),
     warmup_ratio: Optional[float] = typer.Option(None, help=d(OS, "warmup_ratio")),
     gamma: Optional[float] = typer.Option(None, help=d(OS, "gamma")),
     batch_size: Optional[int] = typer.Option(None, help=d(OS, "batch_size")),
@@ -131,7 +131,7 @@ def finetune(
     """Continue from a finished run's weights, by default on `rec` alone with a constant schedule."""
     import json
 
-    from unimp_core.training.train import finetune_spec
+    from unimp_core.specs.train import finetune_spec
 
     overrides = {"data": {"path": data, "tasks": tasks},
                  "optim": {"lr": lr, "schedule": schedule, "warmup_ratio": warmup_ratio, "gamma": gamma,

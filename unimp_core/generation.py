@@ -28,7 +28,7 @@ from .errors import UnimpError
 from .io import safe_join, write_bytes_atomic
 from .progress import Progress
 from .specs.evaluate import GenerateSpec
-from .tasks import Sample, TaskContext, get_task, history_lengths
+from .tasks import Sample, TaskContext, get_task, run_history_lengths
 from .tasks.base import Request
 
 UNSEEN_USER = -1  # id of the user a --history stands for
@@ -152,8 +152,7 @@ def run_generate(spec: GenerateSpec, progress: Progress | None = None) -> dict[s
         user = {"user_id": None, "user_key": None, "split": None, "unseen": True}
     item = resolve_items(items, [spec.item], "--item")[0] if spec.item else None
     candidates = resolve_items(items, spec.candidates, "--candidates") if spec.candidates else None
-    data = loaded.train_spec.data
-    history_len = spec.history_len or history_lengths([spec.task], data.history_len, data.task_history_len)[spec.task]
+    history_len = run_history_lengths(loaded.train_spec.data, [spec.task], spec.history_len)[spec.task]
     task = get_task(spec.task)
     sample = build_prompt(ctx, spec.task, uid, history, history_len, spec.query, item, candidates)
     batch = R.to_device(loaded.collator()([sample]), loaded.device)

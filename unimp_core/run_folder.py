@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import UnimpError, first_line
-from .io import write_json_atomic
+from .io import write_bytes_atomic, write_json_atomic
 
 if TYPE_CHECKING:
     from .specs.train import TrainSpec
@@ -120,6 +120,35 @@ def read_model_meta(run: Path) -> dict[str, Any]:
 
 def tokenizer_dir(run: Path) -> Path:
     return Path(run) / TOKENIZER_DIR
+
+
+# ------------------------------------------------------------------------------------- metrics log
+
+
+def append_metrics(run: Path, record: dict[str, Any]) -> None:
+    """One line of metrics.jsonl (training losses, validation losses, ...)."""
+    with open(Path(run) / METRICS, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def read_metrics(run: Path) -> list[dict[str, Any]]:
+    path = Path(run) / METRICS
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.is_file() else []
+
+
+def trim_metrics(run: Path, step: int) -> None:
+    """On resume, forget the lines written after the checkpoint at `step` (they will be written again)."""
+    path = Path(run) / METRICS
+    if path.is_file():
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip() and _line_step(ln) <= step]
+        write_bytes_atomic(path, ("\n".join(lines) + "\n" if lines else "").encode())
+
+
+def _line_step(line: str) -> int:
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError):
+        return 1 << 62  # a torn last line (killed mid-write) goes
 
 
 # -------------------------------------------------------------------------------------- checkpoints

@@ -170,7 +170,7 @@ def test_fast_ranking_top10_equals_constrained_10_beam_search(setup):
     logp = torch.log_softmax(R.answer_logits(bundle.model, batch), dim=-1)
     expected = logp.gather(1, ids.items[top_items[:, :10]])
     torch.testing.assert_close(torch.tensor(beams.scores), expected, atol=1e-4, rtol=1e-4)
-    # the seed's way: batch 1, unconstrained 10 beams, one new token
+    # the paper's code's way: batch 1, unconstrained 10 beams, one new token
     one = collate([samples[0]])
     seqs, _ = R.generate(bundle.model, one, max_new_tokens=1, eos_id=ids.eoc, pad_id=ids.pad, num_beams=10,
                          num_return=10)

@@ -7,7 +7,7 @@ from unimp_core.specs.model import ModelSpec
 
 
 def test_table_is_the_seeds():
-    expected = {  # name: (LM, cross-attention interval, checkpoint repo), from the seed's mmrec.py
+    expected = {  # name: (LM, cross-attention interval, checkpoint repo), from the paper's code's mmrec.py
         "3b": ("anas-awadalla/mpt-1b-redpajama-200b", 1, "openflamingo/OpenFlamingo-3B-vitl-mpt1b"),
         "3b-instruct": ("anas-awadalla/mpt-1b-redpajama-200b-dolly", 1,
                         "openflamingo/OpenFlamingo-3B-vitl-mpt1b-langinstruct"),

@@ -17,6 +17,8 @@ import torch
 from unimp_core import run_folder as RF
 from unimp_core.errors import UnimpError
 from unimp_core.model import setup as S
+from unimp_core.specs.train import finetune_spec
+from unimp_core.training.stream import validation_samples
 from unimp_core.training import checkpoint as ckpt
 from unimp_core.training import train as T
 
@@ -247,7 +249,7 @@ def test_validation_loss_matches_a_direct_computation(sample_data, tmp_path):
     setup = S.setup_model(spec, ds, run, fresh=False, progress=Progress())
     S.load_trainable(setup.bundle.model, S.load_weights(run), "final")
     collate = make_collator(setup.bundle.tokenizer, max_length=256, images=setup.images, image_shape=setup.image_shape)
-    samples = T.validation_samples(spec, ds)["rec"]
+    samples = validation_samples(spec, ds)["rec"]
     assert len(samples) == 6
     setup.bundle.model.eval()
     with torch.no_grad():
@@ -342,7 +344,7 @@ def test_finetune_starts_from_the_runs_final_weights(sample_data, tmp_path):
     from unimp_core.training.samples import TrainingSamples
 
     source = T.run_train(make_spec(sample_data, tmp_path / "base", run={"max_steps": 3}))
-    spec = T.finetune_spec(source, {"run": {"out": tmp_path / "ft", "max_steps": 2, "log_every": 1}})
+    spec = finetune_spec(source, {"run": {"out": tmp_path / "ft", "max_steps": 2, "log_every": 1}})
     assert spec.data.tasks == ["rec"] and spec.optim.schedule == "constant"
     assert spec.init_from == source.resolve() and spec.model == RF.read_train_spec(source).model
     ft = T.run_train(spec)
@@ -372,10 +374,10 @@ def test_finetune_starts_from_the_runs_final_weights(sample_data, tmp_path):
 
 def test_finetune_needs_a_finished_run(sample_data, tmp_path):
     with pytest.raises(UnimpError, match="not a run folder"):
-        T.finetune_spec(tmp_path, {"run": {"out": tmp_path / "x"}})
+        finetune_spec(tmp_path, {"run": {"out": tmp_path / "x"}})
     (tmp_path / RF.SPEC_FILE).write_text("{}")
     with pytest.raises(UnimpError, match="has not finished"):
-        T.finetune_spec(tmp_path, {"run": {"out": tmp_path / "x"}})
+        finetune_spec(tmp_path, {"run": {"out": tmp_path / "x"}})
 
 
 # ------------------------------------------------------------------ precision, accumulation, curriculum
@@ -449,15 +451,15 @@ def test_finetune_resumed_before_its_first_checkpoint_still_starts_from_the_sour
                                                                                     monkeypatch):
     source = T.run_train(make_spec(sample_data, tmp_path / "base", run={"max_steps": 2}))
     overrides = {"run": {"out": tmp_path / "ft", "max_steps": 2, "save_every": 1}}
-    straight = T.run_train(T.finetune_spec(source, {"run": {**overrides["run"], "out": tmp_path / "straight"}}))
+    straight = T.run_train(finetune_spec(source, {"run": {**overrides["run"], "out": tmp_path / "straight"}}))
 
     def dying_save(*args, **kwargs):
         raise Crash
 
     monkeypatch.setattr(ckpt, "save_checkpoint", dying_save)
     with pytest.raises(Crash):
-        T.run_train(T.finetune_spec(source, overrides))
+        T.run_train(finetune_spec(source, overrides))
     monkeypatch.undo()
     assert RF.list_checkpoints(tmp_path / "ft") == []
-    resumed = T.run_train(T.finetune_spec(source, {"run": {**overrides["run"], "resume": True}}))
+    resumed = T.run_train(finetune_spec(source, {"run": {**overrides["run"], "resume": True}}))
     assert_same_weights(final_weights(straight), final_weights(resumed))

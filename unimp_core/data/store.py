@@ -59,10 +59,6 @@ class Dataset:
         g = self.interactions.group_by("user_id", maintain_order=True).agg(pl.col("item_id"))
         return dict(zip(g["user_id"].to_list(), g["item_id"].to_list()))
 
-    def image_path(self, item_id: int) -> Path | None:
-        rel = self.items["image"][item_id]
-        return None if rel is None or self.root is None else self.root / rel
-
 
 def _select(df: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:
     return df.select([pl.col(c).cast(t) if c in df.columns else pl.lit(None, dtype=t).alias(c) for c, t in schema.items()])

@@ -257,7 +257,7 @@ def rating_metrics(predicted: Sequence[float | None], true: Sequence[float | Non
         predicted: per-sample predicted rating, None (or NaN) when the output had no parsable rating.
         true: per-sample true rating; None/NaN samples have no reference and are left out.
         policy: "exclude" leaves unparsable predictions out; "fill" scores them as `fill_value`
-            (e.g. the training-set mean rating; the seed silently used 3.0).
+            (e.g. the training-set mean rating; the paper's code silently used 3.0).
         fill_value: required for policy "fill".
 
     Returns:
@@ -301,7 +301,7 @@ def parse_slots(text: str | None) -> tuple[frozenset[int], int]:
     """The slots named in an `img_sel` output such as "s_0 s_2".
 
     Returns:
-        (distinct slot numbers, number of distinct other tokens). Like the seed, which scored the set
+        (distinct slot numbers, number of distinct other tokens). Like the paper's code, which scored the set
         of all generated words, other tokens count as wrong picks in precision (see
         `selection_metrics`). Surrounding ",.;:" is stripped from each token; text after
         `<|endofchunk|>` is ignored.
@@ -318,7 +318,7 @@ def parse_slots(text: str | None) -> tuple[frozenset[int], int]:
 
 def selection_per_sample(predicted: Sequence[Iterable[int]], true: Sequence[Iterable[int]],
                          n_other: Sequence[int] | None = None) -> dict[str, np.ndarray]:
-    """Per-sample precision, recall and F1 of selected slots, as the seed computes them.
+    """Per-sample precision, recall and F1 of selected slots, as the paper's code computes them.
 
     Args:
         predicted: per sample, the predicted slot numbers (duplicates count once).
@@ -349,7 +349,7 @@ def selection_per_sample(predicted: Sequence[Iterable[int]], true: Sequence[Iter
 
 def selection_metrics(predicted: Sequence[Iterable[int]], true: Sequence[Iterable[int]],
                       n_other: Sequence[int] | None = None) -> dict[str, float]:
-    """Precision, recall and F1 averaged over samples (per-sample first, as the seed).
+    """Precision, recall and F1 averaged over samples (per-sample first, as the paper's code).
 
     Returns {"precision", "recall", "f1": float}; raises UnimpError when there are no samples.
     """

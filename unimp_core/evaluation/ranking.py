@@ -9,7 +9,7 @@ training, which pads on the right).
 Beam search is kept for two purposes: `constrained_beam` restricts every step to a prefix trie of valid
 item-token sequences (needed when an item id spans several tokens; with single-token items its
 top-k equals the exact ranking's), and `free_beam` generates without constraint and says which
-outputs are not a valid item id at all (what the seed's evaluation silently counted as misses).
+outputs are not a valid item id at all (what the paper's code's evaluation silently counted as misses).
 """
 
 from __future__ import annotations

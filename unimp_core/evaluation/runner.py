@@ -21,7 +21,7 @@ import json
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -32,12 +32,9 @@ from ..io import atomic_path
 from ..progress import Progress
 from ..run_folder import PREDICTIONS
 from ..specs.evaluate import EvaluateSpec
-from ..tasks import TaskContext, build_eval_samples, get_task, history_lengths, instance_table
+from ..tasks import TaskContext, build_eval_samples, get_task, instance_table, run_history_lengths
 from . import metrics as M
 from .scoring import EvalContext
-
-if TYPE_CHECKING:
-    from ..model.setup import LoadedRun
 
 # ------------------------------------------------------------------------------------- training data
 
@@ -54,18 +51,6 @@ def training_interactions(ds: Dataset, ctx: TaskContext) -> tuple[np.ndarray, li
     ratings = [r for u, n in users.items() for r in ctx.ratings[u][:max(n, 0)]
                if r is not None and np.isfinite(r)]
     return (np.concatenate(items) if items else np.zeros(0, dtype=np.int64)), ratings
-
-
-# --------------------------------------------------------------------------------------- per task
-
-
-def eval_history(loaded: LoadedRun, spec: EvaluateSpec, tasks: list[str]) -> dict[str, int]:
-    """task -> history length: --history-len for every task when given, else the run's own lengths
-    (its per-task overrides, the task's default such as img_gen's 2, else the run's history_len)."""
-    if spec.history_len is not None:
-        return {t: spec.history_len for t in tasks}
-    data = loaded.train_spec.data
-    return history_lengths(tasks, data.history_len, data.task_history_len)
 
 
 # --------------------------------------------------------------------------------- distributed
@@ -165,7 +150,7 @@ def run_evaluate(spec: EvaluateSpec, progress: Progress | None = None) -> dict[s
         steps.step("records"), steps.step("summary")
         if steps.check is not None:
             steps.check(ev)
-    lengths = eval_history(loaded, spec, tasks)
+    lengths = run_history_lengths(loaded.train_spec.data, tasks, spec.history_len)
     for task in tasks:
         samples = build_eval_samples(loaded.dataset, task, spec.split, lengths, loaded.ctx)[: spec.limit]
         if not samples:

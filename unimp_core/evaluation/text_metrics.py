@@ -5,7 +5,7 @@ digits (any other character, punctuation and "_" included, separates words). Sco
 
 - BLEU-1 / BLEU-4: corpus-level BLEU (Papineni et al.; one reference per sample, brevity penalty
   over the corpus, uniform weights over 1..n-grams) with NO smoothing, the way PETER/PEPLER report
-  BLEU-1/4; computed here and checked against nltk's `corpus_bleu` in the tests. (The seed's "BLEU"
+  BLEU-1/4; computed here and checked against nltk's `corpus_bleu` in the tests. (The paper's code's "BLEU"
   was the corpus unigram precision without brevity penalty; that is not BLEU-1.)
 - ROUGE-1 / ROUGE-2 / ROUGE-L: F-measure per sample (`rouge_score`, no stemming, ROUGE-L = sentence
   LCS, not rougeLsum), averaged over samples.

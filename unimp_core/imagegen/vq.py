@@ -176,10 +176,6 @@ class VQ:
         """PIL images as the tokenizer sees them (squared, resized): the reference to compare decoded images with."""
         return [square(img, self.resolution) for img in images]
 
-    def reconstruct(self, images: Sequence) -> list:
-        """Encode then decode (what the stored codes look like)."""
-        return self.decode(self.encode(images))
-
 
 # ---------------------------------------------------------------- training a small codebook
 

@@ -301,7 +301,7 @@ def _language_model(spec: ModelSpec, preset: Preset, meta: bool, base_vocab: int
 
 
 def _fp32_kwargs() -> dict[str, Any]:
-    """Load weights in float32, as the seed did (transformers 4 default); transformers 5 defaults to the
+    """Load weights in float32, as the paper's code did (transformers 4 default); transformers 5 defaults to the
     checkpoint's dtype ("auto"), which would mix fp16 LM weights with fp32 Perceiver/cross-attention.
     Mixed precision is the training loop's business (autocast)."""
     import transformers

@@ -1,6 +1,6 @@
 """Vocabulary extension, sized from the dataset: OpenFlamingo's tokens, then UniMP's.
 
-Two steps, in the seed's order, because an OpenFlamingo checkpoint's embedding matrices are sized for
+Two steps, in the paper's code's order, because an OpenFlamingo checkpoint's embedding matrices are sized for
 the first step:
 1. `add_flamingo_tokens`: `<|endofchunk|>` and `<image>` (and `<PAD>` when the tokenizer has no pad
    token), exactly as open_flamingo's factory adds them.
@@ -155,7 +155,7 @@ def vocab_ids(tokenizer: "PreTrainedTokenizerBase", n_items: int, image_gen_code
 def resize_embeddings(lm: "PreTrainedModel", new_size: int) -> None:
     """Resize the LM's input and output embeddings to `new_size` rows; new rows get the mean of the old.
 
-    The mean is the seed-free, sensible start for a new token: it is where an "average" token sits, so a
+    The mean is the neutral start for a new token: it is where an "average" token sits, so a
     new token neither dominates the softmax nor starts far from the rest. Tied embeddings are set once.
     """
     inp = lm.get_input_embeddings()

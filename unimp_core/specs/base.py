@@ -111,11 +111,16 @@ def format_validation_error(exc: ValidationError, origin: str) -> str:
     return f"{origin}: invalid spec: " + "; ".join(parts)
 
 
-def resolve_spec(spec_cls: type[S], config: str | Path | None, overrides: dict[str, Any]) -> S:
-    """Config file (if any) < command-line overrides (None / empty values mean 'not given')."""
-    data: dict[str, Any] = load_config(config) if config else {}
-    data = _deep_merge(data, _drop_none(overrides))
+def merge_spec(spec_cls: type[S], base: dict[str, Any], overrides: dict[str, Any], origin: str) -> S:
+    """`base` < `overrides` (None / empty values mean 'not given'), validated; errors name `origin`."""
+    data = _deep_merge(base, _drop_none(overrides))
     try:
         return spec_cls.model_validate(data)
     except ValidationError as exc:
-        raise UnimpError(format_validation_error(exc, str(config) if config else "options")) from exc
+        raise UnimpError(format_validation_error(exc, origin)) from exc
+
+
+def resolve_spec(spec_cls: type[S], config: str | Path | None, overrides: dict[str, Any]) -> S:
+    """Config file (if any) < command-line overrides (None / empty values mean 'not given')."""
+    return merge_spec(spec_cls, load_config(config) if config else {}, overrides,
+                      str(config) if config else "options")

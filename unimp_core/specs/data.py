@@ -9,7 +9,6 @@ from pydantic import Field, model_validator
 
 from .base import Spec
 
-SOURCES = ("amazon2014", "amazon2018", "hm", "netflix", "files", "sample")
 
 # Column roles a user's own files can map; user/item/timestamp are required.
 INTERACTION_COLUMNS = ("user", "item", "timestamp", "rating", "review", "summary")

@@ -82,7 +82,7 @@ class ModelSpec(Spec):
         description="Image-code tokens img_<i> to add for image generation (0: image generation off).",
     )
     trust_remote_code: bool = Field(
-        default=True, description="Let transformers run a hub model's own code (the MPT language models need it, as in the seed)."
+        default=True, description="Let transformers run a hub model's own code (the MPT language models need it, as in the paper's code)."
     )
     local_files_only: bool = Field(
         default=False, description="Load the language model and tokenizer from the local Hugging Face cache only (no download)."

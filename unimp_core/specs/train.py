@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from ..task_names import DEFAULT_TASK_WEIGHTS, DEFAULT_TRAIN_TASKS, TaskName, task_names
-from .base import Spec
+from .base import Spec, merge_spec
 from .model import AnyModelSpec, ModelSpec
 
 
@@ -28,10 +28,10 @@ class DataSpec(Spec):
     history_len: int = Field(default=5, ge=1, le=50, description="History items per prompt (training windows and evaluation).")
     task_history_len: dict[str, int] = Field(
         default_factory=dict,
-        description="Per-task history length, overriding history_len (img_gen defaults to 2, the seed's).",
+        description="Per-task history length, overriding history_len (img_gen defaults to 2, the paper's code's).",
     )
     max_tokens: int = Field(default=512, ge=32, description="Longest prompt in tokens; longer ones lose their oldest history items.")
-    curriculum: bool = Field(default=False, description="Add tasks in stages across epochs (the seed's curriculum).")
+    curriculum: bool = Field(default=False, description="Add tasks in stages across epochs (the curriculum of the paper's code).")
     valid_users: int = Field(default=64, ge=0, description="Validation instances per task for the periodic validation loss (0: off).")
 
     @model_validator(mode="after")
@@ -58,7 +58,7 @@ class OptimSpec(Spec):
         description="Peak learning rate (default: 3e-3 for the tiny preset, which starts from random weights; "
         "1e-4, the paper's, for the OpenFlamingo presets).",
     )
-    weight_decay: float = Field(default=0.1, ge=0, description="AdamW weight decay, applied to the gated cross-attention weights only (as the seed).")
+    weight_decay: float = Field(default=0.1, ge=0, description="AdamW weight decay, applied to the gated cross-attention weights only (as the paper's code).")
     schedule: Literal["constant", "linear", "cosine"] = Field(default="cosine", description="Learning-rate schedule after warmup.")
     warmup_ratio: float = Field(default=0.03, ge=0, lt=1, description="Share of the steps spent warming up linearly.")
     grad_clip: float = Field(default=1.0, gt=0, description="Gradient norm clipping.")
@@ -110,3 +110,21 @@ class TrainSpec(Spec):
         # img_gen's codebook size (model.image_gen_codes) is not checked here: `run_train` sets it from the
         # dataset's manifest (its image_tokens record), never from a hand-set value.
         return self
+
+
+def finetune_spec(source: Path, overrides: dict) -> TrainSpec:
+    """`unimp finetune --from RUN`: the run's model and data, its final weights, `rec` alone and a
+    constant schedule (as the paper's finetune script) unless overridden."""
+    from .. import run_folder as RF
+    from ..errors import UnimpError
+
+    source = Path(source)
+    base = RF.read_train_spec_dict(source)
+    if not RF.is_finished(source):
+        raise UnimpError(f"{source}: the run has not finished (no {RF.FINAL}/); resume it first")
+    base["init_from"] = str(source.resolve())
+    base["data"]["tasks"] = ["rec"]
+    base["optim"]["schedule"] = "constant"
+    kept = ("precision", "distributed", "seed", "cache_vision_features", "num_workers", "trackers")
+    base["run"] = {k: v for k, v in base.get("run", {}).items() if k in kept}
+    return merge_spec(TrainSpec, base, overrides, "finetune options")

@@ -30,7 +30,7 @@ assert tuple(TASKS) == BUILTIN_TASKS
 __all__ = [
     "ANSWER", "BUILTIN_TASKS", "EOC", "IMAGE", "TASKS", "Sample", "Task", "TaskContext",
     "build_eval_samples", "build_training_samples", "context", "curriculum_mix", "curriculum_tasks",
-    "get_task", "history_lengths", "instance_table", "item_token", "rate_token", "register", "slot_token",
+    "get_task", "history_lengths", "instance_table", "run_history_lengths", "item_token", "rate_token", "register", "slot_token",
     "task_names", "unregister",
 ]
 
@@ -69,7 +69,7 @@ def _check_history_len(history_len: int) -> None:
 
 def history_lengths(tasks: Sequence[str], history_len: int | Mapping[str, int],
                     overrides: Mapping[str, int] | None = None) -> dict[str, int]:
-    """task -> history length: `overrides`, else the task's own default (img_gen: 2, the seed's),
+    """task -> history length: `overrides`, else the task's own default (img_gen: 2, the paper's code's),
     else `history_len`. A mapping `history_len` is taken as given (missing tasks: their default, else 5)."""
     out = {}
     for name in tasks:
@@ -82,6 +82,15 @@ def history_lengths(tasks: Sequence[str], history_len: int | Mapping[str, int],
         _check_history_len(n)
         out[name] = n
     return out
+
+
+def run_history_lengths(data, tasks: Sequence[str], override: int | None = None) -> dict[str, int]:
+    """task -> history length of a run (`data`: its DataSpec): `override` (--history-len) for every
+    task when given, else the run's per-task overrides, the task's default (img_gen: 2), its history_len."""
+    if override is not None:
+        _check_history_len(override)
+        return {name: override for name in tasks}
+    return history_lengths(tasks, data.history_len, data.task_history_len)
 
 
 def instance_table(task: str) -> str:

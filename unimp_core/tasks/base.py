@@ -34,7 +34,7 @@ ANSWER = "<answer>"
 # an image slot that has no picture.
 _MARKERS = re.compile(r"<image>|<\|endofchunk\|>|<answer>")
 
-FIELD_WORDS = 20  # the seed caps each item field at 20 words
+FIELD_WORDS = 20  # the paper's code caps each item field at 20 words
 EXPLANATION_WORDS = 30  # and training explanations at 30
 
 
@@ -270,7 +270,7 @@ def draw_negatives(rng: np.random.Generator, n_items: int, seen: set[int], k: in
 def pick_target(rng: np.random.Generator, length: int, history_len: int, valid: np.ndarray | None = None) -> int | None:
     """Draw a target position p in 1..length-1 of a user's usable prefix (history = sequence[max(0, p-h):p]).
 
-    Positions with a full window of `history_len` items are preferred (as the seed's windows);
+    Positions with a full window of `history_len` items are preferred (as the paper's code's windows);
     shorter users fall back to any position >= 1. `valid` (bool, indexed by position) filters the
     positions, e.g. the target needs an explanation. None when nothing qualifies.
     """

@@ -1,9 +1,9 @@
-"""The seed's curriculum: tasks join the training stream in stages across epochs.
+"""The curriculum of the paper's code: tasks join the training stream in stages across epochs.
 
-The seed (`--train_method continue`) trains rec first, then adds search, img_sel and exp, one per
+The paper's code (`--train_method continue`) trains rec first, then adds search, img_sel and exp, one per
 quarter of the epochs, and replays the tasks already learnt on a quarter of their data while the
 newest task gets all of its data. Here the stages follow the order the tasks are given in, and
-the stages have equal length with the last epoch always training every task (the seed's
+the stages have equal length with the last epoch always training every task (the paper's code's
 `epoch <= n // 4` boundaries never reached the last stage with 4 epochs).
 """
 

@@ -61,7 +61,7 @@ def evaluation(ctx: TaskContext, instances: pl.DataFrame, history_len: int) -> l
         explanation = clean(explanation)
         if not explanation:
             continue
-        # The reference keeps the whole explanation (the seed scores against the full text).
+        # The reference keeps the whole explanation (the paper's code scores against the full text).
         answer = join(_rate(rating), explanation)
         meta = {"split": split, "rating": rating, "explanation": explanation}
         out.append(make_sample(ctx, user_id, position, history_len, answer, train=False, meta=meta))

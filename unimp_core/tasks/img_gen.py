@@ -1,6 +1,6 @@
 """User-guided image generation: spell the image codes of the item the user wants, given a query.
 
-As the seed: the recent history (2 items by default) shows each item with its image codes,
+As the paper's code: the recent history (2 items by default) shows each item with its image codes,
 `<image> Title … ID img_3 img_17 … <|endofchunk|>`, then `Query: <target's category, or its title
 keywords> What is the generated image ID to the query based on the history? <answer> <target's codes>`.
 A VQ decoder turns the codes back into pixels (unimp_core.imagegen). History items without codes
@@ -18,7 +18,7 @@ from .base import (EOC, IMAGE, Request, Sample, Task, TaskContext, assemble, cle
 
 NAME = "img_gen"
 QUESTION = "What is the generated image ID to the query based on the history?"
-HISTORY_LEN = 2  # the seed's history length for this task
+HISTORY_LEN = 2  # the paper's code's history length for this task
 QUERY_WORDS = 8  # title keywords used as the query when the target has no category
 
 

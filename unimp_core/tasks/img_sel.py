@@ -3,7 +3,7 @@
 Candidates are the true next one or two items plus negatives the user never touched, shuffled;
 the answer names their slots in ascending order (`s_0 s_2`). Each candidate reads
 `<image> Selection s_<j> Category … <|endofchunk|>`: the slot token comes after its picture so that,
-under Flamingo's attend-to-the-latest-image rule, it sees its own image (the seed's layout).
+under Flamingo's attend-to-the-latest-image rule, it sees its own image (the paper's code's layout).
 """
 
 from __future__ import annotations

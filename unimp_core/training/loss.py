@@ -6,7 +6,7 @@ predicts token t):
     loss = sum_{b,t} w_b * (1 - p_t)^gamma * (-log p_t) / N
 
 with p_t the model's probability of the label, w_b the sample's task weight and N the number of
-answer tokens (unweighted, as the seed). gamma = 0 is plain cross-entropy.
+answer tokens (unweighted, as the paper's code). gamma = 0 is plain cross-entropy.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""AdamW with the seed's weight-decay groups, and pure learning-rate schedules.
+"""AdamW with the paper's code's weight-decay groups, and pure learning-rate schedules.
 
-Weight decay applies only to the gated cross-attention layers' matrices (the seed's rule: names
+Weight decay applies only to the gated cross-attention layers' matrices (the paper's code's rule: names
 containing "gated_cross_attn", minus biases, norms and the tanh gates); the Perceiver, the new
 token embeddings and everything else train without decay (decaying embeddings would also pull
 the rows of tokens that never occur towards zero).
@@ -24,7 +24,7 @@ def decays(name: str, param: torch.Tensor) -> bool:
     """True for the gated cross-attention weights that get weight decay.
 
     Biases, norm scales and the scalar gates are all 1-D, so "2-D or more" excludes them whatever
-    they are called (the seed's name test missed the LayerNorm inside the feed-forward, `ff.0`).
+    they are called (the paper's code's name test missed the LayerNorm inside the feed-forward, `ff.0`).
     """
     leaf = name.rsplit(".", 1)[-1]
     return ("gated_cross_attn" in name and param.ndim >= 2 and "norm" not in name
@@ -45,7 +45,7 @@ def param_groups(named_params: Iterable[tuple[str, torch.nn.Parameter]], weight_
 
 def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float = 0.1,
                     betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> torch.optim.AdamW:
-    """AdamW over `model`'s trainable parameters with the seed's decay groups."""
+    """AdamW over `model`'s trainable parameters with the paper's code's decay groups."""
     groups = param_groups(model.named_parameters(), weight_decay)
     if not any(g["params"] for g in groups):
         raise UnimpError("optimizer: the model has no trainable parameters")

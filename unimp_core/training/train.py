@@ -9,113 +9,31 @@ loop alone chooses the epoch, no DataLoader draws from the global RNG, and every
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from torch.utils.data import DataLoader, Dataset as TorchDataset
+from torch.utils.data import DataLoader
 
+from .. import run_folder as RF
 from ..data.store import Dataset, load_dataset
 from ..errors import UnimpError
 from ..model.setup import Setup, load_trainable, load_weights, setup_model, trainable_state
-from .. import run_folder as RF
-from ..run_folder import FINAL, METRICS, SPEC_FILE
-from ..io import write_bytes_atomic
 from ..progress import Progress
+from ..run_folder import FINAL, SPEC_FILE
 from ..specs.train import TrainSpec
-from ..tasks import build_eval_samples, get_task, history_lengths, instance_table, task_names
+from ..tasks import get_task, run_history_lengths, task_names
 from . import checkpoint as ckpt
 from .distributed import make_accelerator, reset_accelerate_state
 from .loss import LossParts, answer_loss_parts, per_task
 from .optim import build_optimizer, build_scheduler
 from .samples import SampleDataset, TrainingSamples
-
-
-
-# -------------------------------------------------------------------------------------------- data
-
-
-class EpochStream(TorchDataset):
-    """The training stream as the DataLoader sees it; only the loop switches its epoch.
-
-    accelerate calls `set_epoch(<its own pass count>)` on a dataset that has one, which is wrong for a
-    resumed run (its loader starts counting at 0 mid-run); this wrapper has none.
-    """
-
-    def __init__(self, samples: TrainingSamples) -> None:
-        self.samples = samples
-
-    def use_epoch(self, epoch: int) -> None:
-        if self.samples.epoch != epoch:
-            self.samples.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int):
-        return self.samples[index]
-
-
-def steps_per_epoch(n_samples: int, batch_size: int, world: int, grad_accum: int) -> int:
-    """Optimizer steps in one pass: accelerate gives every process ceil(n / (batch * world)) batches."""
-    batches = math.ceil(n_samples / (batch_size * world))
-    return max(1, math.ceil(batches / grad_accum))
-
-
-def planned_steps(spec: TrainSpec, epoch_size: Callable[[int], int], world: int) -> int:
-    """Total optimizer steps: `max_steps`, or the steps of `epochs` passes (a fractional last pass
-    counts its share); `epoch_size(e)` is the number of samples of epoch e (the curriculum grows)."""
-    if spec.run.max_steps is not None:
-        return spec.run.max_steps
-
-    def per(e: int) -> int:
-        return steps_per_epoch(epoch_size(e), spec.optim.batch_size, world, spec.optim.grad_accum)
-
-    full, frac = int(spec.run.epochs), spec.run.epochs - int(spec.run.epochs)
-    total = sum(per(e) for e in range(full)) + (round(frac * per(full)) if frac > 0 else 0)
-    return max(1, total)
-
-
-def _epoch_sizes(samples: TrainingSamples, n_epochs: int) -> Callable[[int], int]:
-    if not samples.curriculum:
-        size = len(samples)
-        return lambda e: size
-    current = samples.epoch
-    sizes = []
-    for e in range(n_epochs + 1):
-        samples.set_epoch(e)
-        sizes.append(len(samples))
-    samples.set_epoch(current)
-    return lambda e: sizes[min(e, len(sizes) - 1)]
-
-
-def task_history(spec: TrainSpec) -> dict[str, int]:
-    """task -> history length of a run (its overrides, else the task's default, else data.history_len)."""
-    return history_lengths(spec.data.tasks, spec.data.history_len, spec.data.task_history_len)
-
-
-def validation_samples(spec: TrainSpec, ds: Dataset, rank: int = 0, world: int = 1,
-                       progress: Progress | None = None) -> dict[str, list]:
-    """This process's share of the stored validation instances per task (answers appended)."""
-    out = {}
-    if spec.data.valid_users == 0:
-        return out
-    lengths = task_history(spec)
-    for task in spec.data.tasks:
-        if instance_table(task) not in ds.instances:
-            (progress or Progress()).log(f"no eval/{instance_table(task)}.parquet in {ds.root}: "
-                                         f"no validation loss for {task}")
-            continue
-        ev = build_eval_samples(ds, task, "valid", lengths)[: spec.data.valid_users]
-        if ev:
-            out[task] = [s.with_answer() for s in ev[rank::world]]
-    return out
+from .sharded import load_sharded_optimizer, save_sharded_optimizer
+from .stream import EpochStream, epoch_sizes, planned_steps, validation_samples
 
 
 # ------------------------------------------------------------------------------------------ the run
@@ -257,7 +175,7 @@ def _setup_run_dir(run: Run) -> bool:
         if spec.run.resume:
             ckpt.remove_stale(out)
             step = run.resume["state"]["step"] if run.resume else 0
-            _trim_log(out / METRICS, step)
+            RF.trim_metrics(out, step)
         RF.write_train_spec(out, spec)
     acc.wait_for_everyone()
     return fresh
@@ -283,11 +201,11 @@ def _setup_model(run: Run, ds: Dataset, fresh: bool) -> Setup:
 def _setup_data(run: Run, ds: Dataset, setup: Setup) -> None:
     spec, acc = run.spec, run.accelerator
     run.n_epochs = max(1, math.ceil(spec.run.epochs))
-    samples = TrainingSamples(ds, spec.data.tasks, task_history(spec), spec.run.seed,
+    samples = TrainingSamples(ds, spec.data.tasks, run_history_lengths(spec.data, spec.data.tasks), spec.run.seed,
                               curriculum=spec.data.curriculum, n_epochs=run.n_epochs)
     if len(samples) == 0:
         raise UnimpError(f"{ds.root}: no training samples for tasks {spec.data.tasks}")
-    run.total = planned_steps(spec, _epoch_sizes(samples, run.n_epochs), acc.num_processes)
+    run.total = planned_steps(spec, epoch_sizes(samples, run.n_epochs), acc.num_processes)
     if spec.run.max_steps is not None:
         run.n_epochs = 10**9  # as many passes as the steps need
     run.stream = EpochStream(samples)
@@ -323,7 +241,7 @@ def _setup_optimizer(run: Run, setup: Setup) -> None:
         run.progress.log(f"starting from the weights of {spec.init_from}")
     run.model, run.optimizer, run.loader = acc.prepare(model, optimizer, run.loader)
     if run.resume is not None:
-        _load_sharded_optimizer(run, run.resume["path"])
+        load_sharded_optimizer(run, run.resume["path"])
     if spec.run.trackers:
         config = {"lr": spec.optim.lr, "gamma": spec.optim.gamma, "batch_size": spec.optim.batch_size,
                   "tasks": ",".join(spec.data.tasks)}
@@ -396,7 +314,7 @@ def _after_step(run: Run, meter: Meter, clock: dict, advance) -> Meter:
     if run.valid and (pos.step % spec.run.eval_every == 0 or last):
         losses = validation_loss(run.model, run.valid, spec.optim.gamma, acc, run.setup.forward)
         if run.main:
-            _log(run.out / METRICS, {"step": pos.step, "epoch": pos.epoch, "valid_loss": losses})
+            RF.append_metrics(run.out, {"step": pos.step, "epoch": pos.epoch, "valid_loss": losses})
             acc.log({f"valid/{k}": v for k, v in losses.items()}, step=pos.step)
             shown = ", ".join(f"{k} {v:.4f}" for k, v in losses.items())
             run.progress.log(f"step {pos.step}: validation loss {shown}")
@@ -418,7 +336,7 @@ def _log_train(run: Run, meter: Meter, lr: float, rate: float) -> None:
     task_loss = {t: float(sums[i] / tokens[i]) for i, t in enumerate(names) if tokens[i] > 0}
     record = {"step": run.position.step, "epoch": run.position.epoch, "loss": float(loss_sum / batches.clamp(min=1)),
               "lr": lr, "samples_per_s": rate, "task_loss": task_loss}
-    _log(run.out / METRICS, record)
+    RF.append_metrics(run.out, record)
     acc.log({"train/loss": record["loss"], "train/lr": lr,
              **{f"train/{t}": v for t, v in task_loss.items()}}, step=run.position.step)
 
@@ -444,25 +362,6 @@ def validation_loss(model, loaders: dict[str, Any], gamma: float, accelerator,
     return {task: float(sums[2 * k] / max(float(sums[2 * k + 1]), 1.0)) for k, task in enumerate(loaders)}
 
 
-def _log(path: Path, record: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def _trim_log(path: Path, step: int) -> None:
-    """On resume, forget log lines written after the checkpoint (they will be written again)."""
-    if path.is_file():
-        lines = [ln for ln in path.read_text().splitlines() if ln.strip() and _line_step(ln) <= step]
-        write_bytes_atomic(path, ("\n".join(lines) + "\n" if lines else "").encode())
-
-
-def _line_step(line: str) -> int:
-    try:
-        return int(json.loads(line).get("step", 0))
-    except (ValueError, AttributeError):
-        return 1 << 62  # a torn last line (killed mid-write) goes
-
-
 # -------------------------------------------------------------------------------------------- save
 
 
@@ -481,7 +380,7 @@ def _save_checkpoint(run: Run) -> None:
     acc, pos = run.accelerator, run.position
     weights = _trainable_weights(run)
     files: dict[str, Any] = {}
-    sharded = _save_sharded_optimizer(run)
+    sharded = save_sharded_optimizer(run)
     if sharded is not None:
         files[RF.SHARDS_DIR] = lambda path: os.replace(sharded, path)
     else:
@@ -491,42 +390,6 @@ def _save_checkpoint(run: Run) -> None:
                       RF.STATE: {"step": pos.step, "epoch": pos.epoch, "batch": pos.batch}})
         ckpt.save_checkpoint(run.out, pos.step, files, run.spec.run.keep_last)
     acc.wait_for_everyone()
-
-
-def _save_sharded_optimizer(run: Run) -> Path | None:
-    """DeepSpeed / FSDP keep each process's share of the optimizer state: every process writes its
-    own into a staging folder (moved into the checkpoint by the main process). None otherwise."""
-    if run.sharding == "none":
-        return None
-    acc = run.accelerator
-    staging = run.out / RF.CHECKPOINTS / f".step-{run.position.step}.shards"
-    if run.main:
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-    acc.wait_for_everyone()
-    if run.sharding == "deepspeed":
-        run.model.save_checkpoint(str(staging), tag="zero", exclude_frozen_parameters=True)
-    else:
-        from accelerate.utils import save_fsdp_optimizer
-
-        save_fsdp_optimizer(acc.state.fsdp_plugin, acc, run.optimizer, run.model, str(staging))
-    acc.wait_for_everyone()
-    return staging
-
-
-def _load_sharded_optimizer(run: Run, checkpoint: Path) -> None:
-    folder = Path(checkpoint) / RF.SHARDS_DIR
-    if run.sharding == "none":
-        return
-    if not folder.is_dir():
-        raise UnimpError(f"{checkpoint}: no {RF.SHARDS_DIR}/ optimizer shards for a {run.sharding} resume")
-    if run.sharding == "deepspeed":
-        run.model.load_checkpoint(str(folder), tag="zero", load_module_strict=False, load_optimizer_states=True,
-                                  load_lr_scheduler_states=False)
-    else:
-        from accelerate.utils import load_fsdp_optimizer
-
-        load_fsdp_optimizer(run.accelerator.state.fsdp_plugin, run.accelerator, run.optimizer, run.model, str(folder))
 
 
 def _save_final(run: Run) -> None:
@@ -540,29 +403,3 @@ def _save_final(run: Run) -> None:
             RF.STATE: {"step": pos.step, "epoch": pos.epoch, "batch": pos.batch},
         })
     run.accelerator.wait_for_everyone()
-
-
-# ---------------------------------------------------------------------------------------- finetune
-
-
-def finetune_spec(source: Path, overrides: dict) -> TrainSpec:
-    """`unimp finetune --from RUN`: the run's model and data, its final weights, `rec` alone and a
-    constant schedule (as the seed's finetune script) unless overridden."""
-    from pydantic import ValidationError
-
-    from ..specs.base import _deep_merge, _drop_none, format_validation_error
-
-    source = Path(source)
-    base = RF.read_train_spec_dict(source)
-    if not RF.is_finished(source):
-        raise UnimpError(f"{source}: the run has not finished (no {FINAL}/); resume it first")
-    base["init_from"] = str(source.resolve())
-    base["data"]["tasks"] = ["rec"]
-    base["optim"]["schedule"] = "constant"
-    kept = ("precision", "distributed", "seed", "cache_vision_features", "num_workers", "trackers")
-    base["run"] = {k: v for k, v in base.get("run", {}).items() if k in kept}
-    merged = _deep_merge(base, _drop_none(overrides))
-    try:
-        return TrainSpec.model_validate(merged)
-    except ValidationError as exc:
-        raise UnimpError(format_validation_error(exc, "finetune options")) from exc
