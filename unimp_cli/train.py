@@ -31,36 +31,51 @@ def _weights(pairs: list[str] | None) -> dict[str, float] | None:
 
 
 def _overrides(**o) -> dict:
-    """Flags -> the nested spec layout (None means 'not given')."""
+    """Flags -> the nested spec layout (None or absent means 'not given')."""
+    o = {k: v for k, v in o.items() if v is not None}
+    g = o.get
     return {
-        "model": {"preset": o["model"], "train_lm": o["train_lm"], "vision": o["vision"], "lm": o["lm"],
-                  "cross_attn_every_n_layers": o["cross_attn_every"], "checkpoint": o["flamingo_checkpoint"]},
-        "data": {"path": o["data"], "tasks": o["tasks"], "task_weights": _weights(o["task_weight"]),
-                 "history_len": o["history_len"], "max_tokens": o["max_tokens"], "curriculum": o["curriculum"],
-                 "valid_users": o["valid_users"]},
-        "optim": {"lr": o["lr"], "schedule": o["schedule"], "warmup_ratio": o["warmup_ratio"], "gamma": o["gamma"],
-                  "batch_size": o["batch_size"], "grad_accum": o["grad_accum"], "weight_decay": o["weight_decay"]},
-        "run": {"out": o["out"], "epochs": o["epochs"], "max_steps": o["max_steps"], "seed": o["seed"],
-                "precision": o["precision"], "save_every": o["save_every"], "keep_last": o["keep_last"],
-                "eval_every": o["eval_every"], "log_every": o["log_every"], "resume": o["resume"],
-                "distributed": o["distributed"], "accelerate_config": o["accelerate_config"],
-                "cache_vision_features": o["cache_vision_features"], "trackers": o["tracker"],
-                "num_workers": o["num_workers"]},
+        "model": {"preset": g("model"), "train_lm": g("train_lm"), "vision": g("vision"), "lm": g("lm"),
+                  "cross_attn_every_n_layers": g("cross_attn_every"), "checkpoint": g("flamingo_checkpoint")},
+        "data": {"path": g("data"), "tasks": g("tasks"), "task_weights": _weights(g("task_weight")),
+                 "history_len": g("history_len"), "max_tokens": g("max_tokens"), "curriculum": g("curriculum"),
+                 "valid_users": g("valid_users")},
+        "optim": {"lr": g("lr"), "schedule": g("schedule"), "warmup_ratio": g("warmup_ratio"), "gamma": g("gamma"),
+                  "batch_size": g("batch_size"), "grad_accum": g("grad_accum"), "weight_decay": g("weight_decay")},
+        "run": {"out": g("out"), "epochs": g("epochs"), "max_steps": g("max_steps"), "seed": g("seed"),
+                "precision": g("precision"), "save_every": g("save_every"), "keep_last": g("keep_last"),
+                "eval_every": g("eval_every"), "log_every": g("log_every"), "resume": g("resume"),
+                "distributed": g("distributed"), "accelerate_config": g("accelerate_config"),
+                "cache_vision_features": g("cache_vision_features"), "trackers": g("tracker"),
+                "num_workers": g("num_workers")},
     }
 
 
-# Options shared by both commands (typer reads them from each function's signature).
+# Options of both commands, declared once (typer reads them from each function's signature).
 TASKS = typer.Option(None, "--tasks", help=d(DS, "tasks") + " Several: --tasks rec exp.")
-OUT = typer.Option(None, "--out", "-o", help=d(RS, "out"))
 # --data is checked by the core (one line: missing folder, unfinished or other schema version), not by typer.
 DATA_HELP = d(DS, "path")
+LR = typer.Option(None, help=d(OS, "lr"))
+WARMUP_RATIO = typer.Option(None, help=d(OS, "warmup_ratio"))
+GAMMA = typer.Option(None, help=d(OS, "gamma"))
+BATCH_SIZE = typer.Option(None, help=d(OS, "batch_size"))
+GRAD_ACCUM = typer.Option(None, help=d(OS, "grad_accum"))
+EPOCHS = typer.Option(None, help=d(RS, "epochs"))
+MAX_STEPS = typer.Option(None, help=d(RS, "max_steps"))
+SEED = typer.Option(None, help=d(RS, "seed"))
+SAVE_EVERY = typer.Option(None, help=d(RS, "save_every"))
+KEEP_LAST = typer.Option(None, help=d(RS, "keep_last"))
+EVAL_EVERY = typer.Option(None, help=d(RS, "eval_every"))
+LOG_EVERY = typer.Option(None, help=d(RS, "log_every"))
+RESUME = typer.Option(None, "--resume", help=d(RS, "resume"))
+DRY_RUN = typer.Option(False, "--dry-run", help=DRY_RUN_HELP)
 
 
 @handle_errors
 def train(
     data: Optional[Path] = typer.Option(None, "--data", help=DATA_HELP),
     tasks: Optional[List[str]] = TASKS,
-    out: Optional[Path] = OUT,
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help=d(RS, "out")),
     model: Optional[str] = typer.Option(None, "--model", help=d(MS, "preset")),
     vision: Optional[str] = typer.Option(None, help=d(MS, "vision")),
     lm: Optional[str] = typer.Option(None, help=d(MS, "lm")),
@@ -72,22 +87,22 @@ def train(
     max_tokens: Optional[int] = typer.Option(None, help=d(DS, "max_tokens")),
     curriculum: Optional[bool] = typer.Option(None, "--curriculum/--no-curriculum", help=d(DS, "curriculum")),
     valid_users: Optional[int] = typer.Option(None, help=d(DS, "valid_users")),
-    lr: Optional[float] = typer.Option(None, help=d(OS, "lr")),
+    lr: Optional[float] = LR,
     schedule: Optional[str] = typer.Option(None, help=d(OS, "schedule")),
-    warmup_ratio: Optional[float] = typer.Option(None, help=d(OS, "warmup_ratio")),
+    warmup_ratio: Optional[float] = WARMUP_RATIO,
     weight_decay: Optional[float] = typer.Option(None, help=d(OS, "weight_decay")),
-    gamma: Optional[float] = typer.Option(None, help=d(OS, "gamma")),
-    batch_size: Optional[int] = typer.Option(None, help=d(OS, "batch_size")),
-    grad_accum: Optional[int] = typer.Option(None, help=d(OS, "grad_accum")),
-    epochs: Optional[float] = typer.Option(None, help=d(RS, "epochs")),
-    max_steps: Optional[int] = typer.Option(None, help=d(RS, "max_steps")),
-    seed: Optional[int] = typer.Option(None, help=d(RS, "seed")),
+    gamma: Optional[float] = GAMMA,
+    batch_size: Optional[int] = BATCH_SIZE,
+    grad_accum: Optional[int] = GRAD_ACCUM,
+    epochs: Optional[float] = EPOCHS,
+    max_steps: Optional[int] = MAX_STEPS,
+    seed: Optional[int] = SEED,
     precision: Optional[str] = typer.Option(None, help=d(RS, "precision")),
-    save_every: Optional[int] = typer.Option(None, help=d(RS, "save_every")),
-    keep_last: Optional[int] = typer.Option(None, help=d(RS, "keep_last")),
-    eval_every: Optional[int] = typer.Option(None, help=d(RS, "eval_every")),
-    log_every: Optional[int] = typer.Option(None, help=d(RS, "log_every")),
-    resume: Optional[bool] = typer.Option(None, "--resume", help=d(RS, "resume")),
+    save_every: Optional[int] = SAVE_EVERY,
+    keep_last: Optional[int] = KEEP_LAST,
+    eval_every: Optional[int] = EVAL_EVERY,
+    log_every: Optional[int] = LOG_EVERY,
+    resume: Optional[bool] = RESUME,
     distributed: Optional[str] = typer.Option(None, help=d(RS, "distributed")),
     accelerate_config: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help=d(RS, "accelerate_config")),
     cache_vision_features: Optional[bool] = typer.Option(None, "--cache-vision-features/--no-cache-vision-features",
@@ -95,12 +110,13 @@ def train(
     tracker: Optional[List[str]] = typer.Option(None, help=d(RS, "trackers")),
     num_workers: Optional[int] = typer.Option(None, help=d(RS, "num_workers")),
     config: Optional[Path] = typer.Option(None, "--config", exists=True, dir_okay=False, help=CONFIG_HELP),
-    dry_run: bool = typer.Option(False, "--dry-run", help=DRY_RUN_HELP),
+    dry_run: bool = DRY_RUN,
 ) -> None:
     """Train the UniMP model on one or several tasks of a dataset folder."""
+    overrides = _overrides(**locals())
     from unimp_core.specs.train import TrainSpec
 
-    spec = resolve(TrainSpec, config, _overrides(**locals()), dry_run)
+    spec = resolve(TrainSpec, config, overrides, dry_run)
     _run(spec)
 
 
@@ -110,35 +126,30 @@ def finetune(
     tasks: Optional[List[str]] = typer.Option(None, "--tasks", help=d(DS, "tasks") + " (default: rec)"),
     out: Path = typer.Option(..., "--out", "-o", help=d(RS, "out")),
     data: Optional[Path] = typer.Option(None, "--data", help=DATA_HELP + " (default: the run's)"),
-    lr: Optional[float] = typer.Option(None, help=d(OS, "lr")),
+    lr: Optional[float] = LR,
     schedule: Optional[str] = typer.Option(None, help=d(OS, "schedule") + " (default: constant, as the paper's finetune script)"),
-    warmup_ratio: Optional[float] = typer.Option(None, help=d(OS, "warmup_ratio")),
-    gamma: Optional[float] = typer.Option(None, help=d(OS, "gamma")),
-    batch_size: Optional[int] = typer.Option(None, help=d(OS, "batch_size")),
-    grad_accum: Optional[int] = typer.Option(None, help=d(OS, "grad_accum")),
-    epochs: Optional[float] = typer.Option(None, help=d(RS, "epochs")),
-    max_steps: Optional[int] = typer.Option(None, help=d(RS, "max_steps")),
-    seed: Optional[int] = typer.Option(None, help=d(RS, "seed")),
+    warmup_ratio: Optional[float] = WARMUP_RATIO,
+    gamma: Optional[float] = GAMMA,
+    batch_size: Optional[int] = BATCH_SIZE,
+    grad_accum: Optional[int] = GRAD_ACCUM,
+    epochs: Optional[float] = EPOCHS,
+    max_steps: Optional[int] = MAX_STEPS,
+    seed: Optional[int] = SEED,
     precision: Optional[str] = typer.Option(None, help=d(RS, "precision") + " (default: the run's)"),
-    save_every: Optional[int] = typer.Option(None, help=d(RS, "save_every")),
-    keep_last: Optional[int] = typer.Option(None, help=d(RS, "keep_last")),
-    eval_every: Optional[int] = typer.Option(None, help=d(RS, "eval_every")),
-    log_every: Optional[int] = typer.Option(None, help=d(RS, "log_every")),
+    save_every: Optional[int] = SAVE_EVERY,
+    keep_last: Optional[int] = KEEP_LAST,
+    eval_every: Optional[int] = EVAL_EVERY,
+    log_every: Optional[int] = LOG_EVERY,
     distributed: Optional[str] = typer.Option(None, help=d(RS, "distributed") + " (default: the run's)"),
-    resume: Optional[bool] = typer.Option(None, "--resume", help=d(RS, "resume")),
-    dry_run: bool = typer.Option(False, "--dry-run", help=DRY_RUN_HELP),
+    resume: Optional[bool] = RESUME,
+    dry_run: bool = DRY_RUN,
 ) -> None:
     """Continue from a finished run's weights, by default on `rec` alone with a constant schedule."""
+    overrides = _overrides(**locals())
     import json
 
     from unimp_core.specs.train import finetune_spec
 
-    overrides = {"data": {"path": data, "tasks": tasks},
-                 "optim": {"lr": lr, "schedule": schedule, "warmup_ratio": warmup_ratio, "gamma": gamma,
-                           "batch_size": batch_size, "grad_accum": grad_accum},
-                 "run": {"out": out, "epochs": epochs, "max_steps": max_steps, "seed": seed, "precision": precision,
-                         "save_every": save_every, "keep_last": keep_last, "eval_every": eval_every,
-                         "log_every": log_every, "distributed": distributed, "resume": resume}}
     spec = finetune_spec(source, overrides)
     if dry_run:
         typer.echo(json.dumps(spec.model_dump(mode="json"), indent=2))
