@@ -10,6 +10,7 @@ import typer
 from unimp_core.specs.data import FilterImagesSpec, PrepareSpec
 from unimp_core.specs.evaluate import EvaluateSpec, GenerateSpec
 from unimp_core.specs.images import TokenizeImagesSpec
+from unimp_core.specs.serve import ServeSpec
 from unimp_core.specs.train import TrainSpec
 
 from .common import config_only_help, expand_multi
@@ -17,12 +18,13 @@ from .evaluate import evaluate
 from .filter_images import filter_images
 from .generate import generate
 from .prepare import prepare
+from .serve import serve
 from .tokenize_images import tokenize_images
 from .train import finetune, train
 
 app = typer.Typer(
     name="unimp",
-    help="Unified multi-modal personalization (UniMP): prepare data, train, evaluate, generate.",
+    help="Unified multi-modal personalization (UniMP): prepare data, train, evaluate, generate, serve.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -32,6 +34,7 @@ COMMANDS = [
     ("prepare", prepare, PrepareSpec), ("filter-images", filter_images, FilterImagesSpec),
     ("tokenize-images", tokenize_images, TokenizeImagesSpec), ("train", train, TrainSpec),
     ("finetune", finetune, TrainSpec), ("evaluate", evaluate, EvaluateSpec), ("generate", generate, GenerateSpec),
+    ("serve", serve, ServeSpec),
 ]
 for _name, _fn, _spec in COMMANDS:
     app.command(_name, epilog=config_only_help(_spec, _fn))(_fn)

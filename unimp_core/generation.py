@@ -16,7 +16,7 @@ import base64
 import html
 import math
 import re
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +47,12 @@ def list_users(run: Path, data: Path | None = None) -> pl.DataFrame:
     return pl.read_parquet(Path(root) / "users.parquet").select("user_id", "user_key", "split", "length").sort("user_id")
 
 
-def resolve_user(users: pl.DataFrame, text: str, run: Path) -> int:
-    """An internal user id or an original user key (`id:N` / `key:K` say which) -> user id."""
-    hint = f"list them with `unimp generate --run {run} --list-users`"
+def resolve_user(users: pl.DataFrame, text: str, run: Path, option: str = "--user", hint: str | None = None) -> int:
+    """An internal user id or an original user key (`id:N` / `key:K` say which) -> user id.
+
+    `option` and `hint` name the input and where to find the users in the error messages.
+    """
+    hint = hint or f"list them with `unimp generate --run {run} --list-users`"
     m = _PREFIXED.match(text)
     kind, value = (m.group(1), m.group(2)) if m else (None, text)
     by_id = None
@@ -61,12 +64,12 @@ def resolve_user(users: pl.DataFrame, text: str, run: Path) -> int:
         hit = users.filter(pl.col("user_key") == value)["user_id"]
         by_key = int(hit[0]) if hit.len() else None
     if kind == "src":
-        raise UnimpError(f"--user {text}: use id:N or key:K for users (src: is for items)")
+        raise UnimpError(f"{option} {text}: use id:N or key:K for users (src: is for items)")
     if by_id is not None and by_key is not None and by_id != by_key:
-        raise UnimpError(f"--user {text}: both user id {by_id} and the key of user {by_key}; say id:{value} or key:{value}")
+        raise UnimpError(f"{option} {text}: both user id {by_id} and the key of user {by_key}; say id:{value} or key:{value}")
     found = by_id if by_id is not None else by_key
     if found is None:
-        raise UnimpError(f"--user {text}: no such user id or user key in this dataset; {hint}")
+        raise UnimpError(f"{option} {text}: no such user id or user key in this dataset; {hint}")
     return found
 
 
@@ -128,19 +131,24 @@ def build_prompt(ctx: TaskContext, task: str, user_id: int | None, history: list
 # --------------------------------------------------------------------------------------------- run
 
 
-def run_generate(spec: GenerateSpec, progress: Progress | None = None) -> dict[str, Any]:
-    """Answer `spec.task` for one user; returns a JSON-able result (and writes `spec.html` if set)."""
-    import torch
+@dataclass
+class Prepared:
+    """One question resolved against a loaded run: its prompt and what the answer is shown with."""
 
-    from .evaluation import ranking as R
-    from .model.setup import load_run
+    spec: GenerateSpec
+    sample: Sample
+    history: list[int]  # the user's whole history (the prompt shows its last history_len items)
+    head: dict[str, Any]  # the result's fields that do not depend on the model
 
-    progress = progress or Progress()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    loaded = load_run(spec.run, spec.checkpoint, spec.data, device=device, history_len=spec.history_len,
-                  max_tokens=spec.max_tokens, progress=progress)
+
+def prepare(loaded, spec: GenerateSpec, items: pl.DataFrame | None = None) -> Prepared:
+    """Resolve `spec`'s user (or history) and items against the loaded run and build its prompt.
+
+    Args:
+        items: the catalogue sorted by item id (default: sorted here; a server passes it once).
+    """
     ds, ctx = loaded.dataset, loaded.ctx
-    items = ds.items.sort("item_id")
+    items = ds.items.sort("item_id") if items is None else items
     if spec.user is not None:
         users = ds.users
         uid = resolve_user(users, spec.user, spec.run)
@@ -153,18 +161,49 @@ def run_generate(spec: GenerateSpec, progress: Progress | None = None) -> dict[s
     item = resolve_items(items, [spec.item], "--item")[0] if spec.item else None
     candidates = resolve_items(items, spec.candidates, "--candidates") if spec.candidates else None
     history_len = run_history_lengths(loaded.train_spec.data, [spec.task], spec.history_len)[spec.task]
-    task = get_task(spec.task)
     sample = build_prompt(ctx, spec.task, uid, history, history_len, spec.query, item, candidates)
-    batch = R.to_device(loaded.collator()([sample]), loaded.device)
-
-    result: dict[str, Any] = {
+    head: dict[str, Any] = {
         "task": spec.task, "run": str(spec.run), "checkpoint": spec.checkpoint, "dataset": str(ds.root),
         "synthetic": bool(ds.manifest.get("synthetic", False)), "user": user,
         "history": [item_row(items, i) for i in history[-history_len:]], "history_total": len(history),
     }
-    result.update(task.step("answer")(loaded, batch, spec, items, history))
+    return Prepared(spec, sample, history, head)
+
+
+def answer(loaded, spec: GenerateSpec, prepared: Prepared | None = None, items: pl.DataFrame | None = None) -> dict[str, Any]:
+    """Answer `spec.task` for one user with a loaded run: a JSON-able result (an image's pixels as a data URI)."""
+    from .evaluation import ranking as R
+
+    items = loaded.dataset.items.sort("item_id") if items is None else items
+    p = prepared or prepare(loaded, spec, items)
+    batch = R.to_device(loaded.collator()([p.sample]), loaded.device)
+    return {**p.head, **get_task(spec.task).step("answer")(loaded, batch, spec, items, p.history)}
+
+
+def answer_ranked(loaded, prepared: list[Prepared], items: pl.DataFrame) -> list[dict[str, Any]]:
+    """rec / search for several prepared questions at once: one collated batch, one forward pass
+    (what `unimp serve` batches; each result equals `answer`'s for the same question)."""
+    from .evaluation import ranking as R
+
+    batch = R.to_device(loaded.collator()([p.sample for p in prepared]), loaded.device)
+    lists = rank_items(loaded, batch, [p.history for p in prepared], [p.spec.k for p in prepared],
+                       [p.spec.exclude_history for p in prepared], items)
+    return [{**p.head, **_ranking_fields(p.spec, recs)} for p, recs in zip(prepared, lists)]
+
+
+def run_generate(spec: GenerateSpec, progress: Progress | None = None) -> dict[str, Any]:
+    """Answer `spec.task` for one user; returns a JSON-able result (and writes `spec.html` if set)."""
+    import torch
+
+    from .model.setup import load_run
+
+    progress = progress or Progress()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    loaded = load_run(spec.run, spec.checkpoint, spec.data, device=device, history_len=spec.history_len,
+                      max_tokens=spec.max_tokens, progress=progress)
+    result = answer(loaded, spec)
     if spec.html is not None:
-        write_html(result, ds, spec.html)
+        write_html(result, loaded.dataset, spec.html)
         result["html"] = str(spec.html)
     if "image" in result:
         result["image"].pop("data_uri", None)  # only the page needs the pixels
@@ -174,25 +213,47 @@ def run_generate(spec: GenerateSpec, progress: Progress | None = None) -> dict[s
 # ----------------------------------------------------------------------------------- answers by kind
 
 
-def ranking_answer(loaded, batch: dict[str, Any], spec: GenerateSpec, items: pl.DataFrame,
-                   history: list[int]) -> dict[str, Any]:
-    """rec / search: the top-k items over the whole catalogue, with their probabilities."""
+def rank_items(loaded, batch: dict[str, Any], histories: list[list[int]], ks: list[int], exclude: list[bool],
+               items: pl.DataFrame) -> list[list[dict[str, Any]]]:
+    """rec / search for a batch of prompts in one forward pass (the exact ranking `evaluate` uses).
+
+    Args:
+        batch: the prompts collated by `loaded.collator()` (left padding), on the model's device.
+        histories, ks, exclude: per prompt, the user's history, how many items to list and whether
+            history items may be listed.
+    Returns:
+        Per prompt, its top items best first: rank, the item's row, probability (score), logit, in_history.
+    """
     import torch
 
     from .evaluation import ranking as R
 
-    scores = R.item_scores(R.answer_logits(loaded.bundle.model, batch), loaded.bundle.ids.items).cpu()  # (1, N)
+    scores = R.item_scores(R.answer_logits(loaded.bundle.model, batch), loaded.bundle.ids.items).cpu()  # (B, N)
     probs = torch.softmax(scores, dim=1)  # over the catalogue: how sure the model is, 0..1
-    mask = R.exclusion_mask([history], None, loaded.bundle.n_items) if spec.exclude_history else None
-    top_p, top_i = R.top_items(probs, spec.k, mask)
-    seen = set(history)
-    out: dict[str, Any] = {"recommendations": [
-        {"rank": r + 1, **item_row(items, i), "score": p, "logit": float(scores[0, i]), "in_history": i in seen}
-        for r, (i, p) in enumerate(zip(top_i[0].tolist(), top_p[0].tolist()))]}
-    out["score"] = "probability of the item token among all item tokens"
+    mask = (R.exclusion_mask([h if ex else [] for h, ex in zip(histories, exclude)], None, loaded.bundle.n_items)
+            if any(exclude) else None)  # (B, N)
+    top_p, top_i = R.top_items(probs, max(ks), mask)  # (B, max k)
+    out = []
+    for row, (history, k) in enumerate(zip(histories, ks)):
+        seen = set(history)
+        listed = [(i, p) for i, p in zip(top_i[row, :k].tolist(), top_p[row, :k].tolist()) if p != float("-inf")]
+        out.append([{"rank": r + 1, **item_row(items, i), "score": p, "logit": float(scores[row, i]), "in_history": i in seen}
+                    for r, (i, p) in enumerate(listed)])  # excluded items (-inf) are never listed
+    return out
+
+
+def _ranking_fields(spec: GenerateSpec, recommendations: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"recommendations": recommendations,
+                           "score": "probability of the item token among all item tokens"}
     if spec.query is not None:
         out["query"] = spec.query
     return out
+
+
+def ranking_answer(loaded, batch: dict[str, Any], spec: GenerateSpec, items: pl.DataFrame,
+                   history: list[int]) -> dict[str, Any]:
+    """rec / search: the top-k items over the whole catalogue, with their probabilities."""
+    return _ranking_fields(spec, rank_items(loaded, batch, [history], [spec.k], [spec.exclude_history], items)[0])
 
 
 def _generated_text(loaded, batch: dict[str, Any], spec: GenerateSpec) -> str:
