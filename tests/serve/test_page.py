@@ -2,36 +2,35 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 
 import pytest
 
+from tests.conftest import skip_unless_ci
 from tests.evaluation.trained import trained_run
 from tests.serve.process import ServerProcess
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium", path="/usr/bin")
 CHROMEDRIVER = shutil.which("chromedriver") or shutil.which("chromedriver", path="/usr/bin")
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
-                                 reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        skip_unless_ci("no chromium or chromedriver (Debian's chromium and chromium-driver; .ci/run installs them)")
     srv = ServerProcess(trained_run(tmp_path_factory)).start()
     yield srv
     srv.stop()
 
 
 @pytest.fixture
-def browser(tmp_path):
-    pytest.importorskip("selenium")
+def browser(tmp_path, monkeypatch):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager look for a driver online
+    monkeypatch.setenv("SE_OFFLINE", "true")  # never let Selenium Manager look for a driver online
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,900",
