@@ -36,8 +36,27 @@ def test_tiny_builds_offline(tiny_bundle):
     assert len(b.model.perceiver.layers) == 1 and b.model.perceiver.latents.shape == (8, 64)
 
 
-def test_freezing_as_openflamingo(tiny_bundle):
-    model = tiny_bundle.model
+def test_tiny_trains_its_random_lm_by_default(tiny_bundle):
+    lm = tiny_bundle.model.lang_encoder
+    assert tiny_bundle.spec.train_lm is True
+    assert all(p.requires_grad for p in lm.parameters())
+    assert not any(p.requires_grad for p in tiny_bundle.model.vision_encoder.parameters())
+
+
+def test_tiny_item_tokens_start_as_distinct_random_rows(tiny_bundle):
+    # A random LM's token mean is a near-zero vector: every item would start as the same one.
+    lm = tiny_bundle.model.lang_encoder
+    std = lm.config.initializer_range
+    for weight in (lm.get_input_embeddings().weight, lm.get_output_embeddings().weight):
+        rows = weight[tiny_bundle.ids.items].detach()  # (N, d)
+        assert torch.cdist(rows, rows).add(torch.eye(len(rows))).min() > 0.1 * std
+        assert 0.7 * std < rows.std().item() < 1.3 * std
+
+
+def test_freezing_as_openflamingo(dataset):
+    bundle = build_model(ModelSpec(train_lm=False), items_text=dataset, n_items=N_ITEMS)
+    tiny_bundle = bundle
+    model = bundle.model
     lm = model.lang_encoder
     assert not any(p.requires_grad for p in model.vision_encoder.parameters())
     assert all(p.requires_grad for p in model.perceiver.parameters())
@@ -52,12 +71,43 @@ def test_freezing_as_openflamingo(tiny_bundle):
 
 
 def test_train_lm_unfreezes_the_lm_only(tiny_bundle, fresh_model):
+    frozen = freeze(fresh_model, train_lm=False)
     count = freeze(fresh_model, train_lm=True)
     lm = fresh_model.lang_encoder
     assert all(p.requires_grad for p in lm.parameters())
     assert not any(p.requires_grad for p in fresh_model.vision_encoder.parameters())
-    assert count == tiny_bundle.trainable + sum(p.numel() for p in lm.old_decoder_blocks.parameters()) + sum(
+    assert count == tiny_bundle.trainable == frozen + sum(p.numel() for p in lm.old_decoder_blocks.parameters()) + sum(
         p.numel() for n, p in lm.named_parameters() if "final_layer_norm" in n)
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "llama"])
+def test_logits_at_label_positions_match_the_full_logits(arch):
+    """`logits_at` runs the head where the loss reads only: same logits, same loss, same gradients."""
+    from unimp_core.training.loss import answer_loss_parts, label_positions
+
+    ds = make_dataset(12)
+    bundle = build_model(ModelSpec(tiny={"lm_arch": arch, "layers": 1}), items_text=ds, n_items=12)
+    model, tok = bundle.model, bundle.tokenizer
+    texts = ["<answer> item_3 <|endofchunk|> <answer> item_5 <|endofchunk|> next? <answer> item_7 <|endofchunk|>",
+             "Title red hats <answer> item_1 <|endofchunk|> next? <answer> item_2 <|endofchunk|>"]
+    enc = _batch(tok, texts)
+    answer = tok.convert_tokens_to_ids("<answer>")
+    labels = enc.input_ids.clone()
+    labels[(enc.attention_mask == 0) | (labels == answer)] = -100
+    labels[:, :2] = -100
+    vision = torch.zeros(2, 1, 1, 3, bundle.image_size, bundle.image_size)
+    at = label_positions(labels)
+    full = model(vision_x=vision, lang_x=enc.input_ids, attention_mask=enc.attention_mask).logits  # (B, T, V)
+    picked = model(vision_x=vision, lang_x=enc.input_ids, attention_mask=enc.attention_mask, logits_at=at).logits
+    assert picked.shape == (int(at.sum()), full.shape[-1])
+    torch.testing.assert_close(picked, full[at])
+    grads = []
+    for logits in (full, picked):
+        model.zero_grad()
+        answer_loss_parts(logits, labels, gamma=2.0).loss.backward(retain_graph=True)
+        grads.append(model.lang_encoder.get_input_embeddings().weight.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1])
+    assert not model.lang_encoder.is_conditioned()
 
 
 def test_gates_closed_means_images_do_nothing_open_means_they_matter(tiny_bundle, fresh_model):

@@ -4,9 +4,18 @@ from pydantic import ValidationError
 from unimp_core.specs.model import PRESET_NAMES, ModelSpec, TinyModelSpec
 
 
-def test_defaults_are_tiny_and_frozen_lm():
+def test_defaults_are_tiny_with_its_lm_trained():
     spec = ModelSpec()
-    assert spec.preset == "tiny" and spec.train_lm is False and spec.image_gen_codes == 0
+    assert spec.preset == "tiny" and spec.train_lm is True and spec.image_gen_codes == 0
+
+
+@pytest.mark.parametrize("preset", [p for p in PRESET_NAMES if p not in ("tiny", "custom")])
+def test_openflamingo_presets_keep_the_paper_freezing(preset):
+    assert ModelSpec(preset=preset).train_lm is False
+    assert ModelSpec(preset="custom", vision="ViT-B-32", lm="x").train_lm is False
+    assert ModelSpec(preset=preset, train_lm=True).train_lm is True
+    assert ModelSpec(train_lm=False).train_lm is False
+    assert ModelSpec.model_validate(ModelSpec().model_dump()).train_lm is True  # saved resolved
 
 
 def test_every_field_is_described():
@@ -56,3 +65,13 @@ def test_spec_module_does_not_import_torch():
 
     code = "import sys, unimp_core.specs.model; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_tiny_dropout_reaches_the_lm_config():
+    from unimp_core.model.factory import standin_tokenizer, tiny_lm_config
+
+    tok = standin_tokenizer(300)
+    neox = tiny_lm_config(TinyModelSpec(dropout=0.2), 300, tok)
+    assert neox.hidden_dropout == 0.2 and neox.attention_dropout == 0.2
+    assert tiny_lm_config(TinyModelSpec(lm_arch="llama", dropout=0.1), 300, tok).attention_dropout == 0.1
+    assert tiny_lm_config(TinyModelSpec(), 300, tok).hidden_dropout == 0.0

@@ -69,6 +69,13 @@ def test_pick_target_prefers_full_windows():
     assert pick_target(rng, 6, 5, np.zeros(6, dtype=bool)) is None
 
 
+def test_pick_target_short_last_takes_a_short_users_whole_prefix():
+    rng = np.random.default_rng(0)
+    assert {pick_target(rng, 4, 5, short="last") for _ in range(20)} == {3}
+    assert pick_target(rng, 1, 5, short="last") is None
+    assert {pick_target(rng, 10, 5, short="last") for _ in range(300)} == set(range(5, 10))  # full windows: random
+
+
 def test_draw_negatives_avoids_seen_items():
     rng = np.random.default_rng(0)
     for _ in range(50):

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unimp_core.training.loss import answer_loss, answer_loss_parts, per_task
+from unimp_core.training.loss import answer_loss, answer_loss_parts, label_positions, per_task
 
 L3, L5 = math.log(3), math.log(5)
 
@@ -95,3 +95,14 @@ def test_bf16_logits_are_computed_in_float32():
     loss = answer_loss(logits.to(torch.bfloat16), labels)
     assert loss.dtype == torch.float32
     assert loss.item() == pytest.approx(answer_loss(logits, labels).item(), rel=1e-2)
+
+
+def test_logits_of_the_label_positions_only_give_the_same_loss():
+    logits, labels = _batch()
+    at = label_positions(labels)
+    assert at.tolist() == [[True, True, False], [False, True, False]]
+    for gamma in (0.0, 2.0):
+        full = answer_loss_parts(logits, labels, torch.tensor([1.0, 2.0]), gamma)
+        picked = answer_loss_parts(logits[at], labels, torch.tensor([1.0, 2.0]), gamma)
+        assert picked.loss == pytest.approx(float(full.loss), rel=1e-6)
+        assert torch.equal(picked.sample_sums, full.sample_sums) and torch.equal(picked.sample_tokens, full.sample_tokens)

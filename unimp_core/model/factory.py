@@ -5,7 +5,7 @@ and meta-device builds fit in):
   tokenizer (trained / loaded) + `<|endofchunk|>`, `<image>`, pad
   -> open_clip vision tower (`output_tokens=True`) -> causal LM + FlamingoLMMixin -> resize embeddings
   -> Flamingo(...) (tiny: a smaller Perceiver) -> OpenFlamingo checkpoint (strict=False)
-  -> UniMP tokens (sized from the dataset) -> resize, new rows = mean -> freeze -> trainable count.
+  -> UniMP tokens (sized from the dataset) -> resize, new rows = mean (tiny: random, as its LM) -> freeze -> trainable count.
 Downloads happen only here (open_clip weights, the LM, its tokenizer, the checkpoint); tiny needs none.
 
 A run folder rebuilds its model offline: `save_bundle(bundle, run_dir)` writes `model.json` (the model
@@ -105,7 +105,7 @@ def build_model(
             if preset.checkpoint is not None and not meta:
                 _load_checkpoint(model, preset.checkpoint, progress, local_files_only=spec.local_files_only)
             add_unimp_tokens(tok, n_items, spec.image_gen_codes)
-            resize_embeddings(model.lang_encoder, len(tok))
+            resize_embeddings(model.lang_encoder, len(tok), std=new_row_std(preset, lm))
             _set_generation_tokens(model.lang_encoder, tok)
             ids = vocab_ids(tok, n_items, spec.image_gen_codes)
             trainable = freeze(model, train_lm=spec.train_lm)
@@ -230,8 +230,9 @@ def tiny_lm_config(tiny: TinyModelSpec, vocab_size: int, tok: "PreTrainedTokeniz
                   bos_token_id=tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id,
                   tie_word_embeddings=False)
     if tiny.lm_arch == "llama":
-        return LlamaConfig(num_key_value_heads=tiny.heads, **common)
-    return GPTNeoXConfig(use_parallel_residual=False, **common)
+        return LlamaConfig(num_key_value_heads=tiny.heads, attention_dropout=tiny.dropout, **common)
+    return GPTNeoXConfig(use_parallel_residual=False, attention_dropout=tiny.dropout, hidden_dropout=tiny.dropout,
+                         **common)
 
 
 class _EmbeddingFnMixin:
@@ -256,6 +257,50 @@ class _NoImageBatchMixin:
             b, _, f, c, h, w = vision_x.shape
             vision_x = vision_x.new_zeros(b, 1, f, c, h, w)
         return super()._encode_vision_x(vision_x)
+
+
+class _LabelLogitsMixin:
+    """`Flamingo.forward(..., logits_at=mask)`: the output head only where the loss reads it.
+
+    Training reads the logits of a few answer positions, but the LM head (hidden -> the whole
+    vocabulary, catalogue included) over every position of every row, padding too, is most of a small
+    model's work. With `logits_at` (B, T) bool, the LM returns its last hidden states (post final norm,
+    as transformers' built-in LMs give them), the head runs on the selected positions only and the
+    output's `logits` is (N, V), in `mask.nonzero()` order; the same numbers as `logits[logits_at]`.
+    An LM that cannot skip its logits (remote code without `logits_to_keep`) computes them all and is
+    indexed. Being `forward`, this runs inside DDP / DeepSpeed wrappers like any forward pass.
+    """
+
+    def forward(self, vision_x, lang_x, attention_mask=None, labels=None, clear_conditioned_layers=True,
+                past_key_values=None, use_cache=False, logits_at=None):
+        if logits_at is None:
+            return super().forward(vision_x, lang_x, attention_mask=attention_mask, labels=labels,
+                                   clear_conditioned_layers=clear_conditioned_layers,
+                                   past_key_values=past_key_values, use_cache=use_cache)
+        from transformers.modeling_outputs import CausalLMOutput
+
+        lm = self.lang_encoder
+        if not lm._use_cached_vision_x:
+            self._encode_vision_x(vision_x=vision_x)
+            self._condition_media_locations(input_ids=lang_x)
+        try:
+            head = lm.get_output_embeddings()
+            logits = None
+            if head is not None and getattr(lm, "_unimp_keeps_logits", True):
+                try:
+                    out = lm(input_ids=lang_x, attention_mask=attention_mask, output_hidden_states=True,
+                             logits_to_keep=1)
+                    logits = head(out.hidden_states[-1][logits_at])  # (N, V)
+                except TypeError as exc:
+                    if "logits_to_keep" not in str(exc):
+                        raise
+                    lm._unimp_keeps_logits = False
+            if logits is None:
+                logits = lm(input_ids=lang_x, attention_mask=attention_mask).logits[logits_at]
+        finally:
+            if clear_conditioned_layers:
+                lm.clear_conditioned_layers()
+        return CausalLMOutput(logits=logits)
 
 
 class _OptionalMaskMixin:
@@ -296,8 +341,17 @@ def _language_model(spec: ModelSpec, preset: Preset, meta: bool, base_vocab: int
         lm.set_decoder_layers_attr_name(_infer_decoder_layers_attr_name(lm))
     except ValueError as exc:
         raise UnimpError(f"model.lm: {type(lm).__name__}: open_flamingo does not know where its decoder layers are") from exc
-    resize_embeddings(lm, flamingo_vocab_size(tok))  # what an OpenFlamingo checkpoint is sized for
+    # what an OpenFlamingo checkpoint is sized for
+    resize_embeddings(lm, flamingo_vocab_size(tok), std=new_row_std(preset, lm))
     return lm
+
+
+def new_row_std(preset: Preset, lm) -> float | None:
+    """How added token rows start: None (the mean of the existing rows) for a pretrained LM; the
+    tiny LM's own init std (`initializer_range`), so every item token starts as a distinct vector."""
+    if not preset.is_tiny:
+        return None
+    return float(getattr(lm.config, "initializer_range", 0.02))
 
 
 def _fp32_kwargs() -> dict[str, Any]:
@@ -339,6 +393,7 @@ def _assemble(spec: ModelSpec, preset: Preset, vision, lm, tok, vis_dim: int) ->
     from open_flamingo.src.utils import extend_instance
 
     extend_instance(model, _NoImageBatchMixin)
+    extend_instance(model, _LabelLogitsMixin)
     if preset.is_tiny:
         # Flamingo's constructor fixes the Perceiver at depth 6 / 64 latents; tiny swaps in a small one
         t = spec.tiny

@@ -12,7 +12,8 @@ A family module provides (see `unimp_core.model.openflamingo`, the reference):
     inputs(bundle, spec, ds, run_dir, progress) -> (images, image_shape): what feeds items' pictures (None, () if none)
     collator(bundle, images, image_shape, max_length, padding_side, task_weights)
                                                 -> collate_fn: a list of task Samples -> a batch dict of tensors
-    forward(model, batch)                       -> (B, T, V) logits of a collated batch
+    forward(model, batch)                       -> the logits the loss reads: (B, T, V), or (N, V) at the
+                                                   label positions only (training.loss.label_positions order)
 A bundle has at least `.model` (an nn.Module whose trainable parameters are what checkpoints hold),
 `.n_items` and `.spec`; a token-based family also `.tokenizer` and `.ids` (unimp_core.model.vocab.VocabIds).
 

@@ -68,6 +68,11 @@ def collator(bundle: ModelBundle, images: Callable, image_shape: tuple[int, ...]
 
 
 def forward(model, batch: dict[str, Any]):
-    """(B, T, V) logits of a collated batch."""
-    return model(vision_x=batch["vision_x"], lang_x=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    """The logits the loss reads: (N, V) at the label positions of a batch with labels (the head runs
+    there only, `training.loss.label_positions` order), else (B, T, V)."""
+    from ..training.loss import label_positions
+
+    labels = batch.get("labels")
+    return model(vision_x=batch["vision_x"], lang_x=batch["input_ids"], attention_mask=batch["attention_mask"],
+                 logits_at=None if labels is None else label_positions(labels)).logits
 

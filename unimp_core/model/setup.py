@@ -41,7 +41,7 @@ class Setup:
         return self.family.collator(self.bundle, self.images, self.image_shape, max_length, padding_side, task_weights)
 
     def forward(self, model, batch: dict[str, Any]) -> torch.Tensor:
-        """(B, T, V) logits (`model` may be the accelerate-wrapped one)."""
+        """The logits the loss reads: (B, T, V) or (N, V) at the label positions (`model` may be the accelerate-wrapped one)."""
         return self.family.forward(model, batch)
 
 

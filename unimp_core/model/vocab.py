@@ -10,7 +10,8 @@ the first step:
 UniMP's tokens swallow the space before them (`lstrip`), so "<answer> item_12 <|endofchunk|>" is
 `<answer>`, `item_12`, ` `, `<|endofchunk|>`: prompts are written naturally and an item costs one token.
 
-New embedding rows (input and output, tied or not) start at the mean of the existing rows.
+New embedding rows (input and output, tied or not) start at the mean of the existing rows (a
+pretrained LM), or are drawn as the LM's own random init (the tiny preset's random LM).
 """
 
 from __future__ import annotations
@@ -152,11 +153,16 @@ def vocab_ids(tokenizer: "PreTrainedTokenizerBase", n_items: int, image_gen_code
     )
 
 
-def resize_embeddings(lm: "PreTrainedModel", new_size: int) -> None:
-    """Resize the LM's input and output embeddings to `new_size` rows; new rows get the mean of the old.
+def resize_embeddings(lm: "PreTrainedModel", new_size: int, std: float | None = None) -> None:
+    """Resize the LM's input and output embeddings to `new_size` rows.
 
-    The mean is the neutral start for a new token: it is where an "average" token sits, so a
-    new token neither dominates the softmax nor starts far from the rest. Tied embeddings are set once.
+    New rows get the mean of the old (`std` None: a pretrained LM), or are drawn from N(0, std^2) (a
+    randomly initialised LM, with its own init's std). The mean is the neutral start for a
+    new token of a pretrained LM: it is where an "average" token sits, so a new token neither dominates
+    the softmax nor starts far from the rest. In a random LM that mean is a near-zero vector shared by
+    every new token: thousands of item tokens would start as one identical input and output vector, and
+    the model could not tell the items in a history apart until training slowly separated them.
+    Tied embeddings are set once.
     """
     inp = lm.get_input_embeddings()
     old = inp.weight.shape[0]
@@ -171,11 +177,18 @@ def resize_embeddings(lm: "PreTrainedModel", new_size: int) -> None:
     inp = lm.get_input_embeddings()
     out = lm.get_output_embeddings()
     with torch.no_grad():
-        _mean_rows(inp.weight, old)
+        _new_rows(inp.weight, old, std)
         if out is not None and out.weight is not inp.weight:
-            _mean_rows(out.weight, old)
+            _new_rows(out.weight, old, std)
             if getattr(out, "bias", None) is not None:
-                _mean_rows(out.bias, old)
+                _new_rows(out.bias, old, None if std is None else 0.0)
+
+
+def _new_rows(weight: torch.Tensor, old: int, std: float | None) -> None:
+    if std is None:
+        _mean_rows(weight, old)
+    else:
+        weight[old:] = torch.randn_like(weight[old:]) * std
 
 
 def _mean_rows(weight: torch.Tensor, old: int) -> None:

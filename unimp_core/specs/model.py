@@ -26,6 +26,10 @@ class TinyModelSpec(Spec):
     layers: int = Field(default=2, ge=1, le=48, description="Decoder layers of the tiny language model.")
     heads: int = Field(default=4, ge=1, le=64, description="Attention heads of the tiny language model.")
     max_positions: int = Field(default=1024, ge=64, description="Longest token sequence the tiny language model accepts.")
+    dropout: float = Field(
+        default=0.0, ge=0.0, lt=1.0,
+        description="Dropout of the tiny language model (attention and residual; SASRec uses 0.2-0.5 on sparse data).",
+    )
     vocab_size: int = Field(
         default=4096, ge=300, le=65536,
         description="Target size of the byte-level BPE vocabulary trained on the dataset's text (before added tokens).",
@@ -76,7 +80,11 @@ class ModelSpec(Spec):
         description="OpenFlamingo checkpoint: a local .pt file or a hub repo holding checkpoint.pt "
         "(presets: overrides the preset's; custom: optional).",
     )
-    train_lm: bool = Field(default=False, description="Also train the language model body (frozen by default, as OpenFlamingo).")
+    train_lm: bool | None = Field(
+        default=None,
+        description="Also train the language model body (default: yes for tiny, whose weights are random; "
+        "no for the OpenFlamingo presets and custom, frozen as the paper).",
+    )
     image_gen_codes: int = Field(
         default=0, ge=0, le=65536,
         description="Image-code tokens img_<i> to add for image generation (0: image generation off).",
@@ -96,6 +104,9 @@ class ModelSpec(Spec):
 
     @model_validator(mode="after")
     def _check(self) -> "ModelSpec":
+        if self.train_lm is None:
+            # A random-init LM has nothing worth freezing: frozen, it is a fixed random projection.
+            self.__dict__["train_lm"] = self.preset == "tiny"
         custom_only = {"vision": self.vision, "vision_pretrained": self.vision_pretrained, "lm": self.lm,
                        "tokenizer": self.tokenizer}
         if self.preset == "custom":

@@ -32,6 +32,11 @@ class DataSpec(Spec):
     )
     max_tokens: int = Field(default=512, ge=32, description="Longest prompt in tokens; longer ones lose their oldest history items.")
     curriculum: bool = Field(default=False, description="Add tasks in stages across epochs (the curriculum of the paper's code).")
+    group_by_length: bool = Field(
+        default=False,
+        description="Batch prompts of similar length together (less padding; batches still come in a seeded "
+        "random order). Worth it when prompt lengths vary a lot, e.g. rec with long histories.",
+    )
     valid_users: int = Field(default=64, ge=0, description="Validation instances per task for the periodic validation loss (0: off).")
 
     @model_validator(mode="after")

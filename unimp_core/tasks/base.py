@@ -19,7 +19,7 @@ import re
 import zlib
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import numpy as np
 import polars as pl
@@ -267,12 +267,15 @@ def draw_negatives(rng: np.random.Generator, n_items: int, seen: set[int], k: in
     return out
 
 
-def pick_target(rng: np.random.Generator, length: int, history_len: int, valid: np.ndarray | None = None) -> int | None:
+def pick_target(rng: np.random.Generator, length: int, history_len: int, valid: np.ndarray | None = None,
+                short: Literal["any", "last"] = "any") -> int | None:
     """Draw a target position p in 1..length-1 of a user's usable prefix (history = sequence[max(0, p-h):p]).
 
     Positions with a full window of `history_len` items are preferred (as the paper's code's windows);
-    shorter users fall back to any position >= 1. `valid` (bool, indexed by position) filters the
-    positions, e.g. the target needs an explanation. None when nothing qualifies.
+    shorter users fall back to any position >= 1 (`short="any"`) or take the last one (`"last"`:
+    its window starts at the first item, so it holds every shorter window with the same context).
+    `valid` (bool, indexed by position) filters the positions, e.g. the target needs an explanation.
+    None when nothing qualifies.
     """
     positions = np.arange(1, length)
     if valid is not None:
@@ -280,6 +283,8 @@ def pick_target(rng: np.random.Generator, length: int, history_len: int, valid: 
     if not len(positions):
         return None
     full = positions[positions >= history_len]
+    if not len(full) and short == "last":
+        return int(positions[-1])
     pool = full if len(full) else positions
     return int(pool[rng.integers(len(pool))])
 

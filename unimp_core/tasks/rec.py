@@ -2,6 +2,13 @@
 
 Training draws one window of `history_len` items per training user and epoch; evaluation reads
 the stored `eval/rec.parquet` instances (history = sequence[:position], target = sequence[position]).
+
+Every history item is followed by `<answer> item_<i> <|endofchunk|>` (context reconstruction), so one
+sample trains the next-item prediction at every position of its window in one forward pass, as
+SASRec does for a whole sequence. A user shorter than the window therefore trains on their whole
+usable prefix (the window ending at its last item holds all the shorter ones): with a long
+`history_len` (e.g. `task_history_len: {rec: 50}`) one epoch sees every next-item position of every
+training user.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ def make_sample(ctx: TaskContext, user_id: int, seq: np.ndarray, position: int, 
 def training(ctx: TaskContext, rng: np.random.Generator, history_len: int) -> list[Sample]:
     out = []
     for user_id, length in ctx.train_lengths.items():
-        position = pick_target(rng, length, history_len)
+        position = pick_target(rng, length, history_len, short="last")
         if position is not None:
             out.append(make_sample(ctx, user_id, ctx.sequences[user_id], position, history_len, train=True))
     return out

@@ -34,14 +34,16 @@ def answer_loss_parts(
 ) -> LossParts:
     """The loss and its per-sample pieces (for per-task logging).
 
-    logits (B, T, V), labels (B, T) with IGNORE_INDEX outside answers, weights (B,) (default 1).
+    logits (B, T, V), or (N, V): the logits of the label positions only, in `label_positions(labels)`
+    order (what a model computing its head there alone returns); labels (B, T) with IGNORE_INDEX
+    outside answers, weights (B,) (default 1).
     `normalizer` replaces the token count N (e.g. the count over all accumulation micro-batches).
     """
-    B, T, V = logits.shape
+    B = labels.shape[0]
     shift_labels = labels[:, 1:]  # (B, T-1) token predicted at each position
     mask = shift_labels != IGNORE_INDEX
     # Only answer positions reach the softmax: a few tokens instead of (B, T, V) in float32.
-    picked = logits[:, :-1][mask].float()  # (N, V)
+    picked = (logits if logits.ndim == 2 else logits[:, :-1][mask]).float()  # (N, V)
     targets = shift_labels[mask]  # (N,)
     logp = F.log_softmax(picked, dim=-1).gather(1, targets[:, None]).squeeze(1)  # (N,)
     token_loss = -logp
@@ -55,10 +57,17 @@ def answer_loss_parts(
     # The empty slice adds 0 but keeps the graph (and every rank's gradients) alive for a batch
     # without answer tokens, e.g. when truncation removed them all (0 * logits.sum() would turn
     # an overflowed logit into NaN).
-    loss = token_loss.sum() / denom + logits[:, :0].sum()
+    loss = token_loss.sum() / denom + logits[..., :0].sum()
     sample_sums = torch.zeros(B, dtype=torch.float32, device=logits.device)
     sample_sums.index_add_(0, mask.nonzero()[:, 0], token_loss.detach().float())
     return LossParts(loss, sample_sums, n_tokens)
+
+
+def label_positions(labels: torch.Tensor) -> torch.Tensor:
+    """(B, T) bool: the positions whose logits the loss reads (those followed by a label token)."""
+    at = torch.zeros_like(labels, dtype=torch.bool)
+    at[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+    return at
 
 
 def answer_loss(

@@ -202,7 +202,8 @@ def _setup_data(run: Run, ds: Dataset, setup: Setup) -> None:
     spec, acc = run.spec, run.accelerator
     run.n_epochs = max(1, math.ceil(spec.run.epochs))
     samples = TrainingSamples(ds, spec.data.tasks, run_history_lengths(spec.data, spec.data.tasks), spec.run.seed,
-                              curriculum=spec.data.curriculum, n_epochs=run.n_epochs)
+                              curriculum=spec.data.curriculum, n_epochs=run.n_epochs,
+                              group_batch=spec.optim.batch_size if spec.data.group_by_length else 0)
     if len(samples) == 0:
         raise UnimpError(f"{ds.root}: no training samples for tasks {spec.data.tasks}")
     run.total = planned_steps(spec, epoch_sizes(samples, run.n_epochs), acc.num_processes)
@@ -281,7 +282,7 @@ def _micro_step(run: Run, batch: dict) -> LossParts:
     acc, opt = run.accelerator, run.optimizer
     with acc.accumulate(run.model):
         with acc.autocast():
-            logits = run.setup.forward(run.model, batch)  # (B, T, V)
+            logits = run.setup.forward(run.model, batch)  # (B, T, V) or (N, V) at the label positions
         parts = answer_loss_parts(logits, batch["labels"], batch["weights"], run.spec.optim.gamma)
         acc.backward(parts.loss)
         if acc.sync_gradients:
@@ -353,7 +354,7 @@ def validation_loss(model, loaders: dict[str, Any], gamma: float, accelerator,
             for batch in loader:
                 batch = {n: v.to(accelerator.device) if torch.is_tensor(v) else v for n, v in batch.items()}
                 with accelerator.autocast():
-                    logits = forward(net, batch)  # (B, T, V)
+                    logits = forward(net, batch)  # (B, T, V) or (N, V) at the label positions
                 parts = answer_loss_parts(logits, batch["labels"], None, gamma)
                 sums[2 * k] += float(parts.sample_sums.sum())
                 sums[2 * k + 1] += float(parts.sample_tokens.sum())
