@@ -104,7 +104,7 @@ def test_finetune_dry_run_real_run_and_errors(cli, config, tmp_path):
 
 def test_train_lm_trains_and_saves_the_language_model(cli, config, tmp_path):
     frozen, full = tmp_path / "frozen", tmp_path / "full"
-    assert cli("train", "--config", config, "--out", frozen, "--max-steps", 1).exit_code == 0
+    assert cli("train", "--config", config, "--out", frozen, "--max-steps", 1, "--freeze-lm").exit_code == 0
     res = cli("train", "--config", config, "--out", full, "--max-steps", 1, "--train-lm")
     assert res.exit_code == 0, res.output + res.stderr
     assert json.loads((full / "train_spec.json").read_text())["model"]["train_lm"] is True

@@ -63,14 +63,23 @@ def test_extension_is_idempotent_and_rejects_another_catalogue(tiny_bundle):
         add_unimp_tokens(tok, 3)
 
 
-def test_new_embedding_rows_are_the_mean(tiny_bundle):
-    lm = tiny_bundle.model.lang_encoder
-    base = tiny_bundle.tokenizer.convert_tokens_to_ids(EOC)  # first added token: rows before it are the LM's own
-    for weight in (lm.get_input_embeddings().weight, lm.get_output_embeddings().weight):
-        assert weight.shape[0] == len(tiny_bundle.tokenizer)
-        mean = weight[:base].mean(dim=0)
-        torch.testing.assert_close(weight[base:], mean.expand(weight.shape[0] - base, -1))
-        assert not torch.allclose(weight[0], mean)  # the old rows were left alone
+def test_new_embedding_rows_are_the_mean_or_drawn():
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    torch.manual_seed(0)
+    for std in (None, 0.02):  # a pretrained LM's mean; a random LM's own init
+        lm = GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1,
+                                              num_attention_heads=2, intermediate_size=32))
+        old = [w.detach().clone() for w in (lm.get_input_embeddings().weight, lm.get_output_embeddings().weight)]
+        resize_embeddings(lm, 540, std=std)
+        for before, weight in zip(old, (lm.get_input_embeddings().weight, lm.get_output_embeddings().weight)):
+            assert weight.shape == (540, 16)
+            torch.testing.assert_close(weight[:40], before)  # the old rows were left alone
+            if std is None:
+                torch.testing.assert_close(weight[40:], before.mean(0).expand(500, -1))
+            else:
+                assert abs(weight[40:].std().item() - std) < 0.1 * std
+                assert torch.cdist(weight[40:], weight[40:]).add(torch.eye(500)).min() > 0.01
 
 
 def test_resize_handles_tied_embeddings():
