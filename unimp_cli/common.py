@@ -59,7 +59,8 @@ def fail(message: str) -> None:
 
 
 def handle_errors(fn: F) -> F:
-    """Expected failures (UnimpError) become one line on stderr and exit code 1."""
+    """Expected failures (UnimpError, and OSError from the file system) become one line on stderr and
+    exit code 1."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -69,6 +70,9 @@ def handle_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except UnimpError as exc:
             fail(str(exc))
+        except OSError as exc:  # a full disk, a permission, a folder that vanished: the path says which
+            where = f"{exc.filename}: " if exc.filename else ""
+            fail(f"{where}{exc.strerror or exc}")
         except KeyboardInterrupt:
             fail("interrupted; rerun the same command to resume")
 

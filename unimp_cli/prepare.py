@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import typer
 
@@ -26,6 +26,8 @@ def prepare(
     column: Optional[List[str]] = typer.Option(None, "--column", help="role=column, repeatable. " + d(FS, "columns")),
     domain: Optional[str] = typer.Option(None, help=d(FS, "domain")),
     timestamp_format: Optional[str] = typer.Option(None, help=d(FS, "timestamp_format")),
+    rating_scale: Optional[Tuple[float, float]] = typer.Option(None, "--rating-scale", help=d(PS, "rating_scale")
+                                                               + " Two numbers: --rating-scale 0 10."),
     cache_dir: Optional[Path] = typer.Option(None, help=d(PS, "cache_dir")),
     user_core: Optional[int] = typer.Option(None, help=d(PS, "user_core")),
     item_core: Optional[int] = typer.Option(None, help=d(PS, "item_core")),
@@ -64,7 +66,8 @@ def prepare(
         "source": source, "datasets": datasets, "out": out, "mirror": mirror, "input": input,
         "files": files if interactions or columns or items else None, "cache_dir": cache_dir,
         "user_core": user_core, "item_core": item_core, "protocol": protocol, "seed": seed,
-        "explanations": explanations, "keep_items_without_meta": keep_items_without_meta, "strict": strict, "overwrite": overwrite,
+        "explanations": explanations, "keep_items_without_meta": keep_items_without_meta, "strict": strict,
+        "overwrite": overwrite, "rating_scale": rating_scale,
         "sample_users": sample_users, "sample_items": sample_items,
         "images": {"enabled": images, "concurrency": concurrency, "per_host": per_host, "timeout": timeout,
                    "retries": retries, "max_bytes": max_image_bytes},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,3 +61,78 @@ def safe_join(root: str | os.PathLike, relative: str) -> Path:
     if candidate != root_path and root_path not in candidate.parents:
         raise UnimpError(f"path {relative!r} escapes {root}")
     return candidate
+
+
+def _beside(path: Path, tag: str) -> Path:
+    """A hidden sibling of `path` that unimp names (and so may remove): `.NAME.unimp-TAG`."""
+    return path.parent / f".{path.name}.unimp-{tag}"
+
+
+def lock_file(path: str | os.PathLike) -> Path:
+    """The lock file for writing `path`: in a per-user folder of the temporary directory, so no lock file
+    ever appears beside the user's own files."""
+    resolved = str(Path(path).resolve())
+    folder = Path(tempfile.gettempdir()) / f"unimp-locks-{os.getuid() if hasattr(os, 'getuid') else 0}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    return folder / (hashlib.sha256(resolved.encode()).hexdigest()[:24] + ".lock")
+
+
+@contextmanager
+def folder_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold the exclusive right to write folder `path`; a second writer fails at once with one line
+    (waiting could mean hours behind a download)."""
+    from filelock import FileLock, Timeout
+
+    from .errors import UnimpError
+
+    lock = FileLock(lock_file(path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise UnimpError(f"{path}: another unimp command is writing this folder; wait for it to finish "
+                         "or choose another folder") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _settle(target: Path) -> None:
+    """Undo what an interrupted `replacing_folder` left: a staging folder is removed; a moved-aside old
+    folder is put back when nothing replaced it, else removed."""
+    staging, old = _beside(target, "staging"), _beside(target, "old")
+    if staging.exists():
+        shutil.rmtree(staging, ignore_errors=True)
+    if old.exists():
+        if target.exists() or target.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(old, target)
+
+
+@contextmanager
+def replacing_folder(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty staging folder beside `target`; when the block ends normally it replaces `target`
+    (atomically when `target` is absent; otherwise the old folder is moved aside first and removed after).
+
+    On every way out (an exception, Ctrl-C) the staging folder is removed and `target` is what it was. The
+    caller holds `folder_lock(target)` and has checked that `target` may be replaced. Creating the staging
+    folder first also proves the location writable before any work is done.
+    """
+    from .errors import UnimpError
+
+    target = Path(target)
+    staging, old = _beside(target, "staging"), _beside(target, "old")
+    _settle(target)
+    try:
+        staging.mkdir(parents=True)
+    except OSError as exc:
+        raise UnimpError(f"{target}: cannot write in {target.parent} ({exc.strerror})") from None
+    try:
+        yield staging
+        if target.exists():
+            os.replace(target, old)
+        os.replace(staging, target)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        _settle(target)

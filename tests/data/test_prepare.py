@@ -5,7 +5,7 @@ import pytest
 
 from unimp_core.data import prepare as prepare_mod
 from unimp_core.data.prepare import run_prepare
-from unimp_core.data.store import load_dataset, read_manifest, staging_dir
+from unimp_core.data.store import load_dataset, read_manifest
 from unimp_core.errors import UnimpError
 from unimp_core.specs.data import PrepareSpec
 
@@ -41,7 +41,7 @@ def test_sample_folder_contract(sample):
     assert ds.interactions.group_by("item_id").len()["len"].min() >= 5
     assert m["counts"]["users"] == ds.users.height
     assert json.loads((sample / "prepare_spec.json").read_text())["datasets"] == ["sample"]
-    assert not staging_dir(sample).exists()
+    assert not [p.name for p in sample.parent.iterdir() if p.name.startswith(".")]  # no staging litter
     assert set(ds.instances) == {"rec", "search", "exp", "img_sel"}
 
 

@@ -89,7 +89,7 @@ def fetch_files(
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     index = _ShaIndex(cache / SHA_INDEX)
-    folder = _mirror_folder(mirror)
+    folder = mirror_folder(mirror)
     results: dict[int, FetchedFile] = {}
     pending: list[tuple[int, Path, list[str]]] = []
     for i, job in enumerate(jobs):
@@ -111,7 +111,7 @@ def fetch_files(
     return [results[i] for i in range(len(jobs))]
 
 
-def _mirror_folder(mirror: str | None) -> Path | None:
+def mirror_folder(mirror: str | None) -> Path | None:
     """The local folder a --mirror names (a path or a file:// URL), or None for none or an http(s) URL."""
     if mirror is None or is_url(mirror):
         return None

@@ -11,7 +11,9 @@ import asyncio
 import hashlib
 import os
 import shutil
+import warnings
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable
 
@@ -20,6 +22,7 @@ from ..progress import Progress
 from ..specs.data import ImageDownloadSpec
 
 RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
+MIN_SIDE = 16  # pixels; smaller images are placeholders (Amazon's 1x1 GIF)
 
 
 class _Retryable(Exception):
@@ -43,6 +46,42 @@ def identify(path: Path) -> str | None:
     except Exception:
         return "not an image"
     return None
+
+
+def verify_image(path: Path | None, min_side: int = MIN_SIDE) -> str | None:
+    """None for a usable image, else why not: missing, undecodable/truncated, decompression bomb,
+    too small (Amazon's 1x1 GIF and other placeholders), or a single flat colour (blank placeholder).
+
+    The one check every image passes before it enters a dataset folder (prepare and filter-images).
+    """
+    from PIL import Image, ImageStat
+
+    if path is None or not Path(path).is_file():
+        return "missing"
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns between 1x and 2x MAX_IMAGE_PIXELS and raises above; both are refused here.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()  # a full decode: truncated files fail here
+                if min(img.size) < min_side:
+                    return "too small"
+                stat = ImageStat.Stat(img.convert("L"))
+                if stat.extrema[0][0] == stat.extrema[0][1]:
+                    return "blank"
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        return "decompression bomb"
+    except Exception:
+        return "undecodable"
+    return None
+
+
+def verify_images(paths: "list[Path | None]", min_side: int, progress: Progress) -> list[str | None]:
+    """`verify_image` for each path, in order, decoding on a few threads (Pillow releases the GIL)."""
+    workers = max(1, min(8, os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(progress.track(pool.map(lambda p: verify_image(p, min_side), paths), "verifying images",
+                                   total=len(paths)))
 
 
 async def _fetch_one(session, url: str, dest: Path, spec: ImageDownloadSpec) -> str | None:
@@ -153,39 +192,42 @@ def materialize(
     cache_dir: Path,
     spec: ImageDownloadSpec,
     progress: Progress,
+    verified: bool = False,
 ) -> tuple[dict[int, str], dict]:
     """Give every item its image at `root/images/<item_id>.jpg`.
 
-    `items` holds (item_id, image_url, image_path). Local paths are checked and linked; URLs are
-    downloaded (cached). Returns (item_id -> relative path for items that got an image, counts).
+    `items` holds (item_id, image_url, image_path). URLs are downloaded (cached); every local or
+    downloaded file then passes `verify_image` (skipped when the caller already did: `verified`) and is
+    linked in. Returns (item_id -> relative path for items that got an image, counts).
     """
     failed: Counter = Counter()
     missing = 0
     urls = [url for _, url, path in items if not path and url]
     results = download_images(urls, cache_dir, spec, progress) if spec.enabled and urls else {}
-    placed: dict[int, str] = {}
-    for item_id, url, path in progress.track(items, "placing images"):
-        rel = f"images/{int(item_id)}.jpg"
+    sources: list[tuple[int, Path]] = []
+    for item_id, url, path in items:
         if path:
-            src = Path(path)
-            if not src.is_file():
+            if not Path(path).is_file():
                 failed["missing file"] += 1
                 continue
-            reason = identify(src)
-            if reason:
-                failed[reason] += 1
-                continue
+            sources.append((int(item_id), Path(path)))
         elif url and spec.enabled:
             reason = results.get(url, "not downloaded")
             if reason:
                 failed[reason] += 1
                 continue
-            src = cache_path(cache_dir, url)
+            sources.append((int(item_id), cache_path(cache_dir, url)))
         else:
             missing += 1
+    verdicts = [None] * len(sources) if verified else verify_images([p for _, p in sources], MIN_SIDE, progress)
+    placed: dict[int, str] = {}
+    for (item_id, src), reason in progress.track(list(zip(sources, verdicts)), "placing images"):
+        if reason:
+            failed[reason] += 1
             continue
+        rel = f"images/{item_id}.jpg"
         place(src, root / rel)
-        placed[int(item_id)] = rel
+        placed[item_id] = rel
     counts = {"ok": len(placed), "failed": dict(sorted(failed.items())), "missing": missing,
               "downloaded": spec.enabled}
     return placed, counts

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-import shutil
+import os
 import time
 from pathlib import Path
 
 import polars as pl
 
 from ..errors import UnimpError
+from ..io import write_json_atomic
 from ..progress import Progress
 from ..specs.data import PrepareSpec
 from . import images as image_io
 from . import process
 from .raw import RawData
 from .sources import load_source
-from .store import Dataset, is_complete, new_manifest, publish, staging_dir, write_tables
+from .fetch import mirror_folder
+from .store import MANIFEST, Dataset, check_outside, new_manifest, write_tables, writing_dataset
 
 
 def attach_explanations(inter: pl.DataFrame, spec: PrepareSpec) -> tuple[pl.DataFrame, str]:
@@ -65,44 +67,56 @@ def build_dataset(raw: RawData, spec: PrepareSpec, keep_splits: pl.DataFrame | N
     return ds, {"counts": counts, "explanation_source": explanation_source}
 
 
+def check_paths(spec: PrepareSpec) -> None:
+    """Refuse an --out inside the inputs, and an unwritable --cache-dir, before any work."""
+    out = spec.output_dir()
+    files = spec.files
+    check_outside(out, {"--input": spec.input, "--mirror": mirror_folder(spec.mirror),
+                        "--images-dir": files.images if files else None, "--cache-dir": spec.cache_dir})
+    cache = Path(spec.cache_dir)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UnimpError(f"--cache-dir {cache}: cannot create it ({exc.strerror})") from None
+    if not cache.is_dir() or not os.access(cache, os.W_OK | os.X_OK):
+        raise UnimpError(f"--cache-dir {cache}: not a writable folder")
+
+
 def run_prepare(spec: PrepareSpec, progress: Progress | None = None) -> Path:
     """Build the dataset folder described by `spec`; returns its path.
 
-    The folder is assembled in a hidden staging folder and renamed into place last, so it appears
-    complete or not at all; downloads live in `spec.cache_dir` and are reused by a rerun.
+    `--out` must be absent, empty, or (with --overwrite) a dataset folder holding only what unimp
+    writes; anything else is refused before any work. The folder is assembled in a hidden staging
+    folder beside it and renamed into place last, so it appears complete or not at all; downloads live
+    in `spec.cache_dir` and are reused by a rerun.
     """
     progress = progress or Progress()
     out = spec.output_dir()
-    if is_complete(out) and not spec.overwrite:
-        raise UnimpError(f"{out}: a dataset is already there; pass --overwrite to rebuild it")
-    started = time.time()
-    raw = load_source(spec, progress)
-    ds, info = build_dataset(raw, spec)
-
-    staging = staging_dir(out)
-    if staging.exists():
-        shutil.rmtree(staging)  # tables are cheap to rebuild; downloads live in the cache
-    staging.mkdir(parents=True)
-    jobs = list(ds.items.select("item_id", "image_url", "image_path").iter_rows())
-    placed, image_counts = image_io.materialize(jobs, staging, spec.cache_dir, spec.images, progress)
-    ds.items = ds.items.with_columns(
-        pl.col("item_id").replace_strict(placed, default=None, return_dtype=pl.Utf8).alias("image")
-    )
-    write_tables(staging, ds)
-    spec.save(staging / "prepare_spec.json")
-    manifest = new_manifest(
-        name=out.name,
-        synthetic=raw.synthetic,
-        source=spec.source,
-        datasets=spec.datasets,
-        protocol=spec.protocol,
-        sources=raw.sources,
-        parameters=spec.model_dump(mode="json"),
-        **info,
-        images=image_counts,
-        skipped=dict(sorted(raw.skipped.items())),
-        notes=raw.notes,
-        seconds=round(time.time() - started, 2),
-    )
-    publish(staging, out, manifest)
+    check_paths(spec)
+    with writing_dataset(out, overwrite=spec.overwrite) as staging:
+        started = time.time()
+        raw = load_source(spec, progress)
+        ds, info = build_dataset(raw, spec)
+        jobs = list(ds.items.select("item_id", "image_url", "image_path").iter_rows())
+        placed, image_counts = image_io.materialize(jobs, staging, spec.cache_dir, spec.images, progress)
+        ds.items = ds.items.with_columns(
+            pl.col("item_id").replace_strict(placed, default=None, return_dtype=pl.Utf8).alias("image")
+        )
+        write_tables(staging, ds)
+        spec.save(staging / "prepare_spec.json")
+        manifest = new_manifest(
+            name=out.name,
+            synthetic=raw.synthetic,
+            source=spec.source,
+            datasets=spec.datasets,
+            protocol=spec.protocol,
+            sources=raw.sources,
+            parameters=spec.model_dump(mode="json"),
+            **info,
+            images=image_counts,
+            skipped=dict(sorted(raw.skipped.items())),
+            notes=raw.notes,
+            seconds=round(time.time() - started, 2),
+        )
+        write_json_atomic(staging / MANIFEST, manifest)
     return out

@@ -14,7 +14,7 @@ import polars as pl
 def order_interactions(
     inter: pl.DataFrame, seed: int, skipped: Counter | None = None, tie_break: bool = True
 ) -> pl.DataFrame:
-    """Drop rows without user/item/timestamp and sort each user's history by time.
+    """Drop rows without user/item/timestamp and exact repeats, and sort each user's history by time.
 
     Equal timestamps are broken by a seeded random key, never by item id (that would leak order).
     With `tie_break=False` rows that are already ordered keep their order (a stable sort).
@@ -23,6 +23,11 @@ def order_interactions(
     inter = inter.drop_nulls(["user_key", "source_id", "timestamp"])
     if skipped is not None and inter.height < before:
         skipped["missing user, item or timestamp"] += before - inter.height
+    # An exact repeat (same user, item and time) would count twice towards the k-core.
+    before = inter.height
+    inter = inter.unique(subset=["user_key", "source_id", "timestamp"], keep="first", maintain_order=True)
+    if skipped is not None and inter.height < before:
+        skipped["duplicate interaction (same user, item and time)"] += before - inter.height
     if not tie_break:
         return inter.sort(["user_key", "timestamp"], maintain_order=True)
     rng = np.random.default_rng(seed)

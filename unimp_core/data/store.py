@@ -11,26 +11,36 @@ Layout (names other steps rely on):
 
 A folder is complete only when manifest.json exists; it is written last, into a staging folder
 that is renamed into place, so an interrupted run never leaves a folder that looks finished.
+A command replaces a folder only when it is absent, empty, or a dataset folder holding nothing but
+what unimp writes (`writing_dataset`); anything else is refused before any work.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import polars as pl
 
 from .. import __version__
 from ..errors import UnimpError
-from ..io import atomic_path, write_json_atomic
+from ..io import atomic_path, folder_lock, replacing_folder, write_json_atomic
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
+TABLES = ("items.parquet", "interactions.parquet", "users.parquet")
+# Everything unimp writes into a dataset folder (prepare, filter-images, tokenize-images); --overwrite
+# replaces a folder only when it holds nothing else. Hidden `.NAME.*.tmp` and `.NAME.unimp-*` files are
+# unimp's temporary names for these.
+DATASET_ENTRIES = frozenset({
+    MANIFEST, *TABLES, "eval", "images", "prepare_spec.json", "filter_images_spec.json",
+    "vq", "image_codes.parquet", ".vq_train.pt", ".image_codes.parts",
+})
 
 ITEMS_SCHEMA = {
     "item_id": pl.Int64, "source_id": pl.Utf8, "domain": pl.Utf8, "title": pl.Utf8, "brand": pl.Utf8,
@@ -89,26 +99,71 @@ def new_manifest(**fields: Any) -> dict[str, Any]:
     }
 
 
-def staging_dir(out: Path) -> Path:
-    return out.parent / f".{out.name}.staging"
+def _written_by_unimp(name: str) -> bool:
+    if name in DATASET_ENTRIES:
+        return True
+    base = name[1:].split(".unimp-")[0] if ".unimp-" in name else name[1:].rsplit(".", 2)[0]
+    return name.startswith(".") and base in DATASET_ENTRIES
 
 
-def publish(staging: Path, out: Path, manifest: dict[str, Any]) -> None:
-    """Write the manifest last, then move the staging folder onto `out` (replacing an old one)."""
-    write_json_atomic(staging / MANIFEST, manifest)
-    if out.exists():
-        old = out.parent / f".{out.name}.old"
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(out, old)
-        os.replace(staging, out)
-        shutil.rmtree(old)
-    else:
-        os.replace(staging, out)
+def check_replaceable(out: Path, *, overwrite: bool, flag: str = "--out") -> None:
+    """Refuse (one line, nothing touched) unless `out` is absent, an empty folder, or, with `overwrite`,
+    a dataset folder that holds only what unimp writes. A symbolic link, a file, and the current folder
+    (or one that contains it) are always refused."""
+    if out.is_symlink():
+        raise UnimpError(f"{flag} {out}: is a symbolic link; name the folder itself ({out.resolve()})")
+    if out.exists() and not out.is_dir():
+        raise UnimpError(f"{flag} {out}: is a file, not a folder")
+    cwd = Path.cwd().resolve()
+    if out.resolve() == cwd or out.resolve() in cwd.parents:
+        raise UnimpError(f"{flag} {out}: is the current folder or contains it; name a folder outside it")
+    if not out.exists():
+        return
+    entries = sorted(p.name for p in out.iterdir())
+    if not entries:
+        return
+    if not is_complete(out):
+        raise UnimpError(f"{flag} {out}: folder is not empty and is not a unimp dataset folder (it holds "
+                         f"{entries[0]!r}); name a new or empty folder")
+    if not overwrite:
+        raise UnimpError(f"{out}: a dataset is already there; pass --overwrite to rebuild it")
+    foreign = [e for e in entries if not _written_by_unimp(e)]
+    if foreign:
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise UnimpError(f"{out}: holds {foreign[0]!r}{more}, which unimp did not write; move it out first "
+                         "(replacing the folder would delete it)")
+
+
+def check_outside(out: Path, inputs: dict[str, Any], flag: str = "--out") -> None:
+    """Refuse an output folder equal to or inside one of the named input folders."""
+    target = out.resolve()
+    for name, folder in inputs.items():
+        if folder is None:
+            continue
+        inside = Path(folder).resolve()
+        if target == inside or inside in target.parents:
+            raise UnimpError(f"{flag} {out}: is inside {name} {folder}; name a folder outside it")
+
+
+@contextmanager
+def writing_dataset(out: Path, *, overwrite: bool, flag: str = "--out") -> Iterator[Path]:
+    """Check `out` may be replaced, lock it, and yield an empty staging folder that replaces `out` when the
+    block ends normally (the block writes MANIFEST last). On any other exit, Ctrl-C included, nothing
+    is left behind and `out` is untouched."""
+    check_replaceable(out, overwrite=overwrite, flag=flag)
+    with folder_lock(out), replacing_folder(out) as staging:
+        check_replaceable(out, overwrite=overwrite, flag=flag)  # again: another run may have just published
+        yield staging
+        if not (staging / MANIFEST).is_file():
+            raise RuntimeError(f"{staging}: no {MANIFEST} written; refusing to publish an incomplete folder")
 
 
 def is_complete(path: Path) -> bool:
-    return (path / MANIFEST).is_file()
+    """A unimp dataset folder: its manifest is there and carries a schema version."""
+    try:
+        return "schema_version" in json.loads((path / MANIFEST).read_text())
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def read_manifest(root: str | os.PathLike) -> dict[str, Any]:
@@ -130,15 +185,38 @@ def read_manifest(root: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
+def _read_table(path: Path, schema: dict[str, pl.DataType] | None = None) -> pl.DataFrame:
+    """One parquet table of the folder; a missing, corrupt or incomplete one is a one-line error naming it."""
+    try:
+        df = pl.read_parquet(path)
+    except FileNotFoundError:
+        raise UnimpError(f"{path}: missing from the dataset folder; rerun `unimp prepare`") from None
+    except Exception as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnimpError(f"{path}: unreadable ({detail}); rerun `unimp prepare`") from None
+    missing = [c for c in (schema or {}) if c not in df.columns]
+    if missing:
+        raise UnimpError(f"{path}: column(s) {', '.join(missing)} missing; rerun `unimp prepare`")
+    return df
+
+
 def load_dataset(root: str | os.PathLike) -> Dataset:
-    """Read a complete dataset folder (checks the schema version)."""
+    """Read a complete dataset folder (checks the schema version, the tables' columns and that item ids
+    are 0..N-1 in order, which everything downstream indexes by)."""
     root = Path(root)
     manifest = read_manifest(root)
-    instances = {p.stem: pl.read_parquet(p) for p in sorted((root / "eval").glob("*.parquet"))}
+    instances = {p.stem: _read_table(p) for p in sorted((root / "eval").glob("*.parquet"))}
+    items = _read_table(root / "items.parquet", ITEMS_SCHEMA)
+    interactions = _read_table(root / "interactions.parquet", INTERACTIONS_SCHEMA)
+    n, used = items.height, interactions["item_id"].cast(pl.Int64, strict=False)
+    if items["item_id"].cast(pl.Int64, strict=False).to_list() != list(range(n)) or (
+            used.null_count() or (used.len() and not 0 <= used.min() <= used.max() < n)):
+        raise UnimpError(f"{root}: item ids are not 0..{n - 1} throughout items.parquet and interactions.parquet; "
+                         "rerun `unimp prepare`")
     return Dataset(
-        items=pl.read_parquet(root / "items.parquet"),
-        interactions=pl.read_parquet(root / "interactions.parquet"),
-        users=pl.read_parquet(root / "users.parquet"),
+        items=items,
+        interactions=interactions,
+        users=_read_table(root / "users.parquet", USERS_SCHEMA),
         instances=instances,
         manifest=manifest,
         root=root,

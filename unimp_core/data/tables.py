@@ -65,11 +65,12 @@ def _text_bytes(path: Path, compression: str | None) -> bytes:
     return data
 
 
-def read_table(path: str | os.PathLike) -> pl.DataFrame:
+def read_table(path: str | os.PathLike, *, strict: bool = True, skipped: Counter | None = None) -> pl.DataFrame:
     """Read a CSV / TSV / JSON lines / Parquet table (text formats may be gzipped).
 
     CSV and TSV columns are read as text so ids keep their leading zeros; callers cast by role.
-    A `.json` file may also hold one JSON array of records.
+    A `.json` file may also hold one JSON array of records. A JSON line that is not an object raises
+    "<file>:<line>: ..." when `strict`, else it is skipped and counted in `skipped`.
     """
     path = Path(path)
     if not path.is_file():
@@ -91,11 +92,37 @@ def read_table(path: str | os.PathLike) -> pl.DataFrame:
         data = _text_bytes(path, compression)
         if data.lstrip()[:1] == b"[":
             return pl.DataFrame(json.loads(data))
-        return pl.read_ndjson(data, infer_schema_length=None)  # mixed types later in a file must not fail
+        try:
+            return pl.read_ndjson(data, infer_schema_length=None)  # mixed types later in a file must not fail
+        except Exception:
+            return _json_lines(data, path, strict, Counter() if skipped is None else skipped)
     except UnimpError:
         raise
     except Exception as exc:  # polars/json errors carry the position; keep the message to one line
         raise UnimpError(f"{path}: cannot read as {kind}: {_first_line(exc)}") from exc
+
+
+def _json_lines(data: bytes, path: Path, strict: bool, skipped: Counter) -> pl.DataFrame:
+    """JSON lines one by one (the slow path, taken when the fast reader fails): malformed lines are
+    named (strict) or skipped and counted."""
+    import orjson
+
+    records = []
+    for lineno, line in enumerate(data.split(b"\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            record = orjson.loads(line)
+            reason = None if isinstance(record, dict) else "not a JSON object"
+        except orjson.JSONDecodeError as exc:
+            reason = f"invalid JSON ({_first_line(exc)})"
+        if reason is None:
+            records.append(record)
+        elif strict:
+            raise UnimpError(f"{path}:{lineno}: {reason}")
+        else:
+            skipped[f"{path.name}: malformed JSON line"] += 1
+    return pl.from_dicts(records, infer_schema_length=None)
 
 
 def pick_columns(

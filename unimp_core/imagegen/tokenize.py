@@ -28,7 +28,7 @@ import polars as pl
 
 from ..data.store import MANIFEST, load_dataset, read_manifest
 from ..errors import UnimpError
-from ..io import atomic_path, write_json_atomic
+from ..io import atomic_path, folder_lock, write_json_atomic
 from ..progress import Progress
 from ..specs.images import TokenizeImagesSpec
 from . import codes as codelib, vq as vqlib
@@ -240,10 +240,18 @@ def _measure(tok: vqlib.VQ, root: Path, rows: list[Row], codes: dict[int, list[i
 # ---------------------------------------------------------------- the command
 
 def run_tokenize_images(spec: TokenizeImagesSpec, progress: Progress | None = None) -> dict[str, Any]:
-    """Tokenize the images of `spec.data`; returns the manifest's new `image_tokens` record."""
-    progress = progress or Progress()
-    t0 = time.perf_counter()
+    """Tokenize the images of `spec.data`; returns the manifest's new `image_tokens` record.
+
+    Holds the dataset folder's write lock throughout (a concurrent filter-images or prepare --overwrite
+    fails at once instead of replacing the folder under it)."""
     root = Path(spec.data)
+    read_manifest(root)
+    with folder_lock(root):
+        return _tokenize(spec, root, progress or Progress())
+
+
+def _tokenize(spec: TokenizeImagesSpec, root: Path, progress: Progress) -> dict[str, Any]:
+    t0 = time.perf_counter()
     ds = load_dataset(root)
     rows, no_image = _image_rows(ds, root)
     if not rows:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import shutil
 import time
 import warnings
 from pathlib import Path
@@ -25,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UnimpError
-from ..io import atomic_path, write_json_atomic
+from ..io import atomic_path, replacing_folder, write_json_atomic
 from ..progress import Progress
 from ..specs.images import CodebookSpec
 from .codes import VQ_DIR, VQ_META, read_vq_meta
@@ -364,23 +363,12 @@ def weights_sha256(folder: Path) -> str:
 
 
 def save_vq(model, folder: Path, meta: dict[str, Any]) -> str:
-    """Save `model` (diffusers save_pretrained) and `meta` into `folder` through a temporary folder that
+    """Save `model` (diffusers save_pretrained) and `meta` into `folder` through a staging folder that
     replaces it only when complete; returns the weights hash (also written into the meta file)."""
-    folder = Path(folder)
-    tmp = folder.parent / f".{folder.name}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    model.save_pretrained(tmp, safe_serialization=True)
-    digest = weights_sha256(tmp)
-    write_json_atomic(tmp / VQ_META, {**meta, "weights_sha256": digest})
-    old = folder.parent / f".{folder.name}.old"
-    if old.exists():
-        shutil.rmtree(old)
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    if old.exists():
-        shutil.rmtree(old)
+    with replacing_folder(folder) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        digest = weights_sha256(tmp)
+        write_json_atomic(tmp / VQ_META, {**meta, "weights_sha256": digest})
     return digest
 
 

@@ -57,7 +57,10 @@ def load_config(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UnimpError(f"{path}: config file not found")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UnimpError(f"{path}: not UTF-8 text (byte {exc.start}); save the config as UTF-8") from None
     suffix = path.suffix.lower()
     try:
         if suffix in (".yaml", ".yml"):

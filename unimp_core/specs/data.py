@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -90,6 +91,11 @@ class PrepareSpec(Spec):
         "dropped before the k-core, as the paper's preprocessing does, and counted in the manifest).",
     )
     strict: bool = Field(default=False, description="Fail on the first malformed line instead of skipping and counting it.")
+    rating_scale: tuple[float, float] = Field(
+        default=(1.0, 5.0),
+        description="Lowest and highest rating in --source files tables; other ratings (and non-finite ones) "
+        "are skipped and counted, or rejected with --strict. Ratings are stored mapped onto 1..5.",
+    )
     overwrite: bool = Field(default=False, description="Replace an existing complete dataset folder.")
     sample_users: int = Field(default=400, ge=10, description="Users in the synthetic sample shop.")
     sample_items: int = Field(default=240, ge=10, description="Items in the synthetic sample shop.")
@@ -106,6 +112,9 @@ class PrepareSpec(Spec):
             raise ValueError(f"input: --source {self.source} needs --input FOLDER")
         if self.source == "files" and self.files is None:
             raise ValueError("files: --source files needs --interactions FILE")
+        lo, hi = self.rating_scale
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise ValueError("rating_scale: two finite numbers, lowest first")
         if abs(sum(self.split) - 1.0) > 1e-6 or min(self.split) < 0:
             raise ValueError("split: three non-negative shares that sum to 1")
         return self

@@ -36,7 +36,7 @@ import polars as pl
 from ...errors import UnimpError
 from ...progress import Progress
 from .. import catalog
-from ..fetch import FetchJob, fetch_files
+from ..fetch import FetchJob, fetch_files, is_url
 from ..raw import RawData
 
 try:  # orjson parses review lines several times faster; the standard library is the fallback
@@ -78,8 +78,13 @@ def load(spec, progress: Progress) -> RawData:
     parts = []
     for k, name in enumerate(names):
         reviews, meta = fetched[2 * k], fetched[2 * k + 1]
-        part = load_category(release, name, reviews.path, meta.path, progress, strict=spec.strict,
-                             require_image_meta=not spec.keep_items_without_meta)
+        try:
+            part = load_category(release, name, reviews.path, meta.path, progress, strict=spec.strict,
+                                 require_image_meta=not spec.keep_items_without_meta)
+        except CorruptGzip as exc:
+            if spec.mirror is not None and not is_url(spec.mirror):
+                raise UnimpError(f"{exc}; it is your --mirror file, left as it is") from None
+            raise UnimpError(f"{exc}; delete it to download again") from None
         part.sources = [reviews.record(), meta.record()]
         parts.append(part)
     return RawData.concat(parts)
@@ -123,6 +128,10 @@ def load_category(
 # --- reading -------------------------------------------------------------------------------------
 
 
+class CorruptGzip(UnimpError):
+    """A raw file that does not decompress; the caller says what to do about it (whose file it is)."""
+
+
 def gzip_blocks(path: Path, progress: Progress, description: str) -> Iterator[tuple[int, bytes]]:
     """Yield (number of its first line, block) for consecutive blocks of whole lines of a gzip file.
 
@@ -146,7 +155,7 @@ def gzip_blocks(path: Path, progress: Progress, description: str) -> Iterator[tu
                 yield lineno, rest
     except (OSError, EOFError, zlib.error) as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UnimpError(f"{path}: corrupt or truncated gzip ({detail}); delete it to download again") from None
+        raise CorruptGzip(f"{path}: corrupt or truncated gzip ({detail})") from None
 
 
 def _split(block: bytes) -> list[bytes]:

@@ -32,8 +32,9 @@ def _number(column: str, dtype: pl.DataType) -> pl.Expr:
 
 
 def _interactions(
-    df: pl.DataFrame, path: Path, fs: FilesSpec, strict: bool, skipped: Counter, notes: dict
+    df: pl.DataFrame, path: Path, fs: FilesSpec, spec: PrepareSpec, skipped: Counter, notes: dict
 ) -> pl.DataFrame:
+    strict = spec.strict
     roles = pick_columns(df, path, INTERACTION_COLUMNS, fs.columns, REQUIRED)
     ts_col = roles["timestamp"]
     out = df.select(
@@ -52,6 +53,9 @@ def _interactions(
         value = df[ts_col][row - 1]
         hint = (f"format {fs.timestamp_format!r}" if fs.timestamp_format
                 else "Unix seconds or ISO 8601 (set timestamp_format)")
+        if n_bad == out.select(pl.col("_has_ts").sum()).item():
+            raise UnimpError(f"{path}: no timestamp in column {ts_col!r} could be parsed as {hint}; "
+                             f"e.g. row {row}: {value!r}")
         if strict:
             raise UnimpError(f"{path}: row {row}: cannot parse timestamp {value!r} as {hint}")
         skipped[f"timestamp not parseable as {hint}"] += n_bad
@@ -60,8 +64,31 @@ def _interactions(
         junk = out.select((pl.col("_has_rating") & pl.col("rating").is_null()).sum()).item()
         if junk:
             notes["ratings_not_numeric"] = junk  # rows kept, rating left empty
-        out = out.drop("_has_rating")
+        out = _check_ratings(out.drop("_has_rating"), df[roles["rating"]], path, spec, skipped)
     return out.drop("_has_ts")
+
+
+def _check_ratings(out: pl.DataFrame, given: pl.Series, path: Path, spec: PrepareSpec,
+                   skipped: Counter) -> pl.DataFrame:
+    """Ratings must be finite and within `spec.rating_scale`; other rows are skipped and counted by reason
+    (or rejected under --strict). Kept ratings are mapped linearly onto 1..5, the model's scale."""
+    lo, hi = spec.rating_scale
+    r = pl.col("rating")
+    reasons = {"rating not a finite number": r.is_not_null() & ~r.is_finite(),
+               f"rating outside {lo:g}..{hi:g} (see --rating-scale)": r.is_finite() & ((r < lo) | (r > hi))}
+    for reason, bad in reasons.items():
+        n_bad = out.select(bad.sum()).item()
+        if not n_bad:
+            continue
+        if spec.strict:
+            row = first_bad_row(out, bad)
+            raise UnimpError(f"{path}: row {row}: {reason}: {out['rating'][row - 1]!r} "
+                             f"(as written: {given[row - 1]!r})")
+        skipped[reason] += n_bad
+        out = out.filter(~bad)
+    if (lo, hi) != (1.0, 5.0):
+        out = out.with_columns((1.0 + 4.0 * (r - lo) / (hi - lo)).alias("rating"))
+    return out
 
 
 def _items(
@@ -102,13 +129,13 @@ def load(spec: PrepareSpec, progress: Progress) -> RawData:
     skipped: Counter = Counter()
     notes: dict = {}
     with progress.task(f"reading {fs.interactions.name}"):
-        table = read_table(fs.interactions)
-    inter = _interactions(table, fs.interactions, fs, spec.strict, skipped, notes)
+        table = read_table(fs.interactions, strict=spec.strict, skipped=skipped)
+    inter = _interactions(table, fs.interactions, fs, spec, skipped, notes)
     item_ids = inter.select("source_id").drop_nulls().unique(maintain_order=True)
     sources = [file_record(fs.interactions)]
     if fs.items is not None:
         with progress.task(f"reading {fs.items.name}"):
-            item_table = read_table(fs.items)
+            item_table = read_table(fs.items, strict=spec.strict, skipped=skipped)
         items = _items(item_table, fs.items, fs, item_ids, spec.strict, skipped, progress, own_table=True)
         sources.append(file_record(fs.items))
     else:
