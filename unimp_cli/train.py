@@ -12,7 +12,7 @@ from unimp_core.specs.base import describe as d
 from unimp_core.specs.model import ModelSpec as MS
 from unimp_core.specs.train import DataSpec as DS, OptimSpec as OS, RunSpec as RS
 
-from .common import CONFIG_HELP, DRY_RUN_HELP, handle_errors, resolve
+from .common import CONFIG_HELP, DRY_RUN_HELP, fail, handle_errors, resolve
 
 
 def _weights(pairs: list[str] | None) -> dict[str, float] | None:
@@ -163,11 +163,20 @@ def _run(spec) -> None:
     from rich.console import Console
 
     from unimp_core.progress import Progress
-    from unimp_core.run_folder import FINAL, METRICS
+    from unimp_core.run_folder import FINAL, METRICS, SPEC_FILE
     from unimp_core.training.train import run_train
 
     main = os.environ.get("RANK", "0") == "0"  # under `accelerate launch`, one process reports
-    with (Progress.rich() if main else Progress()) as progress:
-        out = run_train(spec, progress)
+    try:
+        with (Progress.rich() if main else Progress()) as progress:
+            out = run_train(spec, progress)
+    except KeyboardInterrupt:
+        saved = Path(spec.run.out) / SPEC_FILE
+        if not saved.is_file():
+            fail("interrupted before the run folder was written; nothing to resume")
+        import shlex
+
+        launcher = "accelerate launch -m unimp_cli" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else "unimp"
+        fail(f"interrupted; resume with: {launcher} train --config {shlex.quote(str(saved))} --resume")
     if main:
         Console().print(f"run folder: [bold]{out}[/]  (final weights in {out / FINAL}, log in {out / METRICS})")

@@ -25,7 +25,7 @@ import polars as pl
 
 from .data.store import Dataset
 from .errors import UnimpError
-from .io import safe_join, write_bytes_atomic
+from .io import check_writable, safe_join, write_bytes_atomic
 from .progress import Progress
 from .specs.evaluate import GenerateSpec
 from .tasks import Sample, TaskContext, get_task, run_history_lengths
@@ -56,7 +56,7 @@ def resolve_user(users: pl.DataFrame, text: str, run: Path, option: str = "--use
     m = _PREFIXED.match(text)
     kind, value = (m.group(1), m.group(2)) if m else (None, text)
     by_id = None
-    if kind in (None, "id") and value.strip().isdigit():
+    if kind in (None, "id") and value.strip().isdigit() and len(value.strip()) < 19:  # beyond int64: no such id
         uid = int(value)
         by_id = uid if (users["user_id"] == uid).any() else None
     by_key = None
@@ -94,6 +94,11 @@ def resolve_items(items: pl.DataFrame, texts: list[str], option: str) -> list[in
             raise UnimpError(f"{option} {text}: no item with this id (0..{n - 1}) or source id")
         out.append(int(found))
     return out
+
+
+def _finite(x: float) -> float | None:
+    """A score for JSON: NaN and infinities (a diverged model) become null, which strict parsers accept."""
+    return x if math.isfinite(x) else None
 
 
 def item_row(items: pl.DataFrame, item_id: int) -> dict[str, Any]:
@@ -198,6 +203,8 @@ def run_generate(spec: GenerateSpec, progress: Progress | None = None) -> dict[s
     from .model.setup import load_run
 
     progress = progress or Progress()
+    check_writable(spec.html, "--html")  # before the model is loaded, not after
+    check_writable(spec.out, "--out")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     loaded = load_run(spec.run, spec.checkpoint, spec.data, device=device, history_len=spec.history_len,
                       max_tokens=spec.max_tokens, progress=progress)
@@ -237,7 +244,8 @@ def rank_items(loaded, batch: dict[str, Any], histories: list[list[int]], ks: li
     for row, (history, k) in enumerate(zip(histories, ks)):
         seen = set(history)
         listed = [(i, p) for i, p in zip(top_i[row, :k].tolist(), top_p[row, :k].tolist()) if p != float("-inf")]
-        out.append([{"rank": r + 1, **item_row(items, i), "score": p, "logit": float(scores[row, i]), "in_history": i in seen}
+        out.append([{"rank": r + 1, **item_row(items, i), "score": _finite(p), "logit": _finite(float(scores[row, i])),
+                     "in_history": i in seen}
                     for r, (i, p) in enumerate(listed)])  # excluded items (-inf) are never listed
     return out
 
@@ -245,6 +253,9 @@ def rank_items(loaded, batch: dict[str, Any], histories: list[list[int]], ks: li
 def _ranking_fields(spec: GenerateSpec, recommendations: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"recommendations": recommendations,
                            "score": "probability of the item token among all item tokens"}
+    if len(recommendations) < spec.k:
+        left = "outside the user's history" if spec.exclude_history else "in the catalogue"
+        out["k_note"] = f"{len(recommendations)} of the {spec.k} asked: only that many items {left}"
     if spec.query is not None:
         out["query"] = spec.query
     return out

@@ -52,6 +52,57 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def check_writable(path: str | os.PathLike | None, flag: str) -> None:
+    """Refuse, before any work, an output file that could not be written: its folder cannot be made or
+    written to, or the path is a folder."""
+    from .errors import UnimpError
+
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise UnimpError(f"{flag} {path}: is a folder; name a file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UnimpError(f"{flag} {path}: cannot create its folder ({exc.strerror})") from None
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise UnimpError(f"{flag} {path}: its folder is not writable")
+
+
+def write_checksums(folder: str | os.PathLike, name: str) -> None:
+    """Record the size and sha256 of every file under `folder` (recursively) in `folder/name`."""
+    folder = Path(folder)
+    record = {str(p.relative_to(folder)): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+              for p in sorted(folder.rglob("*")) if p.is_file() and p != folder / name}
+    write_json_atomic(folder / name, record)
+
+
+def verify_checksums(folder: str | os.PathLike, name: str) -> str | None:
+    """What is wrong with `folder` against its `name` record (a file missing, its size or hash changed),
+    or None when all is as written. A folder without a record (written before records were kept)
+    passes."""
+    folder = Path(folder)
+    try:
+        record = json.loads((folder / name).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        return f"{name} unreadable ({exc})".splitlines()[0]
+    if not isinstance(record, dict):
+        return f"{name} unreadable"
+    for rel, want in record.items():  # sizes first: cheap, and what a cut-off copy shows
+        f = folder / rel
+        if not f.is_file():
+            return f"{rel} is missing"
+        if f.stat().st_size != want.get("bytes"):
+            return f"{rel} has {f.stat().st_size} bytes, {want.get('bytes')} were written"
+    for rel, want in record.items():
+        if sha256_file(folder / rel) != want.get("sha256"):
+            return f"{rel} does not match the sha256 recorded when it was written"
+    return None
+
+
 def safe_join(root: str | os.PathLike, relative: str) -> Path:
     """Join `relative` under `root`, refusing anything that would land outside it (`../x`, `/etc`)."""
     from .errors import UnimpError

@@ -6,8 +6,10 @@ Layout (every name other steps rely on is defined here):
     tokenizer/             the (extended) tokenizer of a token-based family
     vision_features.npy    --cache-vision-features: every item's frozen vision features
     metrics.jsonl          one JSON line per logged step (training losses, validation losses)
-    checkpoints/step-N/    trainable.pt, optimizer.pt, scheduler.pt, rng.pt, state.json[, optimizer_shards/]
-    final/                 trainable.pt, state.json: the weights a finished run ends with
+    dataset.json           {"folder", "identity"}: the dataset trained on (evaluate/generate refuse another)
+    checkpoints/step-N/    trainable.pt, optimizer.pt, scheduler.pt, rng.pt, state.json[, optimizer_shards/],
+                           checksums.json (every file's size and sha256, checked before it is used)
+    final/                 trainable.pt, state.json, checksums.json: the weights a finished run ends with
     evaluations/<name>/    metrics.json, predictions/<task>.jsonl[, images/]: one per evaluation protocol
 
 Checkpoint and final folders are written atomically (unimp_core.training.checkpoint); a run is
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
 
 SPEC_FILE = "train_spec.json"
 MODEL_META = "model.json"
+DATASET = "dataset.json"
 TOKENIZER_DIR = "tokenizer"
 FEATURES = "vision_features.npy"
 METRICS = "metrics.jsonl"
@@ -44,6 +47,7 @@ OPTIMIZER = "optimizer.pt"
 SCHEDULER = "scheduler.pt"
 RNG = "rng.pt"
 SHARDS_DIR = "optimizer_shards"
+CHECKSUMS = "checksums.json"
 
 # inside evaluations/<name>/
 EVALUATIONS = "evaluations"
@@ -92,6 +96,28 @@ def dataset_folder(run: Path, train_spec: "TrainSpec", data: Path | None = None)
         where = "--data" if data is not None else f"{run}/{SPEC_FILE}: its dataset"
         raise UnimpError(f"{where} folder {folder} is not there; pass the dataset folder with --data")
     return folder
+
+
+def write_dataset_identity(run: Path, folder: Path, identity: str) -> None:
+    """dataset.json: which dataset the run trains on (its folder and `store.dataset_identity`)."""
+    write_json_atomic(Path(run) / DATASET, {"folder": str(folder), "identity": identity})
+
+
+def check_dataset_identity(run: Path, folder: Path, identity: str) -> None:
+    """Refuse a dataset other than the one the run was trained on (a rebuilt or re-indexed one gives
+    item ids another meaning). Runs written before dataset.json was kept pass."""
+    path = Path(run) / DATASET
+    if not path.is_file():
+        return
+    try:
+        recorded = json.loads(path.read_text())
+        then = recorded["identity"]
+    except Exception as exc:
+        raise UnimpError(f"{path}: unreadable: {first_line(exc)}") from exc
+    if then != identity:
+        raise UnimpError(f"{folder}: not the dataset {run} was trained on (that was {recorded.get('folder')}, "
+                         f"identity {then}; this one is {identity}: rebuilt or changed since); pass the run's "
+                         "dataset with --data, or train again")
 
 
 # --------------------------------------------------------------------------------------- model meta

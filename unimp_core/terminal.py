@@ -104,7 +104,7 @@ def metrics_report(res: dict[str, Any], report: dict[str, Any]) -> tuple[Any, li
 def show_ranking(result: dict[str, Any]) -> list:
     title = f"results for “{result['query']}”" if result.get("query") else "recommended next"
     return [items_table(f"{title} (score: {result['score']})", result["recommendations"],
-                        [("#", "rank"), ("score", "score")])]
+                        [("#", "rank"), ("score", "score")])] + ([result["k_note"]] if result.get("k_note") else [])
 
 
 def show_image(result: dict[str, Any]) -> list:

@@ -166,6 +166,15 @@ def is_complete(path: Path) -> bool:
         return False
 
 
+def dataset_identity(manifest: dict[str, Any]) -> str:
+    """A short hash of the manifest: changes whenever prepare or filter-images rewrites the folder (new
+    items, ids, splits), not when tokenize-images adds image codes."""
+    import hashlib
+
+    kept = {k: v for k, v in manifest.items() if k != "image_tokens"}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def read_manifest(root: str | os.PathLike) -> dict[str, Any]:
     root = Path(root)
     if not root.is_dir():

@@ -124,7 +124,8 @@ def top_items(scores: torch.Tensor, k: int, exclude: torch.Tensor | None = None)
     """The k best items of each row: (B, k) scores and (B, k) item ids, best first.
 
     Equal scores are ordered by item id (a stable sort), so the lists are deterministic. Excluded items
-    (a (B, N) bool mask) are never listed.
+    (a (B, N) bool mask) score -inf: they come last, and only when a row has fewer than k others; callers
+    that list items drop them.
     """
     if exclude is not None:
         scores = scores.masked_fill(exclude, float("-inf"))

@@ -93,7 +93,8 @@ def ranking_records(ev: EvalContext, samples, mine: list[int], advance) -> list[
 
 def _record(index: int, sample, rank: int, items: list, scores: list[float]) -> dict:
     return {"index": index, "user_id": sample.meta["user_id"], "target": sample.meta["target"], "rank": int(rank),
-            "top": [[item, round(score, 5)] for item, score in zip(items, scores)]}
+            "top": [[item, round(score, 5)] for item, score in zip(items, scores)
+                    if score != float("-inf")]}  # an excluded item is never listed (nor -Infinity written)
 
 
 def _exact_ranks(loaded: LoadedRun, batch, chunk: list[int], group, spec: EvaluateSpec) -> list[dict]:

@@ -17,8 +17,9 @@ from typing import Any, Callable
 import torch
 
 from .. import run_folder as RF
-from ..data.store import Dataset, load_dataset
-from ..errors import UnimpError
+from ..data.store import Dataset, dataset_identity, load_dataset
+from ..errors import UnimpError, first_line
+from ..io import verify_checksums
 from ..progress import Progress
 from ..specs.train import TrainSpec
 from ..tasks import TaskContext, context
@@ -72,8 +73,15 @@ def setup_model(spec: TrainSpec, ds: Dataset, run_dir: Path, fresh: bool, progre
 
 
 def load_weights(run_dir: Path, checkpoint: str = RF.FINAL) -> dict[str, torch.Tensor]:
-    """A run's trainable weights: `final` or `step-N`."""
-    return torch.load(RF.weights_file(run_dir, checkpoint), map_location="cpu", weights_only=True)
+    """A run's trainable weights: `final` or `step-N`, checked against the checkpoint's checksums."""
+    path = RF.weights_file(run_dir, checkpoint)
+    damage = verify_checksums(path.parent, RF.CHECKSUMS)
+    if damage:
+        raise UnimpError(f"{path.parent}: damaged checkpoint: {damage}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UnimpError(f"{path}: unreadable checkpoint file ({first_line(exc)})") from None
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -138,6 +146,7 @@ def load_run(run: Path, checkpoint: str = RF.FINAL, data: Path | None = None, *,
     run = Path(run)
     train_spec = RF.read_train_spec(run)
     ds = load_dataset(RF.dataset_folder(run, train_spec, data))
+    RF.check_dataset_identity(run, ds.root, dataset_identity(ds.manifest))
     weights = load_weights(run, checkpoint)  # fails early, naming the checkpoints that exist
     setup = setup_model(train_spec, ds, run, fresh=False, progress=progress)
     model = setup.bundle.model

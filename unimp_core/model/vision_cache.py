@@ -16,7 +16,7 @@ import torch
 
 from ..data.store import Dataset
 from ..errors import UnimpError
-from ..io import atomic_path
+from ..io import atomic_path, safe_join
 from ..progress import Progress
 
 
@@ -37,7 +37,7 @@ class ItemImages:
         rel = self.paths[item_id]
         if rel is None or self.root is None:
             raise UnimpError(f"item {item_id} has no image")
-        path = self.root / rel
+        path = safe_join(self.root, rel)  # a tampered items.parquet must not reach outside the folder
         try:
             with Image.open(path) as img:
                 return self.transform(img.convert("RGB"))

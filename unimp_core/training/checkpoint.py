@@ -11,6 +11,8 @@ the new one, never a half-written one that looks usable.
         rng.pt           python / numpy / torch (/ cuda) RNG states
         state.json       {"step", "epoch", "batch", ...}: where the data stream resumes
         optimizer_shards/ (DeepSpeed, FSDP) each process's share of the optimizer state (DeepSpeed: its engine checkpoint)
+        checksums.json   every file's size and sha256, written last: a checkpoint damaged later (a cut-off
+                         copy, a bad disk) is recognised before use, and --resume falls back to an older one
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ import os
 import random
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from ..errors import UnimpError, first_line
-from ..run_folder import CHECKPOINTS, OPTIMIZER, RNG, SCHEDULER, STATE, WEIGHTS, list_checkpoints
+from ..io import verify_checksums, write_checksums
+from ..run_folder import CHECKPOINTS, CHECKSUMS, OPTIMIZER, RNG, SCHEDULER, STATE, WEIGHTS, list_checkpoints
 
 
 
@@ -88,6 +91,7 @@ def write_folder_atomic(dest: Path, files: dict[str, Any]) -> None:
             path.write_text(json.dumps(content, indent=2, default=str))
         else:
             torch.save(content, path)
+    write_checksums(tmp, CHECKSUMS)
     # fsync the files so a power cut cannot leave a renamed but empty checkpoint
     for p in tmp.iterdir():
         if p.is_file():
@@ -117,13 +121,17 @@ def save_checkpoint(run_dir: Path, step: int, files: dict[str, Any], keep_last: 
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Read a checkpoint folder (weights_only loading: a checkpoint is data, never code).
+    """Read a checkpoint folder (weights_only loading: a checkpoint is data, never code), after checking
+    every file against checksums.json.
 
     Returns {"path", "state", "weights", "optimizer", "scheduler", "rng"} (None for absent parts).
     """
     path = Path(path)
     if not (path / STATE).is_file():
         raise UnimpError(f"{path}: not a complete checkpoint (no {STATE})")
+    damage = verify_checksums(path, CHECKSUMS)
+    if damage:
+        raise UnimpError(f"{path}: damaged checkpoint: {damage}")
 
     def load(name: str):
         f = path / name
@@ -137,5 +145,29 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     weights = load(WEIGHTS)
     if weights is None:
         raise UnimpError(f"{path}: not a complete checkpoint (no {WEIGHTS})")
-    return {"path": path, "state": json.loads((path / STATE).read_text()), "weights": weights,
+    try:
+        state = json.loads((path / STATE).read_text())
+        state = {**state, "step": int(state["step"]), "epoch": int(state["epoch"]), "batch": int(state["batch"])}
+    except Exception as exc:
+        raise UnimpError(f"{path / STATE}: unreadable checkpoint state ({first_line(exc)})") from None
+    return {"path": path, "state": state, "weights": weights,
             "optimizer": load(OPTIMIZER), "scheduler": load(SCHEDULER), "rng": load(RNG)}
+
+
+def load_latest(run_dir: Path, log: Callable[[str], None]) -> dict[str, Any] | None:
+    """The newest checkpoint of a run that loads intact (None when the run has none). A damaged one is
+    skipped, saying so through `log`; when every one is damaged the error names them all."""
+    found = list_checkpoints(run_dir)
+    damaged: list[str] = []
+    for _, path in reversed(found):
+        try:
+            loaded = load_checkpoint(path)
+        except UnimpError as exc:
+            damaged.append(str(exc))
+            continue
+        if damaged:
+            log(f"{'; '.join(damaged)}; resuming from {path.name}, the newest intact checkpoint")
+        return loaded
+    if damaged:
+        raise UnimpError(f"{run_dir}: no intact checkpoint to resume from ({'; '.join(damaged)})")
+    return None

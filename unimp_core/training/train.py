@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from .. import run_folder as RF
-from ..data.store import Dataset, load_dataset
+from ..data.store import Dataset, dataset_identity, load_dataset
 from ..errors import UnimpError
 from ..model.setup import Setup, load_trainable, load_weights, setup_model, trainable_state
 from ..progress import Progress
@@ -121,6 +121,7 @@ def run_train(spec: TrainSpec, progress: Progress | None = None) -> Path:
         run = Run(spec, Path(spec.run.out), accelerator, (progress or Progress()) if main else Progress())
         ds = _setup_dataset(spec)  # before the run folder is touched: a bad --data leaves nothing behind
         fresh = _setup_run_dir(run)
+        _record_dataset(run, ds)
         set_seed(spec.run.seed)
         setup = _setup_model(run, ds, fresh)
         _setup_data(run, ds, setup)
@@ -162,8 +163,7 @@ def _setup_run_dir(run: Run) -> bool:
         diff = _spec_difference(RF.read_train_spec(out), spec)
         if diff is not None:
             raise UnimpError(f"{out}: --resume needs the run's model, data and optimizer settings ({diff})")
-        found = RF.list_checkpoints(out)
-        run.resume = ckpt.load_checkpoint(found[-1][1]) if found else None
+        run.resume = ckpt.load_latest(out, run.progress.log)
     elif RF.holds_run(out):
         raise UnimpError(f"{out}: a run is already there; add --resume to continue it, or choose another --out")
     elif out.is_dir() and any(out.iterdir()):
@@ -179,6 +179,16 @@ def _setup_run_dir(run: Run) -> bool:
         RF.write_train_spec(out, spec)
     acc.wait_for_everyone()
     return fresh
+
+
+def _record_dataset(run: Run, ds: Dataset) -> None:
+    """dataset.json: a resumed run must see the dataset it started on; a new run records it."""
+    identity = dataset_identity(ds.manifest)
+    if run.spec.run.resume:
+        RF.check_dataset_identity(run.out, ds.root, identity)
+    if run.main:
+        RF.write_dataset_identity(run.out, Path(ds.root).resolve(), identity)
+    run.accelerator.wait_for_everyone()
 
 
 def _setup_dataset(spec: TrainSpec) -> Dataset:
