@@ -40,8 +40,8 @@ def test_prepare_refuses_a_non_empty_folder_it_did_not_write(cli, tmp_path, cach
     (mine / "notes.txt").write_text("x\n")
     before = snapshot(tmp_path)
     for extra in ((), ("--overwrite",)):
-        one_line_error(_sample(cli, mine, cache, *extra), str(mine), "not a unimp dataset folder")
-        assert snapshot(tmp_path) == before
+        one_line_error(_sample(cli, mine, tmp_path / "cache", *extra), str(mine), "not a unimp dataset folder")
+        assert snapshot(tmp_path) == before  # not even the cache folder was made
 
 
 def test_prepare_refuses_out_equal_to_or_inside_its_inputs(cli, tmp_path, cache):

@@ -17,7 +17,7 @@ from . import process
 from .raw import RawData
 from .sources import load_source
 from .fetch import mirror_folder
-from .store import MANIFEST, Dataset, check_outside, new_manifest, write_tables, writing_dataset
+from .store import MANIFEST, Dataset, check_outside, check_replaceable, new_manifest, write_tables, writing_dataset
 
 
 def attach_explanations(inter: pl.DataFrame, spec: PrepareSpec) -> tuple[pl.DataFrame, str]:
@@ -68,11 +68,12 @@ def build_dataset(raw: RawData, spec: PrepareSpec, keep_splits: pl.DataFrame | N
 
 
 def check_paths(spec: PrepareSpec) -> None:
-    """Refuse an --out inside the inputs, and an unwritable --cache-dir, before any work."""
+    """Refuse an --out inside the inputs or not replaceable, and an unwritable --cache-dir, before any work."""
     out = spec.output_dir()
     files = spec.files
     check_outside(out, {"--input": spec.input, "--mirror": mirror_folder(spec.mirror),
                         "--images-dir": files.images if files else None, "--cache-dir": spec.cache_dir})
+    check_replaceable(out, overwrite=spec.overwrite)  # (again under the lock) before anything is made
     cache = Path(spec.cache_dir)
     try:
         cache.mkdir(parents=True, exist_ok=True)
