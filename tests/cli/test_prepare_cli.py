@@ -105,7 +105,7 @@ def test_files_source_with_images_dir_and_explanations_file(cli, tmp_path):
     photos.mkdir()
     colours = {i: (20 * i, 255 - 20 * i, 90) for i in range(0, 12, 2)}  # even items have a picture
     for i, colour in colours.items():
-        (photos / f"pic{i}.jpg").write_bytes(jpeg(colour, size=(40, 40), pattern=False))
+        (photos / f"pic{i}.jpg").write_bytes(jpeg(colour, size=(40, 40)))  # patterned: one flat colour is a placeholder
     items = ["what,title,image_path"] + [f"i{i},Item {i},{f'pic{i}.jpg' if i in colours else ''}" for i in range(12)]
     (tmp_path / "items.csv").write_text("\n".join(items) + "\n")
     explained = {("u3", "i5"): "the colour is lovely", ("u7", "i9"): "fits well", ("u0", "i0"): "great value"}
