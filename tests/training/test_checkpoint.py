@@ -67,7 +67,8 @@ def test_write_folder_atomic_replaces_and_cleans(tmp_path):
     assert torch.equal(torch.load(dest / "w.pt", weights_only=True)["x"], torch.ones(2))
     assert (dest / "note").read_text() == "hello"
     ckpt.write_folder_atomic(dest, {"a.json": {"step": 2}})
-    assert sorted(p.name for p in dest.iterdir()) == ["a.json"]
+    assert sorted(p.name for p in dest.iterdir()) == ["a.json", RF.CHECKSUMS]
+    assert list(json.loads((dest / RF.CHECKSUMS).read_text())) == ["a.json"]  # every file but itself
     assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]
 
 
