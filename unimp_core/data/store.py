@@ -29,7 +29,7 @@ import polars as pl
 
 from .. import __version__
 from ..errors import UnimpError
-from ..io import atomic_path, folder_lock, replacing_folder, write_json_atomic
+from ..io import atomic_path, folder_lock, replacing_folder
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
