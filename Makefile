@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_evaluate.py
 	$(PY) benchmarks/bench_train.py
 	$(PY) benchmarks/bench_tokenize.py
+	$(PY) benchmarks/bench_serve.py
 
 clean:
 	rm -rf demo .pytest_cache

@@ -11,8 +11,8 @@ in turn, waiting for the answer before sending the next) for `--seconds`, and pr
 and the throughput ratio batched / unbatched. The load generator shares the machine with the server,
 so both compete for the CPUs; the machine's load (`uptime`) is printed before and after.
 
-    .venv/bin/python benchmarks/bench_serve.py [--run demo/runs/sample-tiny] [--clients 200] [--seconds 30]
-        [--settings "64,10" "1,0"] [--json out.json]
+    .venv/bin/python benchmarks/bench_serve.py [--run demo/runs/sample-tiny] [--checkpoint final] [--clients 200]
+        [--seconds 30] [--settings "64,10" "1,0"] [--json out.json]
 
 Without --run it uses demo/runs/sample-tiny (`make demo` trains it) or, if missing, trains the same
 tiny run in a temporary folder.
@@ -58,9 +58,10 @@ def _demo_run(base: Path) -> Path:
 class Server:
     """`unimp serve` in its own process; `url` once it says where it listens."""
 
-    def __init__(self, run: Path, max_batch: int, max_wait_ms: float):
-        cmd = [sys.executable, "-m", "unimp_cli", "serve", "--run", str(run), "--port", "0",
-               "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms), "--max-pending", "4096"]
+    def __init__(self, run: Path, checkpoint: str, max_batch: int, max_wait_ms: float):
+        cmd = [sys.executable, "-m", "unimp_cli", "serve", "--run", str(run), "--checkpoint", checkpoint, "--port", "0",
+               "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms), "--max-pending", "4096",
+               "--timeout-s", "900"]  # measure throughput, not the timeout: every request is answered
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
         self.url: str | None = None
@@ -80,6 +81,15 @@ class Server:
                 self.ready.set()
             if "error" in line.lower():
                 print("  server:", line.rstrip(), file=sys.stderr)
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.ready.wait(0.2):
+            if self.proc.poll() is not None:
+                raise SystemExit(f"unimp serve exited with {self.proc.returncode}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise SystemExit("the server did not get ready")
 
     def peak_rss_mb(self) -> float:
         text = Path(f"/proc/{self.proc.pid}/status").read_text()
@@ -110,7 +120,7 @@ async def load(url: str, clients: int, seconds: float, users: list[int], k: int)
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 failures.append(repr(exc))
 
-    timeout = aiohttp.ClientTimeout(total=120)
+    timeout = aiohttp.ClientTimeout(total=900)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients), timeout=timeout) as session:
         started = time.monotonic()
         await asyncio.gather(*(client(session, i, started + seconds) for i in range(clients)))
@@ -143,6 +153,7 @@ def _uptime() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", type=Path, default=None, help="run folder (default: demo/runs/sample-tiny, else train it)")
+    ap.add_argument("--checkpoint", default="final", help="final or step-N")
     ap.add_argument("--clients", type=int, default=200)
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--k", type=int, default=10)
@@ -157,16 +168,15 @@ def main() -> None:
         from unimp_core.run_folder import dataset_folder, read_train_spec
 
         users = pl.read_parquet(Path(dataset_folder(run, read_train_spec(run))) / "users.parquet")["user_id"].to_list()
-        results = {"run": str(run), "clients": args.clients, "seconds": args.seconds, "cpus": os.cpu_count(),
+        results = {"run": str(run), "checkpoint": args.checkpoint, "clients": args.clients, "seconds": args.seconds, "cpus": os.cpu_count(),
                    "uptime_before": _uptime(), "settings": []}
         print(f"run {run}: {len(users)} users; {args.clients} clients for {args.seconds:g} s per setting")
         print(results["uptime_before"])
         for setting in args.settings:
             max_batch, max_wait = setting.split(",")
-            server = Server(run, int(max_batch), float(max_wait))
+            server = Server(run, args.checkpoint, int(max_batch), float(max_wait))
             try:
-                if not server.ready.wait(600):
-                    raise SystemExit("the server did not get ready")
+                server.wait_ready(600)
                 out = asyncio.run(load(server.url, args.clients, args.seconds, users, args.k))
                 out["peak_rss_mb"] = round(server.peak_rss_mb(), 1)
             finally:

@@ -77,3 +77,21 @@ def test_tokenize_train_evaluate_generate(cli, sample, tmp_path):
     assert img.format == "PNG" and img.size == (16, 16)
     html = page.read_text()
     assert "Generated image for “red dress”" in html and html.count("data:image/png;base64,") >= 1
+
+    # `unimp serve` answers POST /v1/image with the same PNG
+    import asyncio
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from unimp_core.serve.app import build_app
+    from unimp_core.serve.engine import Engine
+    from unimp_core.specs.serve import ServeSpec
+
+    async def served():
+        spec = ServeSpec(run=run)
+        async with TestClient(TestServer(build_app(spec, Engine.load(spec)))) as client:
+            res = await client.post("/v1/image", json={"user": 1, "query": "red dress"})
+            return res.status, res.content_type, await res.read()
+
+    status, ctype, png = asyncio.run(served())
+    assert (status, ctype) == (200, "image/png") and png == out.read_bytes()
