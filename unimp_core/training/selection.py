@@ -1,0 +1,68 @@
+"""Validation-based model selection, as recommender libraries do it (RecBole's `valid_metric`, `stopping_step`).
+
+Every `eval_every` steps a training loop ranks the whole catalogue for the valid split's stored `rec`
+instances; the checkpoint with the best value of the chosen metric is kept as `RUN/best/`, and
+training stops after `patience` evaluations without improvement. Pure bookkeeping here, no torch:
+the loops measure, this decides.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ..errors import UnimpError
+
+BEST = "best"  # the run-folder checkpoint that holds the selected weights
+METRIC_RE = re.compile(r"^(hr|ndcg|mrr)@([1-9][0-9]*)$", re.IGNORECASE)
+
+
+def metric_name(name: str) -> str:
+    """`ndcg@10` -> `NDCG@10` (the evaluation's spelling); anything else is a one-line error."""
+    match = METRIC_RE.match(name.strip())
+    if match is None:
+        raise UnimpError(f"selection metric {name!r}: use hr@K, ndcg@K or mrr@K (e.g. ndcg@10)")
+    return f"{match.group(1).upper()}@{int(match.group(2))}"
+
+
+@dataclass
+class Selection:
+    """The best validation value so far, where it was reached, and how many evaluations since.
+
+    Higher is better for every rank metric. Saved with each checkpoint (`state`), so a resumed run
+    keeps its best and its patience count.
+    """
+
+    metric: str = "NDCG@10"
+    patience: int | None = None
+    best: float | None = None
+    best_step: int | None = None
+    since_best: int = 0
+
+    def update(self, step: int, metrics: dict[str, float]) -> bool:
+        """Record one validation; True when it is a new best (strictly better than every earlier one)."""
+        if self.metric not in metrics:
+            raise UnimpError(f"selection metric {self.metric} was not measured (have {', '.join(metrics)})")
+        value = float(metrics[self.metric])
+        if self.best is None or value > self.best:
+            self.best, self.best_step, self.since_best = value, step, 0
+            return True
+        self.since_best += 1
+        return False
+
+    @property
+    def stop(self) -> bool:
+        """Early stopping: `patience` evaluations in a row did not improve on the best."""
+        return self.patience is not None and self.since_best >= self.patience
+
+    def state(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any] | None, metric: str, patience: int | None) -> "Selection":
+        """A resumed run's selection (metric and patience from the spec; the record from the checkpoint)."""
+        out = cls(metric=metric, patience=patience)
+        if state and state.get("metric") == metric:
+            out.best, out.best_step, out.since_best = state["best"], state["best_step"], int(state["since_best"])
+        return out
