@@ -67,7 +67,7 @@ def test_an_unknown_family_is_one_clear_error(tmp_path):
     from unimp_core.progress import Progress
     from unimp_core.specs.train import TrainSpec
 
-    with pytest.raises(UnimpError, match=r"unknown model family 'nope' \(known: openflamingo\)"):
+    with pytest.raises(UnimpError, match=r"unknown model family 'nope' \(known: openflamingo, sasrec\)"):
         family("nope")
     RF.write_model_meta(tmp_path, "nope", {}, 3)
     spec = TrainSpec.model_validate({"data": {"path": tmp_path}, "run": {"out": tmp_path}})

@@ -29,6 +29,8 @@ def evaluate(
     split: Optional[str] = typer.Option(None, help=d(ES, "split")),
     tasks: Optional[List[str]] = typer.Option(None, "--tasks", help=d(ES, "tasks") + " Several: --tasks rec exp."),
     data: Optional[Path] = typer.Option(None, "--data", exists=True, file_okay=False, help=d(ES, "data")),
+    compare: Optional[List[Path]] = typer.Option(None, "--compare", exists=True, file_okay=False,
+                                                 help=d(ES, "compare") + " Several: --compare RUN2 RUN3."),
     batch_size: Optional[int] = typer.Option(None, help=d(ES, "batch_size")),
     k: Optional[List[str]] = typer.Option(None, "--k", help=d(ES, "ks") + " Comma-separated: --k 1,5,10."),
     decode: Optional[str] = typer.Option(None, help=d(ES, "decode")),
@@ -50,7 +52,7 @@ def evaluate(
     """Evaluate a run: HR/NDCG/MRR over the whole catalogue (rec, search) against popularity, rating and
     explanation metrics (exp), selection precision/recall/F1 (img_sel), code accuracy, PSNR and SSIM of generated
     images (img_gen). Runs under `accelerate launch` too."""
-    overrides = {"run": run, "checkpoint": checkpoint, "split": split, "tasks": tasks, "data": data,
+    overrides = {"run": run, "checkpoint": checkpoint, "split": split, "tasks": tasks, "data": data, "compare": compare,
                  "batch_size": batch_size, "ks": _ks(k), "decode": decode, "num_beams": num_beams,
                  "exclude_history": exclude_history, "text_beams": text_beams, "image_pairs": image_pairs, "max_new_tokens": max_new_tokens,
                  "rating_policy": rating_policy, "save_top": save_top, "limit": limit, "history_len": history_len,
@@ -64,6 +66,18 @@ def evaluate(
     from unimp_core.evaluation.runner import run_evaluate
     from unimp_core.progress import Progress
 
+    if spec.compare:
+        from unimp_core.evaluation.compare import run_compare
+
+        with (Progress() if as_json else Progress.rich()) as progress:
+            result = run_compare(spec, progress)
+        if as_json:
+            typer.echo(json.dumps(result, indent=2, default=str))
+        else:
+            from rich.console import Console
+
+            print_compare(Console(), result)
+        return
     with (Progress() if as_json else Progress.rich()) as progress:
         report = run_evaluate(spec, progress)
     if not PartialState().is_main_process:
@@ -76,13 +90,38 @@ def evaluate(
         print_report(Console(), report)
 
 
+def print_compare(con, result: dict[str, Any]) -> None:
+    """One table per ranking task: a column per run, then popularity; the protocol line under it."""
+    from rich.table import Table
+
+    from unimp_core.evaluation.compare import protocol_line
+    from unimp_core.terminal import fmt
+
+    for task, res in result["tasks"].items():
+        if not res.get("runs"):
+            con.print(f"{task}: {res.get('note', 'no instances')}")
+            continue
+        names = sorted((n for n in res["popularity"] if n.split("@")[0] in ("HR", "NDCG")),
+                       key=lambda n: (n.split("@")[0] != "HR", int(n.split("@")[1])))
+        heads = [f"{Path(r['run']).name}\n{r['model'] or ''} {r['checkpoint']}" for r in res["runs"]]
+        table = Table("metric", *heads, "popularity", title=f"{task}, {result['dataset']}")
+        for name in names:
+            table.add_row(name, *[fmt(r["metrics"].get(name)) for r in res["runs"]], fmt(res["popularity"].get(name)))
+        con.print(table)
+        con.print(f"  [dim]{protocol_line(res['protocol'])}[/]", soft_wrap=True)
+        for row in res["runs"]:
+            con.print(f"{row['run']}: {row['folder']}/metrics.json", soft_wrap=True)
+
+
 def print_report(con, report: dict[str, Any]) -> None:
     """The tasks evaluated now as rich tables (each task's own view), model metrics beside their baselines."""
     from unimp_core.tasks import get_task
 
     synthetic = "  [bold yellow](SYNTHETIC sample data)[/]" if report.get("synthetic") else ""
-    con.print(f"[bold]{report['run']}[/] checkpoint {report['checkpoint']}, split {report['split']}, "
-              f"{report['protocol']}, history {report['history_len']}, {report['processes']} process(es){synthetic}")
+    reads = ("item ids (SASRec)" if report.get("model_family") == "sasrec"
+             else f"history {report['history_len']}")
+    con.print(f"[bold]{report['run']}[/] checkpoint {report.get('checkpoint_note') or report['checkpoint']}, "
+              f"split {report['split']}, {report['protocol']}, {reads}, {report['processes']} process(es){synthetic}")
     for task in report.get("evaluated", list(report["tasks"])):
         res = report["tasks"][task]
         if not res.get("users"):

@@ -9,7 +9,7 @@ import typer
 
 from unimp_core.errors import UnimpError
 from unimp_core.specs.base import describe as d
-from unimp_core.specs.model import ModelSpec as MS
+from unimp_core.specs.model import ModelSpec as MS, SASRecSpec as SS
 from unimp_core.specs.train import DataSpec as DS, OptimSpec as OS, RunSpec as RS
 
 from .common import CONFIG_HELP, DRY_RUN_HELP, fail, handle_errors, resolve
@@ -30,13 +30,23 @@ def _weights(pairs: list[str] | None) -> dict[str, float] | None:
     return out
 
 
+def _model(g) -> dict:
+    """--model sasrec picks the SASRec family; any other name is an OpenFlamingo preset."""
+    common = {"train_lm": g("train_lm"), "vision": g("vision"), "lm": g("lm"),
+              "cross_attn_every_n_layers": g("cross_attn_every"), "checkpoint": g("flamingo_checkpoint")}
+    if g("model") == "sasrec":
+        return {"family": "sasrec", "loss": g("loss"), **common}
+    if g("loss") is not None:
+        raise UnimpError("--loss is a SASRec setting (--model sasrec)")
+    return {"preset": g("model"), **common}
+
+
 def _overrides(**o) -> dict:
     """Flags -> the nested spec layout (None or absent means 'not given')."""
     o = {k: v for k, v in o.items() if v is not None}
     g = o.get
     return {
-        "model": {"preset": g("model"), "train_lm": g("train_lm"), "vision": g("vision"), "lm": g("lm"),
-                  "cross_attn_every_n_layers": g("cross_attn_every"), "checkpoint": g("flamingo_checkpoint")},
+        "model": _model(g),
         "data": {"path": g("data"), "tasks": g("tasks"), "task_weights": _weights(g("task_weight")),
                  "history_len": g("history_len"), "max_tokens": g("max_tokens"), "curriculum": g("curriculum"),
                  "valid_users": g("valid_users")},
@@ -44,7 +54,8 @@ def _overrides(**o) -> dict:
                   "batch_size": g("batch_size"), "grad_accum": g("grad_accum"), "weight_decay": g("weight_decay")},
         "run": {"out": g("out"), "epochs": g("epochs"), "max_steps": g("max_steps"), "seed": g("seed"),
                 "precision": g("precision"), "save_every": g("save_every"), "keep_last": g("keep_last"),
-                "eval_every": g("eval_every"), "log_every": g("log_every"), "resume": g("resume"),
+                "eval_every": g("eval_every"), "select_metric": g("select_metric"), "select_users": g("select_users"),
+                "patience": g("patience"), "log_every": g("log_every"), "resume": g("resume"),
                 "distributed": g("distributed"), "accelerate_config": g("accelerate_config"),
                 "cache_vision_features": g("cache_vision_features"), "trackers": g("tracker"),
                 "num_workers": g("num_workers")},
@@ -66,6 +77,9 @@ SEED = typer.Option(None, help=d(RS, "seed"))
 SAVE_EVERY = typer.Option(None, help=d(RS, "save_every"))
 KEEP_LAST = typer.Option(None, help=d(RS, "keep_last"))
 EVAL_EVERY = typer.Option(None, help=d(RS, "eval_every"))
+SELECT_METRIC = typer.Option(None, help=d(RS, "select_metric"))
+SELECT_USERS = typer.Option(None, help=d(RS, "select_users"))
+PATIENCE = typer.Option(None, help=d(RS, "patience"))
 LOG_EVERY = typer.Option(None, help=d(RS, "log_every"))
 RESUME = typer.Option(None, "--resume", help=d(RS, "resume"))
 DRY_RUN = typer.Option(False, "--dry-run", help=DRY_RUN_HELP)
@@ -76,7 +90,10 @@ def train(
     data: Optional[Path] = typer.Option(None, "--data", help=DATA_HELP),
     tasks: Optional[List[str]] = TASKS,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help=d(RS, "out")),
-    model: Optional[str] = typer.Option(None, "--model", help=d(MS, "preset")),
+    model: Optional[str] = typer.Option(None, "--model", help=d(MS, "preset") + " | sasrec (the built-in SASRec baseline: "
+                                        "item ids only, task rec, its own defaults: lr 1e-3, batch 128, 100 epochs, "
+                                        "validation every 1000 steps)."),
+    loss: Optional[str] = typer.Option(None, "--loss", help="SASRec: " + d(SS, "loss")),
     vision: Optional[str] = typer.Option(None, help=d(MS, "vision")),
     lm: Optional[str] = typer.Option(None, help=d(MS, "lm")),
     cross_attn_every: Optional[int] = typer.Option(None, help=d(MS, "cross_attn_every_n_layers")),
@@ -101,6 +118,9 @@ def train(
     save_every: Optional[int] = SAVE_EVERY,
     keep_last: Optional[int] = KEEP_LAST,
     eval_every: Optional[int] = EVAL_EVERY,
+    select_metric: Optional[str] = SELECT_METRIC,
+    select_users: Optional[int] = SELECT_USERS,
+    patience: Optional[int] = PATIENCE,
     log_every: Optional[int] = LOG_EVERY,
     resume: Optional[bool] = RESUME,
     distributed: Optional[str] = typer.Option(None, help=d(RS, "distributed")),
@@ -139,6 +159,9 @@ def finetune(
     save_every: Optional[int] = SAVE_EVERY,
     keep_last: Optional[int] = KEEP_LAST,
     eval_every: Optional[int] = EVAL_EVERY,
+    select_metric: Optional[str] = SELECT_METRIC,
+    select_users: Optional[int] = SELECT_USERS,
+    patience: Optional[int] = PATIENCE,
     log_every: Optional[int] = LOG_EVERY,
     distributed: Optional[str] = typer.Option(None, help=d(RS, "distributed") + " (default: the run's)"),
     resume: Optional[bool] = RESUME,
@@ -163,7 +186,7 @@ def _run(spec) -> None:
     from rich.console import Console
 
     from unimp_core.progress import Progress
-    from unimp_core.run_folder import FINAL, METRICS, SPEC_FILE
+    from unimp_core.run_folder import BEST, FINAL, METRICS, SPEC_FILE, best_record
     from unimp_core.training.train import run_train
 
     main = os.environ.get("RANK", "0") == "0"  # under `accelerate launch`, one process reports
@@ -179,4 +202,9 @@ def _run(spec) -> None:
         launcher = "accelerate launch -m unimp_cli" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else "unimp"
         fail(f"interrupted; resume with: {launcher} train --config {shlex.quote(str(saved))} --resume")
     if main:
-        Console().print(f"run folder: [bold]{out}[/]  (final weights in {out / FINAL}, log in {out / METRICS})")
+        con = Console()
+        con.print(f"run folder: [bold]{out}[/]  (final weights in {out / FINAL}, log in {out / METRICS})")
+        best = best_record(out)
+        if best:
+            con.print(f"best checkpoint: {out / BEST} (valid {best['metric']} {best['value']:.4f} at step {best['step']}; "
+                      "evaluate and generate use it by default)")

@@ -165,8 +165,11 @@ def prepare(loaded, spec: GenerateSpec, items: pl.DataFrame | None = None) -> Pr
         user = {"user_id": None, "user_key": None, "split": None, "unseen": True}
     item = resolve_items(items, [spec.item], "--item")[0] if spec.item else None
     candidates = resolve_items(items, spec.candidates, "--candidates") if spec.candidates else None
-    history_len = run_history_lengths(loaded.train_spec.data, [spec.task], spec.history_len)[spec.task]
+    window = getattr(loaded.bundle.model, "max_len", None)  # SASRec reads its last max_len items, not a prompt
+    history_len = spec.history_len or window or run_history_lengths(loaded.train_spec.data, [spec.task],
+                                                                     spec.history_len)[spec.task]
     sample = build_prompt(ctx, spec.task, uid, history, history_len, spec.query, item, candidates)
+    sample = replace(sample, meta={**sample.meta, "history": history[-history_len:]})
     head: dict[str, Any] = {
         "task": spec.task, "run": str(spec.run), "checkpoint": spec.checkpoint, "dataset": str(ds.root),
         "synthetic": bool(ds.manifest.get("synthetic", False)), "user": user,
@@ -181,6 +184,8 @@ def answer(loaded, spec: GenerateSpec, prepared: Prepared | None = None, items: 
 
     items = loaded.dataset.items.sort("item_id") if items is None else items
     p = prepared or prepare(loaded, spec, items)
+    if get_task(spec.task).ranked:  # scored by the model family (SASRec has no prompts to collate)
+        return answer_ranked(loaded, [p], items)[0]
     batch = R.to_device(loaded.collator()([p.sample]), loaded.device)
     return {**p.head, **get_task(spec.task).step("answer")(loaded, batch, spec, items, p.history)}
 
@@ -188,12 +193,11 @@ def answer(loaded, spec: GenerateSpec, prepared: Prepared | None = None, items: 
 def answer_ranked(loaded, prepared: list[Prepared], items: pl.DataFrame) -> list[dict[str, Any]]:
     """rec / search for several prepared questions at once: one collated batch, one forward pass
     (what `unimp serve` batches; each result equals `answer`'s for the same question)."""
-    from .evaluation import ranking as R
-
-    batch = R.to_device(loaded.collator()([p.sample for p in prepared]), loaded.device)
-    lists = rank_items(loaded, batch, [p.history for p in prepared], [p.spec.k for p in prepared],
+    scores = loaded.setup.family.rank_scores(loaded.setup, loaded.bundle.model, [p.sample for p in prepared],
+                                             device=loaded.device, max_tokens=loaded.max_tokens)  # (B, N)
+    lists = rank_items(loaded, scores, [p.history for p in prepared], [p.spec.k for p in prepared],
                        [p.spec.exclude_history for p in prepared], items)
-    return [{**p.head, **_ranking_fields(p.spec, recs)} for p, recs in zip(prepared, lists)]
+    return [{**p.head, **_ranking_fields(loaded, p.spec, recs)} for p, recs in zip(prepared, lists)]
 
 
 def run_generate(spec: GenerateSpec, progress: Progress | None = None) -> dict[str, Any]:
@@ -202,13 +206,17 @@ def run_generate(spec: GenerateSpec, progress: Progress | None = None) -> dict[s
 
     from .model.setup import load_run
 
+    from .evaluation.runner import check_family_tasks, with_checkpoint
+
     progress = progress or Progress()
     check_writable(spec.html, "--html")  # before the model is loaded, not after
     check_writable(spec.out, "--out")
+    spec, chosen = with_checkpoint(spec)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     loaded = load_run(spec.run, spec.checkpoint, spec.data, device=device, history_len=spec.history_len,
                       max_tokens=spec.max_tokens, progress=progress)
-    result = answer(loaded, spec)
+    check_family_tasks(loaded, [spec.task])
+    result = {**answer(loaded, spec), "checkpoint_note": chosen}
     if spec.html is not None:
         write_html(result, loaded.dataset, spec.html)
         result["html"] = str(spec.html)
@@ -220,12 +228,12 @@ def run_generate(spec: GenerateSpec, progress: Progress | None = None) -> dict[s
 # ----------------------------------------------------------------------------------- answers by kind
 
 
-def rank_items(loaded, batch: dict[str, Any], histories: list[list[int]], ks: list[int], exclude: list[bool],
+def rank_items(loaded, scores, histories: list[list[int]], ks: list[int], exclude: list[bool],
                items: pl.DataFrame) -> list[list[dict[str, Any]]]:
-    """rec / search for a batch of prompts in one forward pass (the exact ranking `evaluate` uses).
+    """rec / search for a batch of prompts scored in one forward pass (the exact ranking `evaluate` uses).
 
     Args:
-        batch: the prompts collated by `loaded.collator()` (left padding), on the model's device.
+        scores: (B, N) CPU scores of every catalogue item (the model family's `rank_scores`).
         histories, ks, exclude: per prompt, the user's history, how many items to list and whether
             history items may be listed.
     Returns:
@@ -235,7 +243,6 @@ def rank_items(loaded, batch: dict[str, Any], histories: list[list[int]], ks: li
 
     from .evaluation import ranking as R
 
-    scores = R.item_scores(R.answer_logits(loaded.bundle.model, batch), loaded.bundle.ids.items).cpu()  # (B, N)
     probs = torch.softmax(scores, dim=1)  # over the catalogue: how sure the model is, 0..1
     mask = (R.exclusion_mask([h if ex else [] for h, ex in zip(histories, exclude)], None, loaded.bundle.n_items)
             if any(exclude) else None)  # (B, N)
@@ -250,9 +257,11 @@ def rank_items(loaded, batch: dict[str, Any], histories: list[list[int]], ks: li
     return out
 
 
-def _ranking_fields(spec: GenerateSpec, recommendations: list[dict[str, Any]]) -> dict[str, Any]:
+def _ranking_fields(loaded, spec: GenerateSpec, recommendations: list[dict[str, Any]]) -> dict[str, Any]:
+    token = getattr(loaded.bundle, "ids", None) is not None
     out: dict[str, Any] = {"recommendations": recommendations,
-                           "score": "probability of the item token among all item tokens"}
+                           "score": "probability of the item token among all item tokens" if token
+                           else "softmax of the item scores over the whole catalogue"}
     if len(recommendations) < spec.k:
         left = "outside the user's history" if spec.exclude_history else "in the catalogue"
         out["k_note"] = f"{len(recommendations)} of the {spec.k} asked: only that many items {left}"
@@ -263,8 +272,11 @@ def _ranking_fields(spec: GenerateSpec, recommendations: list[dict[str, Any]]) -
 
 def ranking_answer(loaded, batch: dict[str, Any], spec: GenerateSpec, items: pl.DataFrame,
                    history: list[int]) -> dict[str, Any]:
-    """rec / search: the top-k items over the whole catalogue, with their probabilities."""
-    return _ranking_fields(spec, rank_items(loaded, batch, [history], [spec.k], [spec.exclude_history], items)[0])
+    """rec / search (a token model's collated prompt): the top-k items over the whole catalogue, with their probabilities."""
+    from .evaluation import ranking as R
+
+    scores = R.item_scores(R.answer_logits(loaded.bundle.model, batch), loaded.bundle.ids.items).cpu()  # (1, N)
+    return _ranking_fields(loaded, spec, rank_items(loaded, scores, [history], [spec.k], [spec.exclude_history], items)[0])
 
 
 def _generated_text(loaded, batch: dict[str, Any], spec: GenerateSpec) -> str:

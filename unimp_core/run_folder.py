@@ -5,10 +5,12 @@ Layout (every name other steps rely on is defined here):
     model.json             {"family", "spec", "n_items"}: what rebuilds the model (see unimp_core.model.families)
     tokenizer/             the (extended) tokenizer of a token-based family
     vision_features.npy    --cache-vision-features: every item's frozen vision features
-    metrics.jsonl          one JSON line per logged step (training losses, validation losses)
+    metrics.jsonl          one JSON line per logged step (training losses, validation losses, valid rank metrics)
     dataset.json           {"folder", "identity"}: the dataset trained on (evaluate/generate refuse another)
     checkpoints/step-N/    trainable.pt, optimizer.pt, scheduler.pt, rng.pt, state.json[, optimizer_shards/],
                            checksums.json (every file's size and sha256, checked before it is used)
+    best/                  trainable.pt, state.json, checksums.json: the weights with the best valid rank metric
+                           (the default checkpoint of evaluate and generate; unimp_core.training.selection)
     final/                 trainable.pt, state.json, checksums.json: the weights a finished run ends with
     evaluations/<name>/    metrics.json, predictions/<task>.jsonl[, images/]: one per evaluation protocol
 
@@ -36,9 +38,10 @@ TOKENIZER_DIR = "tokenizer"
 FEATURES = "vision_features.npy"
 METRICS = "metrics.jsonl"
 FINAL = "final"
+BEST = "best"  # the weights with the best validation metric (unimp_core.training.selection)
 CHECKPOINTS = "checkpoints"
 STEP_RE = re.compile(r"^step-(\d+)$")
-CHECKPOINT_RE = re.compile(r"^(final|step-\d+)$")
+CHECKPOINT_RE = re.compile(r"^(final|best|step-\d+)$")
 
 # inside checkpoints/step-N/ and final/
 STATE = "state.json"
@@ -193,9 +196,9 @@ def list_checkpoints(run: Path) -> list[tuple[int, Path]]:
 
 
 def checkpoint_dir(run: Path, name: str) -> Path:
-    """The folder of checkpoint `name` ("final" or "step-N"), whether or not it exists."""
+    """The folder of checkpoint `name` ("final", "best" or "step-N"), whether or not it exists."""
     run = Path(run)
-    return run / FINAL if name == FINAL else run / CHECKPOINTS / name
+    return run / name if name in (FINAL, BEST) else run / CHECKPOINTS / name
 
 
 def weights_file(run: Path, name: str = FINAL) -> Path:
@@ -207,9 +210,23 @@ def weights_file(run: Path, name: str = FINAL) -> Path:
 
 
 def checkpoint_names(run: Path) -> list[str]:
-    """The checkpoints a run has, oldest first, "final" last."""
+    """The checkpoints a run has, oldest first, then "best" and "final"."""
     run = Path(run)
-    return [p.name for _, p in list_checkpoints(run)] + ([FINAL] if (run / FINAL).is_dir() else [])
+    return [p.name for _, p in list_checkpoints(run)] + [n for n in (BEST, FINAL) if (run / n).is_dir()]
+
+
+def default_checkpoint(run: Path) -> str:
+    """What evaluate and generate use when no --checkpoint is given: "best" when the run kept one, else "final"."""
+    return BEST if (Path(run) / BEST / WEIGHTS).is_file() else FINAL
+
+
+def best_record(run: Path) -> dict[str, Any] | None:
+    """best/state.json: the step and validation value that made it the best (None when there is no best/)."""
+    path = Path(run) / BEST / STATE
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except json.JSONDecodeError:
+        return None
 
 
 def is_finished(run: Path) -> bool:
@@ -219,7 +236,7 @@ def is_finished(run: Path) -> bool:
 def holds_run(run: Path) -> bool:
     """Anything of a run is there (its spec, a checkpoint, final weights)."""
     run = Path(run)
-    return (run / SPEC_FILE).is_file() or (run / FINAL).exists() or (run / CHECKPOINTS).exists()
+    return (run / SPEC_FILE).is_file() or (run / FINAL).exists() or (run / CHECKPOINTS).exists() or (run / BEST).exists()
 
 
 # -------------------------------------------------------------------------------------- evaluations

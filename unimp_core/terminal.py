@@ -47,6 +47,9 @@ def ranking_report(res: dict[str, Any], report: dict[str, Any]) -> tuple[Any, li
                      f"{res['invalid_top1_share']:.1%} of top-1 answers")
     if res.get("note"):
         notes.append(res["note"])
+    from .evaluation.compare import protocol, protocol_line
+
+    notes.append(protocol_line(protocol(report, res)))
     return table, notes
 
 

@@ -21,7 +21,7 @@ def test_dry_run_resolves_config_and_flags(cli, tmp_path):
     assert res.exit_code == 0, res.output
     spec = json.loads(res.output)
     assert spec["split"] == "valid" and spec["ks"] == [1, 5] and spec["decode"] == "beam"
-    assert spec["tasks"] == ["rec", "exp"] and spec["checkpoint"] == "final"
+    assert spec["tasks"] == ["rec", "exp"] and spec["checkpoint"] is None  # best if the run kept one, else final
 
 
 def test_bad_options_are_one_line(cli, tmp_path):

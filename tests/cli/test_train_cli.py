@@ -118,3 +118,39 @@ def test_train_lm_trains_and_saves_the_language_model(cli, config, tmp_path):
 
     start = load_run(frozen).bundle.model.state_dict()
     assert any(not torch.equal(b[k], start[k]) for k in body)
+
+
+def test_sasrec_from_the_command_line(cli, data, tmp_path):
+    res = cli("train", "--data", data, "--model", "sasrec", "--loss", "ce", "--out", tmp_path / "s", "--patience", "3",
+              "--select-metric", "hr@10", "--dry-run")
+    assert res.exit_code == 0, res.output
+    spec = json.loads(res.output)
+    assert spec["model"]["family"] == "sasrec" and spec["model"]["loss"] == "ce"
+    assert spec["data"]["tasks"] == ["rec"] and spec["optim"]["batch_size"] == 128 and spec["run"]["patience"] == 3
+    for args, message in [(["--model", "sasrec", "--tasks", "exp"], "SASRec trains task rec only"),
+                          (["--model", "sasrec", "--train-lm"], "train_lm"),
+                          (["--loss", "bce"], "--loss is a SASRec setting")]:
+        res = cli("train", "--data", data, "--out", tmp_path / "x", *args, "--dry-run")
+        assert res.exit_code == 1 and message in res.output, res.output
+    res = cli("train", "--data", data, "--model", "sasrec", "--out", tmp_path / "run", "--max-steps", "3",
+              "--eval-every", "3", "--batch-size", "16")
+    assert res.exit_code == 0, res.output
+    assert "best checkpoint:" in res.output
+    res = cli("evaluate", "--run", tmp_path / "run", "--tasks", "exp")
+    assert res.exit_code == 1 and "a sasrec run does rec only, not exp" in res.output
+    res = cli("evaluate", "--run", tmp_path / "run", "--compare", tmp_path / "run", "--k", "10")
+    assert res.exit_code == 1 and "named twice" in res.output
+
+
+def test_compare_from_the_command_line(cli, data, tmp_path):
+    for name, extra in (("a", ["--model", "sasrec"]), ("b", ["--model", "sasrec", "--loss", "ce"])):
+        res = cli("train", "--data", data, "--out", tmp_path / name, "--max-steps", "2", "--batch-size", "16", *extra)
+        assert res.exit_code == 0, res.output
+    res = cli("evaluate", "--run", tmp_path / "a", "--compare", tmp_path / "b", "--exclude-history", "--k", "5,10")
+    assert res.exit_code == 0, res.output
+    for text in ("NDCG@10", "popularity", "history items excluded", "ties pessimistic", "users"):
+        assert text in res.output, text
+    res = cli("evaluate", "--run", tmp_path / "a", "--compare", tmp_path / "b", "--json")
+    assert res.exit_code == 0, res.output
+    result = json.loads(res.output[res.output.index("{"):])
+    assert len(result["tasks"]["rec"]["runs"]) == 2 and result["tasks"]["rec"]["protocol"]["history_excluded"] is False

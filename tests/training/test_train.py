@@ -233,6 +233,25 @@ def test_run_folder_metrics_validation_and_keep_last(sample_data, tmp_path):
     assert any(not torch.equal(trained[n], built[n]) for n in trained)
 
 
+def test_rank_validation_keeps_the_best_checkpoint(sample_data, tmp_path):
+    """Every model: valid-split rank metrics every eval_every steps, best/ holds the best weights,
+    evaluate uses them by default and measures exactly what selection saw."""
+    from unimp_core.evaluation.runner import run_evaluate
+    from unimp_core.specs.evaluate import EvaluateSpec
+
+    run = T.run_train(make_spec(sample_data, tmp_path / "run", optim={"lr": 3e-3},
+                                run={"max_steps": 6, "eval_every": 2, "select_metric": "mrr@20"}))
+    ranked = [r for r in read_metrics(run) if "valid_rank" in r]
+    assert [r["step"] for r in ranked] == [2, 4, 6] and all(r["valid_users"] > 0 for r in ranked)
+    best = RF.best_record(run)
+    values = [r["valid_rank"]["MRR@20"] for r in ranked]
+    assert best["metric"] == "MRR@20" and best["value"] == max(values) and best["step"] == ranked[values.index(max(values))]["step"]
+    report = run_evaluate(EvaluateSpec(run=run, split="valid", tasks=["rec"], exclude_history=True))
+    assert report["checkpoint"] == "best" and "best valid MRR@20" in report["checkpoint_note"]
+    assert report["tasks"]["rec"]["metrics"]["MRR@20"] == pytest.approx(best["value"], abs=1e-9)
+    assert json.loads((run / RF.FINAL / RF.STATE).read_text())["early_stopped"] is False
+
+
 def test_validation_loss_matches_a_direct_computation(sample_data, tmp_path):
     """The logged validation loss is the mean focal answer loss over the validation instances."""
     from unimp_core.data.store import load_dataset

@@ -86,7 +86,7 @@ def evaluation_name(spec: EvaluateSpec, run_history_len: int, tasks: list[str] |
     --decode and --exclude-history only change the numbers of ranked tasks (rec, search), so they name
     the folder only when one of those is evaluated; a task's own generation settings are recorded in its entry.
     """
-    parts = [spec.checkpoint, spec.split]
+    parts = [spec.checkpoint or RF.default_checkpoint(spec.run), spec.split]
     ranking = tasks is None or any(get_task(t).ranked for t in tasks)
     if spec.decode != "rank" and ranking:
         parts.append(spec.decode)
@@ -117,6 +117,66 @@ def _merge_previous(out_dir: Path, tasks: dict[str, Any]) -> dict[str, Any]:
 # -------------------------------------------------------------------------------------------- entry
 
 
+def manifest_sha256(folder: Path) -> str:
+    """The dataset folder's identity: the sha256 of its manifest.json (written once, last, by prepare)."""
+    import hashlib
+
+    return hashlib.sha256((Path(folder) / "manifest.json").read_bytes()).hexdigest()
+
+
+def with_checkpoint(spec):
+    """`spec` with its checkpoint resolved (default: best when the run kept one, else final), and a
+    note saying why when it was not given."""
+    if spec.checkpoint is not None:
+        return spec, None
+    name = RF.default_checkpoint(spec.run)
+    note = f"{name} (the default"
+    record = RF.best_record(spec.run) if name == RF.BEST else None
+    if record:
+        note += f": best valid {record.get('metric')} {record.get('value', 0):.4f} at step {record.get('step')}"
+    elif name == RF.FINAL:
+        note += ": the run kept no best checkpoint"
+    return spec.model_copy(update={"checkpoint": name}), note + ")"
+
+
+def check_family_tasks(loaded, tasks: list[str], decode: str = "rank") -> None:
+    """A model family that cannot do a task (SASRec: rec only, exact ranking) says so in one line."""
+    allowed = getattr(loaded.setup.family, "TASKS", None)
+    if allowed is None:
+        return
+    name = loaded.setup.family.NAME
+    other = [t for t in tasks if t not in allowed]
+    if other:
+        raise UnimpError(f"{loaded.run}: a {name} run does {', '.join(allowed)} only, not {', '.join(other)}")
+    if decode != "rank":
+        raise UnimpError(f"{loaded.run}: a {name} run ranks items exactly; --decode {decode} needs a token model")
+
+
+def valid_rank_metrics(setup, model, samples, *, device, ks, batch_size: int = 512, max_tokens: int | None = None,
+                       precision: str = "fp32", rank: int = 0, world: int = 1, gather=None) -> dict[str, float]:
+    """HR/NDCG/MRR@k of rec `samples` over the whole catalogue, each user's history items excluded (the
+    measurement behind model selection during training). Leaves `model` in eval mode.
+
+    With several processes each scores every world-th sample and `gather` (accelerate's gather_object)
+    collects the ranks, so every process returns the same metrics.
+    """
+    import torch
+
+    model.eval()
+    ranks: list[int] = []
+    indices = shard(len(samples), rank, world)
+    with torch.no_grad():
+        for start in range(0, len(indices), batch_size):
+            group = [samples[i] for i in indices[start:start + batch_size]]
+            scores = setup.family.rank_scores(setup, model, group, device=device, max_tokens=max_tokens,
+                                              precision=precision)  # (B, N)
+            ranks += M.target_ranks(scores.numpy(), [s.meta["target"] for s in group],
+                                    [s.meta["history"] for s in group]).tolist()
+    if gather is not None:
+        ranks = gather(ranks)
+    return M.ranking_metrics(np.asarray(ranks, dtype=np.int64), ks)
+
+
 def run_evaluate(spec: EvaluateSpec, progress: Progress | None = None) -> dict[str, Any]:
     """Evaluate a run; returns the metrics (what metrics.json holds) on every process.
 
@@ -130,11 +190,13 @@ def run_evaluate(spec: EvaluateSpec, progress: Progress | None = None) -> dict[s
 
     progress = progress or Progress()
     started = time.perf_counter()
+    spec, chosen = with_checkpoint(spec)
     # cpu=True where there is no GPU: `accelerate launch --multi_gpu` then runs gloo processes on the CPU
     state = PartialState(cpu=not torch.cuda.is_available())
     loaded = load_run(spec.run, spec.checkpoint, spec.data, device=state.device, history_len=spec.history_len,
                   max_tokens=spec.max_tokens, progress=progress)
     tasks = spec.tasks or list(loaded.train_spec.data.tasks)
+    check_family_tasks(loaded, tasks, spec.decode)
     missing = [t for t in tasks if instance_table(t) not in loaded.dataset.instances]
     if missing:
         raise UnimpError(f"{loaded.dataset.root}: no evaluation instances for {', '.join(missing)} (rerun `unimp prepare`)")
@@ -171,8 +233,10 @@ def run_evaluate(spec: EvaluateSpec, progress: Progress | None = None) -> dict[s
             _write_predictions(RF.predictions_file(out_dir, task), records)
 
     report = {
-        "run": str(spec.run), "checkpoint": spec.checkpoint, "split": spec.split, "protocol": loaded.ctx.protocol,
-        "dataset": str(loaded.dataset.root), "synthetic": bool(loaded.dataset.manifest.get("synthetic", False)),
+        "run": str(spec.run), "checkpoint": spec.checkpoint, "checkpoint_note": chosen, "split": spec.split,
+        "protocol": loaded.ctx.protocol, "dataset": str(loaded.dataset.root),
+        "dataset_manifest_sha256": manifest_sha256(loaded.dataset.root), "model_family": loaded.setup.family.NAME,
+        "synthetic": bool(loaded.dataset.manifest.get("synthetic", False)),
         "history_len": loaded.history_len, "task_history_len": lengths, "processes": state.num_processes,
         "device": str(loaded.device),
         "folder": str(out_dir), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -78,15 +78,14 @@ def ranking_records(ev: EvalContext, samples, mine: list[int], advance) -> list[
 
     trie = None if spec.decode == "rank" else R.TokenTrie.build(R.item_token_sequences(loaded.bundle.tokenizer,
                                                                                          loaded.bundle.n_items))
-    collate = loaded.collator()
+    collate = loaded.collator() if spec.decode != "rank" else None
     records = []
     for chunk in _batches(mine, spec.batch_size):
         group = [samples[i] for i in chunk]
-        batch = R.to_device(collate(group), loaded.device)
         if spec.decode == "rank":
-            records += _exact_ranks(loaded, batch, chunk, group, spec)
+            records += _exact_ranks(loaded, chunk, group, spec)
         else:
-            records += _beam_ranks(loaded, batch, chunk, group, spec, trie)
+            records += _beam_ranks(loaded, R.to_device(collate(group), loaded.device), chunk, group, spec, trie)
         advance(len(chunk))
     return records
 
@@ -97,14 +96,15 @@ def _record(index: int, sample, rank: int, items: list, scores: list[float]) -> 
                     if score != float("-inf")]}  # an excluded item is never listed (nor -Infinity written)
 
 
-def _exact_ranks(loaded: LoadedRun, batch, chunk: list[int], group, spec: EvaluateSpec) -> list[dict]:
-    """One forward pass: every item token's logit, the target's rank (pessimistic ties), the top items."""
+def _exact_ranks(loaded: LoadedRun, chunk: list[int], group, spec: EvaluateSpec) -> list[dict]:
+    """One forward pass: every item's score (the model family's), the target's rank (pessimistic ties), the top items."""
     from . import ranking as R
 
     targets = [s.meta["target"] for s in group]
     mask = (R.exclusion_mask([s.meta["history"] for s in group], targets, loaded.bundle.n_items)
             if spec.exclude_history else None)  # (B, N)
-    scores = R.item_scores(R.answer_logits(loaded.bundle.model, batch, spec.precision), loaded.bundle.ids.items).cpu()
+    scores = loaded.setup.family.rank_scores(loaded.setup, loaded.bundle.model, group, device=loaded.device,
+                                             max_tokens=loaded.max_tokens, precision=spec.precision)  # (B, N)
     ranks = M.target_ranks(scores.numpy(), targets, None if mask is None else mask.numpy())
     top_scores, top_items = R.top_items(scores, spec.save_top, mask)
     return [_record(i, s, r, items, values)
@@ -294,6 +294,8 @@ def ranking_summary(records: list[dict], samples, ev: EvalContext) -> dict:
         out["invalid_share"] = sum(r["invalid"] for r in records) / max(outputs, 1)
         out["invalid_top1_share"] = float(np.mean([r["top"][0][0] is None if r["top"] else True for r in records]))
     out["popularity"] = M.popularity_metrics(counts, targets, spec.ks, exclude)
+    out["candidates"] = (f"the whole catalogue ({len(counts):,} items)" if spec.decode == "rank"
+                         else f"the {spec.num_beams} items of a {spec.decode} beam search")
     return out
 
 

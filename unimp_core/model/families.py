@@ -14,6 +14,9 @@ A family module provides (see `unimp_core.model.openflamingo`, the reference):
                                                 -> collate_fn: a list of task Samples -> a batch dict of tensors
     forward(model, batch)                       -> the logits the loss reads: (B, T, V), or (N, V) at the
                                                    label positions only (training.loss.label_positions order)
+    rank_scores(setup, model, samples, device=, max_tokens=, precision=)
+                                                -> (B, N) CPU scores of every catalogue item for rec/search samples
+    TASKS (optional)                            the tasks a run of the family can evaluate and generate (default: all)
 A bundle has at least `.model` (an nn.Module whose trainable parameters are what checkpoints hold),
 `.n_items` and `.spec`; a token-based family also `.tokenizer` and `.ids` (unimp_core.model.vocab.VocabIds).
 
@@ -29,6 +32,7 @@ from ..errors import UnimpError
 
 FAMILIES: dict[str, str] = {
     "openflamingo": "unimp_core.model.openflamingo",
+    "sasrec": "unimp_core.model.sasrec_family",
 }
 
 

@@ -76,3 +76,11 @@ def forward(model, batch: dict[str, Any]):
     return model(vision_x=batch["vision_x"], lang_x=batch["input_ids"], attention_mask=batch["attention_mask"],
                  logits_at=None if labels is None else label_positions(labels)).logits
 
+
+
+def rank_scores(setup, model, samples, *, device, max_tokens: int, precision: str = "fp32"):
+    """(B, N) CPU scores of every catalogue item: the item tokens' logits right after `<answer>`."""
+    from ..evaluation import ranking as R
+
+    batch = R.to_device(setup.collator(max_tokens, padding_side="left")(list(samples)), device)
+    return R.item_scores(R.answer_logits(model, batch, precision), setup.bundle.ids.items).cpu()

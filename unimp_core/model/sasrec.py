@@ -11,8 +11,8 @@ column is each row's most recent item. Positions count from the first real item 
 how many items follow, reaches it (tests/model/test_sasrec.py checks this).
 
 Departures from the paper, each measured or standard: layer norm before attention and feed-forward
-on queries, keys and values alike (pre-LN, as pmixer/SASRec.pytorch's `norm_first`, which scores
-higher on Beauty); padded keys are masked out of attention instead of being zero vectors. Negatives
+on queries, keys and values alike (pre-LN, as pmixer/SASRec.pytorch's `norm_first`, which its authors
+measured above the original on Beauty); padded keys are masked out of attention instead of being zero vectors. Negatives
 for the BCE loss are drawn uniformly from the items not in the row's window (the paper: not in the
 user's training sequence; identical for sequences within `max_len + 1` items).
 

@@ -16,7 +16,7 @@ MAX_SLOTS = 5  # selection slots s_0..s_4 exist in the vocabulary (unimp_core.mo
 
 def _check_checkpoint(value: str) -> str:
     if not CHECKPOINT_RE.match(value):
-        raise ValueError(f"{value!r} is not a checkpoint name (use final or step-N)")
+        raise ValueError(f"{value!r} is not a checkpoint name (use best, final or step-N)")
     return value
 
 
@@ -24,12 +24,20 @@ class EvaluateSpec(Spec):
     """Everything `unimp evaluate` needs; saved inside the evaluation's metrics.json."""
 
     run: Path = Field(description="Run folder written by `unimp train` (its model, tokenizer and weights).")
-    checkpoint: str = Field(default="final", description="Weights to evaluate: final, or step-N (a saved checkpoint).")
+    checkpoint: str | None = Field(
+        default=None, description="Weights to evaluate: best (the best validation metric during training), final, or step-N "
+        "(a saved checkpoint). Default: best when the run kept one, else final.",
+    )
     split: Literal["valid", "test"] = Field(default="test", description="Evaluation split of the dataset folder's stored instances.")
     tasks: list[TaskName] = Field(
         default_factory=list, description="Tasks to evaluate (default: the tasks the run was trained on)."
     )
     data: Path | None = Field(default=None, description="Dataset folder (default: the one the run was trained on).")
+    compare: list[Path] = Field(
+        default_factory=list,
+        description="More runs of the same dataset to evaluate under the same protocol and show in one table with "
+        "--run and popularity (tasks rec, search).",
+    )
     batch_size: int = Field(default=32, ge=1, description="Users per forward pass (per process).")
     ks: list[int] = Field(default_factory=lambda: [1, 3, 5, 10, 20], description="Cut-offs k of HR@k, NDCG@k and MRR@k.")
     decode: Literal["rank", "beam", "free"] = Field(
@@ -57,8 +65,8 @@ class EvaluateSpec(Spec):
 
     @field_validator("checkpoint")
     @classmethod
-    def _checkpoint_name(cls, value: str) -> str:
-        return _check_checkpoint(value)
+    def _checkpoint_name(cls, value: str | None) -> str | None:
+        return None if value is None else _check_checkpoint(value)
 
     @field_validator("ks")
     @classmethod
@@ -77,7 +85,10 @@ class GenerateSpec(Spec):
     """Everything `unimp generate` needs: whose history, which task, what to print or write."""
 
     run: Path = Field(description="Run folder written by `unimp train`.")
-    checkpoint: str = Field(default="final", description="Weights to use: final, or step-N (a saved checkpoint).")
+    checkpoint: str | None = Field(
+        default=None, description="Weights to use: best, final, or step-N (a saved checkpoint). Default: best when the "
+        "run kept one, else final.",
+    )
     data: Path | None = Field(default=None, description="Dataset folder (default: the one the run was trained on).")
     task: TaskName = Field(default="rec", description="rec (next items), search (items for --query), exp (rating and "
                            "explanation for --item), img_sel (pick among --candidates), img_gen (an image for --query).")
@@ -102,8 +113,8 @@ class GenerateSpec(Spec):
 
     @field_validator("checkpoint")
     @classmethod
-    def _checkpoint_name(cls, value: str) -> str:
-        return _check_checkpoint(value)
+    def _checkpoint_name(cls, value: str | None) -> str | None:
+        return None if value is None else _check_checkpoint(value)
 
     @model_validator(mode="after")
     def _check(self) -> "GenerateSpec":

@@ -125,9 +125,35 @@ class ModelSpec(Spec):
         return self
 
 
+class SASRecSpec(Spec):
+    """SASRec (Kang & McAuley, ICDM 2018), the sequential-recommendation yardstick: item ids only, task rec only.
+
+    Trained with Adam (betas 0.9, 0.98) at a constant learning rate on every position of every training
+    sequence; optim.schedule, warmup_ratio, weight_decay, grad_clip, grad_accum and gamma do not apply."""
+
+    family: Literal["sasrec"] = Field(default="sasrec", description="Model family: sasrec, the built-in baseline.")
+    loss: Literal["bce", "ce"] = Field(
+        default="bce",
+        description="bce: the paper's binary cross-entropy with one sampled negative per position; ce: softmax "
+        "cross-entropy over the whole catalogue.",
+    )
+    hidden: int = Field(default=64, ge=8, le=1024, description="Hidden size (item and position embeddings).")
+    blocks: int = Field(default=2, ge=1, le=12, description="Self-attention blocks.")
+    heads: int = Field(default=1, ge=1, le=16, description="Attention heads per block.")
+    max_len: int = Field(default=50, ge=2, le=512, description="Longest history the model reads (the most recent items).")
+    dropout: float = Field(default=0.5, ge=0, lt=1, description="Dropout rate (0.5: the paper's for sparse data such as Amazon).")
+    init_seed: int = Field(default=0, description="Seed of the initial weights.")
+
+    @model_validator(mode="after")
+    def _divisible(self) -> "SASRecSpec":
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden {self.hidden} is not a multiple of heads {self.heads}")
+        return self
+
+
 # One spec class per model family (unimp_core.model.families.FAMILIES), told apart by its `family`
 # field; a spec without one (every run written before families existed) is OpenFlamingo's.
-MODEL_SPECS: tuple[type[Spec], ...] = (ModelSpec,)
+MODEL_SPECS: tuple[type[Spec], ...] = (ModelSpec, SASRecSpec)
 
 
 def _family_of(value: Any) -> str:

@@ -12,6 +12,14 @@ from ..task_names import DEFAULT_TASK_WEIGHTS, DEFAULT_TRAIN_TASKS, TaskName, ta
 from .base import Spec, merge_spec
 from .model import AnyModelSpec, ModelSpec
 
+# Settings that mean nothing to SASRec (item ids, its own window, Adam at a constant rate, one process):
+# setting one for a SASRec run is an error rather than silently ignored.
+NOT_FOR_SASREC = {
+    "data": ("task_weights", "history_len", "task_history_len", "max_tokens", "curriculum", "valid_users"),
+    "optim": ("weight_decay", "schedule", "warmup_ratio", "grad_clip", "grad_accum", "gamma"),
+    "run": ("precision", "distributed", "accelerate_config", "cache_vision_features", "trackers", "num_workers"),
+}
+
 
 class DataSpec(Spec):
     """Which dataset folder and which tasks to train on."""
@@ -68,7 +76,8 @@ class OptimSpec(Spec):
     warmup_ratio: float = Field(default=0.03, ge=0, lt=1, description="Share of the steps spent warming up linearly.")
     grad_clip: float = Field(default=1.0, gt=0, description="Gradient norm clipping.")
     grad_accum: int = Field(default=1, ge=1, description="Micro-batches per optimizer step.")
-    batch_size: int = Field(default=8, ge=1, description="Samples per micro-batch per process.")
+    batch_size: int | None = Field(default=None, ge=1, description="Samples per micro-batch per process (default: 8; "
+                                   "SASRec: 128 sequences, the paper's).")
     gamma: float = Field(default=2.0, ge=0, description="Focal term (1-p)^gamma on each answer token's loss (0: plain cross-entropy).")
 
 
@@ -76,13 +85,31 @@ class RunSpec(Spec):
     """Where the run lives and how it is executed."""
 
     out: Path = Field(description="Run folder (spec, tokenizer, checkpoints, final weights, metrics log).")
-    epochs: float = Field(default=1.0, gt=0, description="Passes over the training samples (ignored with max_steps).")
+    epochs: float | None = Field(
+        default=None, gt=0, description="Passes over the training samples (ignored with max_steps; default 1, SASRec 100)."
+    )
     max_steps: int | None = Field(default=None, ge=1, description="Optimizer steps to train for (overrides epochs).")
     seed: int = Field(default=42, description="Seed for weights of new parameters, sampling and data order.")
     precision: Literal["fp32", "bf16", "fp16"] = Field(default="fp32", description="Mixed precision (bf16 is the paper's setting on GPUs).")
     save_every: int = Field(default=200, ge=1, description="Save a checkpoint every this many optimizer steps.")
     keep_last: int = Field(default=2, ge=1, description="Checkpoints kept (older ones are deleted).")
-    eval_every: int = Field(default=200, ge=1, description="Validation loss every this many optimizer steps.")
+    eval_every: int | None = Field(
+        default=None, ge=1,
+        description="Validate every this many optimizer steps (default 200; SASRec 1000) and at the end: the validation "
+        "loss, and for a run that trains rec the rank metrics of the valid split (whole catalogue, history items "
+        "excluded) that select the best checkpoint.",
+    )
+    select_metric: str = Field(
+        default="ndcg@10", description="Valid-split metric that picks the best checkpoint (RUN/best): hr@K, ndcg@K or mrr@K."
+    )
+    select_users: int | None = Field(
+        default=None, ge=0,
+        description="Rank only the first N valid-split rec instances at each validation (default: all; 0: no rank "
+        "validation and no best checkpoint).",
+    )
+    patience: int | None = Field(
+        default=None, ge=1, description="Stop after this many validations without a better selection metric (default: never)."
+    )
     log_every: int = Field(default=10, ge=1, description="Write a metrics line every this many optimizer steps.")
     resume: bool = Field(default=False, description="Continue the run in `out` from its last checkpoint.")
     distributed: Literal["auto", "ddp", "zero2", "zero3", "fsdp"] = Field(
@@ -110,10 +137,41 @@ class TrainSpec(Spec):
 
     @model_validator(mode="after")
     def _check(self) -> "TrainSpec":
+        from ..training.selection import metric_name
+
+        metric_name(self.run.select_metric)  # a bad name fails before anything runs
+        if self.model.family == "sasrec":
+            return self._check_sasrec()
         if self.optim.lr is None:
             self.optim.__dict__["lr"] = 3e-3 if self.model.preset == "tiny" else 1e-4
+        if self.optim.batch_size is None:
+            self.optim.__dict__["batch_size"] = 8
+        if self.run.epochs is None:
+            self.run.__dict__["epochs"] = 1.0
+        if self.run.eval_every is None:
+            self.run.__dict__["eval_every"] = 200
         # img_gen's codebook size (model.image_gen_codes) is not checked here: `run_train` sets it from the
         # dataset's manifest (its image_tokens record), never from a hand-set value.
+        return self
+
+    def _check_sasrec(self) -> "TrainSpec":
+        for section, names in NOT_FOR_SASREC.items():
+            part = getattr(self, section)  # a saved spec holds every field: compare with the defaults
+            given = [n for n in names if getattr(part, n) != type(part).model_fields[n].get_default(call_default_factory=True)]
+            if given:
+                raise ValueError(f"{section}.{given[0]} does not apply to SASRec (it reads item ids only, "
+                                 "trains with Adam at a constant rate, in one process)")
+        if "tasks" not in self.data.model_fields_set:
+            self.data.__dict__["tasks"] = ["rec"]
+        elif self.data.tasks != ["rec"]:
+            raise ValueError(f"SASRec trains task rec only (got tasks {', '.join(self.data.tasks)})")
+        if self.init_from is not None:
+            raise ValueError("finetuning starts from an OpenFlamingo run; SASRec trains from scratch")
+        defaults = {("optim", "lr"): 1e-3, ("optim", "batch_size"): 128, ("run", "epochs"): 100.0,
+                    ("run", "eval_every"): 1000}
+        for (section, name), value in defaults.items():
+            if getattr(getattr(self, section), name) is None:
+                getattr(self, section).__dict__[name] = value
         return self
 
 

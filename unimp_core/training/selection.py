@@ -14,7 +14,6 @@ from typing import Any
 
 from ..errors import UnimpError
 
-BEST = "best"  # the run-folder checkpoint that holds the selected weights
 METRIC_RE = re.compile(r"^(hr|ndcg|mrr)@([1-9][0-9]*)$", re.IGNORECASE)
 
 

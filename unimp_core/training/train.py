@@ -33,6 +33,7 @@ from .loss import LossParts, answer_loss_parts, per_task
 from .optim import build_optimizer, build_scheduler
 from .samples import SampleDataset, TrainingSamples
 from .sharded import load_sharded_optimizer, save_sharded_optimizer
+from .selection import Selection, metric_name
 from .stream import EpochStream, epoch_sizes, planned_steps, validation_samples
 
 
@@ -88,6 +89,9 @@ class Run:
     trainable_names: list[str] = field(default_factory=list)
     resume: dict | None = None  # the checkpoint resumed from
     position: Position = field(default_factory=Position)
+    selection: Selection | None = None  # None: the run does not train rec (nothing to rank)
+    select_samples: list = field(default_factory=list)  # the valid split's rec instances ranked at each validation
+    stopped: bool = False  # early stopping
 
     @property
     def main(self) -> bool:
@@ -114,6 +118,11 @@ class Run:
 def run_train(spec: TrainSpec, progress: Progress | None = None) -> Path:
     """Train (or resume, or finetune) the run described by `spec`; returns the run folder."""
     from accelerate.utils import set_seed
+
+    if spec.model.family == "sasrec":
+        from .sasrec import run_train_sasrec
+
+        return run_train_sasrec(spec, progress)
 
     try:
         accelerator = make_accelerator(spec, log_dir=spec.run.out)
@@ -225,6 +234,12 @@ def _setup_data(run: Run, ds: Dataset, setup: Setup) -> None:
     # which a resumed run (one more iterator) would then see shifted.
     run.loader = DataLoader(run.stream, batch_size=spec.optim.batch_size, shuffle=False, collate_fn=collate,
                             num_workers=spec.run.num_workers, generator=torch.Generator().manual_seed(spec.run.seed))
+    if "rec" in spec.data.tasks and "rec" in ds.instances:
+        from ..tasks import build_eval_samples
+
+        lengths = run_history_lengths(spec.data, ["rec"])
+        run.select_samples = build_eval_samples(ds, "rec", "valid", lengths)[: spec.run.select_users]
+        run.selection = Selection(metric_name(spec.run.select_metric), spec.run.patience) if run.select_samples else None
     shards = validation_samples(spec, ds, acc.process_index, acc.num_processes, run.progress)
     run.valid = {t: DataLoader(SampleDataset(s), batch_size=spec.optim.batch_size, collate_fn=collate)
                  for t, s in shards.items()}
@@ -246,6 +261,8 @@ def _setup_optimizer(run: Run, setup: Setup) -> None:
             run.scheduler.load_state_dict(res["scheduler"])
         state = res["state"]
         run.position = Position(state["step"], state["epoch"], state["batch"])
+        if run.selection is not None:
+            run.selection = Selection.from_state(state.get("selection"), run.selection.metric, run.selection.patience)
         run.progress.log(f"resuming {run.out} at step {state['step']} (epoch {state['epoch']}, batch {state['batch']})")
     elif spec.init_from is not None:  # a finetune's start (also when resumed before its first checkpoint)
         load_trainable(model, load_weights(spec.init_from), str(spec.init_from))
@@ -283,7 +300,7 @@ def _train(run: Run) -> None:
                     continue
                 pos.step += 1
                 meter = _after_step(run, meter, clock, advance)
-                if pos.step >= run.total:
+                if pos.step >= run.total or run.stopped:
                     return
             pos.epoch, pos.batch = pos.epoch + 1, 0
 
@@ -329,9 +346,47 @@ def _after_step(run: Run, meter: Meter, clock: dict, advance) -> Meter:
             acc.log({f"valid/{k}": v for k, v in losses.items()}, step=pos.step)
             shown = ", ".join(f"{k} {v:.4f}" for k, v in losses.items())
             run.progress.log(f"step {pos.step}: validation loss {shown}")
-    if pos.step % spec.run.save_every == 0 and not last:
+    if run.selection is not None and (pos.step % spec.run.eval_every == 0 or last):
+        _select(run)
+    if pos.step % spec.run.save_every == 0 and not (last or run.stopped):
         _save_checkpoint(run)
     return meter
+
+
+def _select(run: Run) -> None:
+    """Rank the valid split's rec instances (every process its share), keep best/ on a new best, and
+    stop early when `patience` validations in a row did not improve. Every process must call this."""
+    from accelerate.utils import gather_object
+
+    from ..evaluation.runner import valid_rank_metrics
+
+    spec, acc, pos, sel = run.spec, run.accelerator, run.position, run.selection
+    net = acc.unwrap_model(run.model)
+    metrics = valid_rank_metrics(run.setup, net, run.select_samples, device=acc.device,
+                                 ks=sorted({5, 10, 20, int(sel.metric.split("@")[1])}),
+                                 batch_size=spec.optim.batch_size, max_tokens=spec.data.max_tokens,
+                                 precision=spec.run.precision, rank=acc.process_index, world=acc.num_processes,
+                                 gather=gather_object if acc.num_processes > 1 else None)
+    net.train()
+    better = sel.update(pos.step, metrics)
+    if run.main:
+        RF.append_metrics(run.out, {"step": pos.step, "epoch": pos.epoch, "valid_rank": metrics,
+                                    "valid_users": len(run.select_samples), "best": sel.best, "best_step": sel.best_step})
+        acc.log({f"valid/{k}": v for k, v in metrics.items()}, step=pos.step)
+        run.progress.log(f"step {pos.step}: valid {sel.metric} {metrics[sel.metric]:.4f} "
+                         f"(best {sel.best:.4f} at step {sel.best_step})")
+    if better:
+        weights = _trainable_weights(run)
+        if run.main:
+            ckpt.write_folder_atomic(RF.checkpoint_dir(run.out, RF.BEST), {
+                RF.WEIGHTS: weights,
+                RF.STATE: {"step": pos.step, "epoch": pos.epoch, "metric": sel.metric, "value": sel.best,
+                           "split": "valid", "users": len(run.select_samples), "exclude_history": True},
+            })
+        acc.wait_for_everyone()
+    if sel.stop:
+        run.stopped = True
+        run.progress.log(f"early stop at step {pos.step}: {sel.since_best} validations without a better {sel.metric}")
 
 
 def _log_train(run: Run, meter: Meter, lr: float, rate: float) -> None:
@@ -398,7 +453,8 @@ def _save_checkpoint(run: Run) -> None:
         files[RF.OPTIMIZER] = run.optimizer.state_dict() if run.main else None
     if run.main:
         files.update({RF.WEIGHTS: weights, RF.SCHEDULER: run.scheduler.state_dict(), RF.RNG: ckpt.rng_state(),
-                      RF.STATE: {"step": pos.step, "epoch": pos.epoch, "batch": pos.batch}})
+                      RF.STATE: {"step": pos.step, "epoch": pos.epoch, "batch": pos.batch,
+                                 "selection": run.selection.state() if run.selection else None}})
         ckpt.save_checkpoint(run.out, pos.step, files, run.spec.run.keep_last)
     acc.wait_for_everyone()
 
@@ -411,6 +467,6 @@ def _save_final(run: Run) -> None:
         pos = run.position
         ckpt.write_folder_atomic(run.out / FINAL, {
             RF.WEIGHTS: weights,
-            RF.STATE: {"step": pos.step, "epoch": pos.epoch, "batch": pos.batch},
+            RF.STATE: {"step": pos.step, "epoch": pos.epoch, "batch": pos.batch, "early_stopped": run.stopped},
         })
     run.accelerator.wait_for_everyone()

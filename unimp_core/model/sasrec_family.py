@@ -1,0 +1,76 @@
+"""The SASRec model family: the built-in sequential-recommendation yardstick (item ids only, task rec).
+
+The family interface is described in `unimp_core.model.families`; the network is `unimp_core.model.sasrec`
+and its training loop `unimp_core.training.sasrec`. A SASRec run folder is an ordinary run folder
+(train_spec.json, model.json, checkpoints/, best/, final/, metrics.jsonl) without a tokenizer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from .. import run_folder as RF
+from ..data.store import Dataset
+from ..errors import UnimpError
+from ..progress import Progress
+from ..specs.model import SASRecSpec
+from ..specs.train import TrainSpec
+from .sasrec import SASRec, history_batch
+
+NAME = "sasrec"
+TASKS = ("rec",)  # what evaluate and generate may ask of a SASRec run
+
+
+@dataclass
+class SASRecBundle:
+    model: SASRec
+    n_items: int
+    spec: SASRecSpec
+
+
+def _model(spec: SASRecSpec, n_items: int) -> SASRec:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.init_seed)
+        return SASRec(n_items, hidden=spec.hidden, blocks=spec.blocks, heads=spec.heads, max_len=spec.max_len,
+                      dropout=spec.dropout)
+
+
+def build(spec: TrainSpec, ds: Dataset, progress: Progress) -> SASRecBundle:
+    n_items = ds.items.height
+    model = _model(spec.model, n_items)
+    progress.log(f"SASRec: {sum(p.numel() for p in model.parameters()):,} parameters, {n_items:,} items, "
+                 f"{spec.model.loss} loss")
+    return SASRecBundle(model, n_items, spec.model)
+
+
+def save(bundle: SASRecBundle, run_dir: Path) -> None:
+    RF.write_model_meta(run_dir, NAME, bundle.spec.model_dump(mode="json"), bundle.n_items)
+
+
+def load(run_dir: Path, meta: dict[str, Any], progress: Progress) -> SASRecBundle:
+    spec = SASRecSpec.model_validate(meta["spec"])
+    return SASRecBundle(_model(spec, meta["n_items"]), meta["n_items"], spec)
+
+
+def inputs(bundle: SASRecBundle, spec: TrainSpec, ds: Dataset, run_dir: Path, progress: Progress):
+    return None, ()
+
+
+def collator(*args, **kwargs):
+    raise UnimpError("SASRec reads item ids, not prompts: it has no collator (task rec only)")
+
+
+def forward(model, batch):
+    raise UnimpError("SASRec reads item ids, not prompts (task rec only)")
+
+
+@torch.no_grad()
+def rank_scores(setup, model: SASRec, samples: Sequence, *, device, max_tokens: int | None = None,
+                precision: str = "fp32") -> torch.Tensor:
+    """(B, N) scores of every catalogue item after each sample's whole history (its last max_len items)."""
+    histories = [s.meta["history"] for s in samples]
+    return model.last_scores(history_batch(histories, model.max_len).to(device)).float().cpu()

@@ -1,0 +1,174 @@
+"""`unimp train --model sasrec`: SASRec's own loop over the same dataset folder and run-folder contract.
+
+    setup (run folder, model, every training sequence as one window) -> steps of `batch_size` sequences
+    -> every eval_every steps: rank metrics on the valid split, best/ kept, early stopping
+    -> checkpoints/step-N every save_every steps -> final/
+
+The data stream is a pure function of (seed, step): epoch e visits the sequences in the order
+`default_rng([seed, e]).permutation`, step s draws its negatives from a generator seeded with (seed, s),
+and dropout draws from torch's global RNG, which checkpoints restore. A run killed at any point
+resumes with `--resume` and ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import run_folder as RF
+from ..errors import UnimpError
+from ..model import sasrec as S
+from ..model.setup import load_trainable, setup_model, trainable_state
+from ..progress import Progress
+from ..specs.train import TrainSpec
+from ..tasks import build_eval_samples, context
+from . import checkpoint as ckpt
+from .selection import Selection, metric_name
+
+BETAS = (0.9, 0.98)  # the paper's Adam
+
+
+def run_train_sasrec(spec: TrainSpec, progress: Progress | None = None) -> Path:
+    """Train (or resume) the SASRec run described by `spec`; returns the run folder."""
+    from .distributed import make_accelerator, reset_accelerate_state
+    from .train import Run, _setup_dataset, _setup_run_dir
+
+    progress = progress or Progress()
+    try:
+        accelerator = make_accelerator(spec, log_dir=spec.run.out)
+        if accelerator.num_processes > 1:
+            raise UnimpError("SASRec trains in one process (run `unimp train --model sasrec` without accelerate launch)")
+        run = Run(spec, Path(spec.run.out), accelerator, progress)
+        ds = _setup_dataset(spec)  # before the run folder is touched
+        fresh = _setup_run_dir(run)
+        torch.manual_seed(spec.run.seed)
+        setup = setup_model(spec, ds, run.out, fresh=fresh, progress=progress)
+        _Loop(run, setup, ds, accelerator.device).train()
+    finally:
+        reset_accelerate_state()
+    return run.out
+
+
+class _Loop:
+    def __init__(self, run, setup, ds, device) -> None:
+        spec = run.spec
+        self.run, self.spec, self.out, self.progress = run, spec, run.out, run.progress
+        self.setup, self.device = setup, device
+        self.model: S.SASRec = setup.bundle.model.to(device)
+        ctx = context(ds)
+        users = sorted(ctx.train_lengths)
+        self.inputs, self.targets = (torch.from_numpy(a) for a in S.training_windows(
+            [ctx.sequences[u][:ctx.train_lengths[u]] for u in users], self.model.max_len))  # (U, L) each
+        if len(self.inputs) == 0:
+            raise UnimpError(f"{ds.root}: no training sequence of 2 or more items")
+        self.per_epoch = math.ceil(len(self.inputs) / spec.optim.batch_size)
+        self.total = spec.run.max_steps or max(1, math.ceil(spec.run.epochs * self.per_epoch))
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=spec.optim.lr, betas=BETAS)
+        self.selection = Selection(metric_name(spec.run.select_metric), spec.run.patience)
+        valid = build_eval_samples(ds, "rec", "valid", 1, ctx) if "rec" in ds.instances else []
+        self.valid = valid[: spec.run.select_users]
+        self.step = 0
+        self._order: tuple[int, np.ndarray] | None = None
+        if run.resume is not None:
+            self._resume(run.resume)
+
+    def _resume(self, res: dict[str, Any]) -> None:
+        load_trainable(self.model, res["weights"], str(res["path"]))
+        if res["optimizer"] is not None:
+            self.optimizer.load_state_dict(res["optimizer"])
+        state = res["state"]
+        self.step = int(state["step"])
+        self.selection = Selection.from_state(state.get("selection"), self.selection.metric, self.selection.patience)
+        if res["rng"] is not None:
+            ckpt.set_rng_state(res["rng"])
+        self.progress.log(f"resuming {self.out} at step {self.step} (epoch {self.step // self.per_epoch})")
+
+    # ------------------------------------------------------------------------------------ stream
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Step `step`'s sequences: (B, L) inputs and targets."""
+        epoch, index = divmod(step, self.per_epoch)
+        if self._order is None or self._order[0] != epoch:
+            self._order = (epoch, np.random.default_rng([self.spec.run.seed, epoch]).permutation(len(self.inputs)))
+        size = self.spec.optim.batch_size
+        rows = torch.from_numpy(self._order[1][index * size:(index + 1) * size])
+        return self.inputs[rows], self.targets[rows]
+
+    # ------------------------------------------------------------------------------------- train
+
+    def train(self) -> None:
+        spec, model = self.spec, self.model
+        model.train()
+        started, seen, losses = time.time(), 0, []
+        stopped = False
+        with self.progress.task("training SASRec", total=self.total) as advance:
+            advance(self.step)
+            while self.step < self.total and not stopped:
+                inputs, targets = self.batch(self.step)
+                gen = torch.Generator().manual_seed(spec.run.seed * 1_000_003 + self.step)
+                loss = S.loss(model, inputs, targets, spec.model.loss, gen)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                self.step += 1
+                seen += len(inputs)
+                losses.append(loss.item())
+                rate = seen / max(time.time() - started, 1e-9)
+                advance(1, info=f"loss {np.mean(losses[-50:]):.4f} {rate:.0f} sequences/s")
+                last = self.step == self.total
+                if self.step % spec.run.log_every == 0 or last:
+                    self._log({"loss": float(np.mean(losses)), "lr": spec.optim.lr, "samples_per_s": rate})
+                    losses = []
+                if self.valid and (self.step % spec.run.eval_every == 0 or last):
+                    stopped = self._validate()
+                if self.step % spec.run.save_every == 0 and not (last or stopped):
+                    self._save_checkpoint()
+        self._save_final(stopped)
+
+    def _log(self, record: dict[str, Any]) -> None:
+        RF.append_metrics(self.out, {"step": self.step, "epoch": round(self.step / self.per_epoch, 4), **record})
+
+    def _validate(self) -> bool:
+        """Rank the valid split, keep best/ on a new best; True when early stopping says stop."""
+        from ..evaluation.runner import valid_rank_metrics
+
+        k = int(self.selection.metric.split("@")[1])
+        metrics = valid_rank_metrics(self.setup, self.model, self.valid, device=self.device,
+                                     ks=sorted({5, 10, 20, k}))
+        self.model.train()
+        better = self.selection.update(self.step, metrics)
+        self._log({"valid_rank": metrics, "valid_users": len(self.valid), "best": self.selection.best,
+                   "best_step": self.selection.best_step})
+        self.progress.log(f"step {self.step}: valid {self.selection.metric} {metrics[self.selection.metric]:.4f}"
+                          f" (best {self.selection.best:.4f} at step {self.selection.best_step})")
+        if better:
+            ckpt.write_folder_atomic(RF.checkpoint_dir(self.out, RF.BEST), {
+                RF.WEIGHTS: trainable_state(self.model),
+                RF.STATE: {"step": self.step, "epoch": self.step / self.per_epoch, "metric": self.selection.metric,
+                           "value": self.selection.best, "split": "valid", "users": len(self.valid),
+                           "exclude_history": True},
+            })
+        if self.selection.stop:
+            self.progress.log(f"early stop at step {self.step}: {self.selection.since_best} validations without a "
+                              f"better {self.selection.metric}")
+        return self.selection.stop
+
+    def _state(self) -> dict[str, Any]:
+        epoch, batch = divmod(self.step, self.per_epoch)
+        return {"step": self.step, "epoch": epoch, "batch": batch, "selection": self.selection.state()}
+
+    def _save_checkpoint(self) -> None:
+        ckpt.save_checkpoint(self.out, self.step, {
+            RF.WEIGHTS: trainable_state(self.model), RF.OPTIMIZER: self.optimizer.state_dict(),
+            RF.RNG: ckpt.rng_state(), RF.STATE: self._state(),
+        }, self.spec.run.keep_last)
+
+    def _save_final(self, stopped: bool) -> None:
+        ckpt.write_folder_atomic(self.out / RF.FINAL, {
+            RF.WEIGHTS: trainable_state(self.model), RF.STATE: {**self._state(), "early_stopped": stopped},
+        })
