@@ -143,7 +143,7 @@ def test_sasrec_from_the_command_line(cli, data, tmp_path):
 
 
 def test_compare_from_the_command_line(cli, data, tmp_path):
-    for name, extra in (("a", ["--model", "sasrec"]), ("b", ["--model", "sasrec", "--loss", "ce"])):
+    for name, extra in (("a", ["--model", "sasrec"]), ("b", ["--model", "sasrec", "--loss", "bce"])):
         res = cli("train", "--data", data, "--out", tmp_path / name, "--max-steps", "2", "--batch-size", "16", *extra)
         assert res.exit_code == 0, res.output
     res = cli("evaluate", "--run", tmp_path / "a", "--compare", tmp_path / "b", "--exclude-history", "--k", "5,10")

@@ -35,7 +35,7 @@ def test_sasrec_beats_popularity_on_real_beauty_sequences(tmp_path):
                                    protocol="leave-one-out", user_core=5, item_core=5, images={"enabled": False},
                                    out=tmp_path / "beauty", cache_dir=tmp_path / "cache"))
     run = run_train(TrainSpec.model_validate({
-        "model": {"family": "sasrec"}, "data": {"path": str(data)},
+        "model": {"family": "sasrec", "loss": "bce"}, "data": {"path": str(data)},
         "run": {"out": str(tmp_path / "run"), "epochs": 150, "eval_every": 135, "seed": 0}}))
     rec = run_evaluate(EvaluateSpec(run=run, exclude_history=True, ks=[10]))["tasks"]["rec"]
     assert rec["users"] > 1000

@@ -117,7 +117,10 @@ def test_early_stopping_and_selection_settings(sample_data, tmp_path):
 def test_sasrec_spec_refuses_what_does_not_apply(sample_data, tmp_path):
     base = {"model": {"family": "sasrec"}, "data": {"path": str(sample_data)}, "run": {"out": str(tmp_path)}}
     spec = TrainSpec.model_validate(base)
-    assert (spec.optim.lr, spec.optim.batch_size, spec.run.epochs, spec.data.tasks) == (1e-3, 128, 100.0, ["rec"])
+    assert (spec.optim.lr, spec.optim.batch_size, spec.run.epochs, spec.data.tasks) == (1e-3, 128, 15.0, ["rec"])
+    assert spec.model.loss == "ce" and spec.run.eval_every == 350
+    bce = TrainSpec.model_validate({**base, "model": {"family": "sasrec", "loss": "bce"}})
+    assert (bce.run.epochs, bce.run.eval_every) == (100.0, 1000)
     assert TrainSpec.model_validate_json(spec.model_dump_json()) == spec  # a saved spec reads back
     for section, value, message in [("data", {"tasks": ["rec", "exp"]}, "SASRec trains task rec only"),
                                     ("data", {"history_len": 9}, "data.history_len does not apply to SASRec"),
