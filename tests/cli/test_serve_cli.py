@@ -23,7 +23,7 @@ def test_dry_run_prints_the_spec_without_the_key(cli, tmp_path):
 
 
 def test_bad_options_are_one_line(cli, tmp_path):
-    for args, word in ((["--max-batch", "0"], "max_batch"), (["--checkpoint", "best"], "checkpoint"),
+    for args, word in ((["--max-batch", "0"], "max_batch"), (["--checkpoint", "latest"], "checkpoint"),
                        (["--api-key", "short"], "api_key")):
         res = cli("serve", "--run", tmp_path, *args)
         assert res.exit_code == 1, args
