@@ -98,6 +98,11 @@ def main() -> None:
     out = unimp(*args, "--exclude-history", "--json", env=env).stdout
     result = json.loads(out[out.index("{"):])
     rec = result["tasks"]["rec"]
+    if "runs" not in rec:  # one run: an ordinary report, put in the comparison's shape
+        from unimp_core.evaluation.compare import protocol
+
+        rec = {"runs": [{"run": result["run"], "checkpoint": result["checkpoint"], "metrics": rec["metrics"]}],
+               "popularity": rec["popularity"], "protocol": protocol(result, rec)}
     names = ["HR@5", "HR@10", "NDCG@5", "NDCG@10"]
     print("\n| | " + " | ".join(names) + " | epochs | best step | train wall | sequences/s |")
     print("|---|" + "---|" * (len(names) + 4))
