@@ -36,7 +36,7 @@ BETAS = (0.9, 0.98)  # the paper's Adam
 def run_train_sasrec(spec: TrainSpec, progress: Progress | None = None) -> Path:
     """Train (or resume) the SASRec run described by `spec`; returns the run folder."""
     from .distributed import make_accelerator, reset_accelerate_state
-    from .train import Run, _setup_dataset, _setup_run_dir
+    from .train import Run, _record_dataset, _setup_dataset, _setup_run_dir
 
     progress = progress or Progress()
     try:
@@ -46,6 +46,7 @@ def run_train_sasrec(spec: TrainSpec, progress: Progress | None = None) -> Path:
         run = Run(spec, Path(spec.run.out), accelerator, progress)
         ds = _setup_dataset(spec)  # before the run folder is touched
         fresh = _setup_run_dir(run)
+        _record_dataset(run, ds)  # dataset.json: evaluate, generate and --resume refuse a rebuilt dataset
         torch.manual_seed(spec.run.seed)
         setup = setup_model(spec, ds, run.out, fresh=fresh, progress=progress)
         _Loop(run, setup, ds, accelerator.device).train()
