@@ -256,10 +256,24 @@ def test_checkpoint_is_loaded_non_strictly(tiny_bundle, fresh_model, tmp_path):
     from unimp_core.model.factory import _load_checkpoint
     from unimp_core.progress import Progress
 
-    state = {k: torch.full_like(v, 0.5) for k, v in fresh_model.perceiver.state_dict().items()}
-    torch.save({f"perceiver.{k}": v for k, v in state.items()}, tmp_path / "checkpoint.pt")
-    _load_checkpoint(fresh_model, str(tmp_path / "checkpoint.pt"), Progress())
+    # what OpenFlamingo saves: Perceiver and cross-attention (here without the embeddings), plus a stray tensor
+    state = {f"perceiver.{k}": torch.full_like(v, 0.5) for k, v in fresh_model.perceiver.state_dict().items()}
+    xattn = fresh_model.lang_encoder.gated_cross_attn_layers.state_dict()
+    state.update({f"lang_encoder.gated_cross_attn_layers.{k}": v for k, v in xattn.items()})
+    torch.save({**state, "vision_encoder.extra": torch.zeros(1)}, tmp_path / "checkpoint.pt")
+    report = _load_checkpoint(fresh_model, str(tmp_path / "checkpoint.pt"), Progress())
     assert torch.all(fresh_model.perceiver.latents == 0.5)
+    assert report["ignored"] == ["vision_encoder.extra"] and report["tensors"] == len(state) + 1
+    lm = fresh_model.lang_encoder
+    embeddings = {n for n, p in fresh_model.named_parameters()
+                  if p is lm.get_input_embeddings().weight or p is lm.get_output_embeddings().weight}
+    assert set(report["unloaded_trainable"]) == embeddings and len(embeddings) == 2
+
+    # one cross-attention tensor short: refused, not half-loaded
+    del state[next(k for k in state if k.startswith("lang_encoder.gated_cross_attn_layers."))]
+    torch.save(state, tmp_path / "partial.pt")
+    with pytest.raises(UnimpError, match="lacks 1 Perceiver/cross-attention tensors"):
+        _load_checkpoint(fresh_model, str(tmp_path / "partial.pt"), Progress())
 
 
 def test_custom_model_from_local_folders_with_a_checkpoint(dataset, tmp_path):
@@ -277,11 +291,17 @@ def test_custom_model_from_local_folders_with_a_checkpoint(dataset, tmp_path):
     base.save_pretrained(lm_dir)
     flamingo_size = len(base) + 3  # + <|endofchunk|>, <image>, <PAD>: what an OpenFlamingo checkpoint holds
     embed = torch.randn(flamingo_size, 32)
-    torch.save({"lang_encoder.gpt_neox.embed_in.weight": embed,
-                "lang_encoder.gated_cross_attn_layers.1.attn_gate": torch.tensor([0.7])}, tmp_path / "ckpt.pt")
     spec = ModelSpec(preset="custom", vision=register_tiny_vision(TinyModelSpec()), lm=str(lm_dir),
-                     cross_attn_every_n_layers=2, checkpoint=str(tmp_path / "ckpt.pt"), local_files_only=True)
-    bundle = build_model(spec, n_items=5)
+                     cross_attn_every_n_layers=2, local_files_only=True)
+    # an OpenFlamingo checkpoint of this model: its Perceiver and cross-attention, the input embeddings
+    built = build_model(spec, n_items=5).model
+    state = {k: v for k, v in built.state_dict().items()
+             if k.startswith(("perceiver.", "lang_encoder.gated_cross_attn_layers."))}
+    state.update({"lang_encoder.gpt_neox.embed_in.weight": embed,
+                  "lang_encoder.gated_cross_attn_layers.1.attn_gate": torch.tensor([0.7])})
+    torch.save(state, tmp_path / "ckpt.pt")
+    bundle = build_model(spec.model_copy(update={"checkpoint": str(tmp_path / "ckpt.pt")}), n_items=5)
+    assert bundle.checkpoint["ignored"] == [] and bundle.checkpoint["unloaded_trainable"] == ["lang_encoder.lm_head.weight"]
     lm = bundle.model.lang_encoder
     weight = lm.get_input_embeddings().weight
     assert weight.dtype == torch.float32 and weight.shape[0] == flamingo_size + 11 + 5

@@ -68,3 +68,78 @@ def test_meta_assembly_train_lm_trains_the_lm():
     lm_body = sum(p.numel() for p in full.model.lang_encoder.old_decoder_blocks.parameters())
     assert full.trainable - frozen.trainable == pytest.approx(lm_body, rel=0.01)
     assert full.trainable + sum(p.numel() for p in full.model.vision_encoder.parameters()) == full.total
+
+
+# ------------------------------------------------------------------------ OpenFlamingo checkpoint keys
+
+
+def _checkpoint_file(keys: dict[str, tuple[int, ...]], path):
+    """A checkpoint.pt with the recorded names and shapes (meta tensors: no data, no memory)."""
+    import torch
+
+    torch.save({name: torch.empty(shape, device="meta") for name, shape in keys.items()}, path)
+    return str(path)
+
+
+def _is_new_module(name: str) -> bool:
+    return name.startswith("perceiver.") or ".gated_cross_attn_layer." in name
+
+
+@pytest.mark.parametrize("name", ["3b", "3b-instruct", "4b", "4b-instruct", "9b"])
+def test_openflamingo_checkpoint_fits_the_preset(name, tmp_path):
+    """Every tensor of the preset's checkpoint (tests/assets/openflamingo/checkpoint-keys.txt) maps onto the
+    model built for the preset with its shape, and every trainable parameter gets loaded."""
+    from tests.model.openflamingo_keys import read_keys
+    from unimp_core.model.factory import build_model
+
+    keys = read_keys()[name]
+    new = {k for k in keys if _is_new_module(k)}
+    every = PRESETS[name].cross_attn_every_n_layers
+    layers = {"3b": 24, "4b": 32, "9b": 32}[name.removesuffix("-instruct")]
+    assert sum(k.endswith(".attn_gate") for k in new) == layers // every  # one gate per cross-attention layer
+    assert any(k.startswith("perceiver.") for k in new)
+
+    bundle = build_model(ModelSpec(preset=name, checkpoint=_checkpoint_file(keys, tmp_path / "checkpoint.pt")),
+                         n_items=10, device="meta")
+    report = bundle.checkpoint
+    assert report["tensors"] == len(keys)
+    assert report["ignored"] == []  # every recorded name is a tensor of this model, of the recorded shape
+    lm = bundle.model.lang_encoder
+    if name.startswith("4b"):
+        # RedPajama's output embedding is untied and OpenFlamingo leaves it frozen: under transformers 5 its
+        # name has no "embed", so open_flamingo's filter leaves it out and it is the LM's own pretrained weight
+        assert report["unloaded_trainable"] == ["lang_encoder.lm_head.weight"]
+        assert lm.get_output_embeddings().weight is dict(bundle.model.named_parameters())["lang_encoder.lm_head.weight"]
+    else:  # Perceiver, cross-attention and the (tied) embeddings: all from the checkpoint
+        assert report["unloaded_trainable"] == []
+    state = bundle.model.state_dict()
+    for key in new:
+        assert tuple(state[key].shape) == keys[key], key
+
+
+def test_a_transformers_4_checkpoint_fills_the_output_embedding(tmp_path):
+    """The released RedPajama checkpoints name the output embedding embed_out (transformers 4): it is loaded."""
+    from tests.model.openflamingo_keys import read_keys
+    from unimp_core.model.factory import build_model
+
+    keys = {**read_keys()["4b"], "lang_encoder.embed_out.weight": (50280, 2560)}
+    bundle = build_model(ModelSpec(preset="4b", checkpoint=_checkpoint_file(keys, tmp_path / "c.pt")), n_items=3,
+                         device="meta")
+    assert bundle.checkpoint["ignored"] == [] and bundle.checkpoint["unloaded_trainable"] == []
+
+
+def test_a_partial_checkpoint_is_refused(tmp_path):
+    """Non-strict loading must not let a checkpoint of another shape or layout through half-loaded."""
+    from tests.model.openflamingo_keys import read_keys
+    from unimp_core.errors import UnimpError
+    from unimp_core.model.factory import build_model
+
+    keys = read_keys()["3b"]
+    xattn = next(k for k in keys if ".gated_cross_attn_layer." in k)
+    partial = _checkpoint_file({k: v for k, v in keys.items() if k != xattn}, tmp_path / "partial.pt")
+    with pytest.raises(UnimpError, match=r"lacks 1 Perceiver/cross-attention tensors of this model, e\.g\. "):
+        build_model(ModelSpec(preset="3b", checkpoint=partial), n_items=10, device="meta")
+    # the 3B checkpoint on the 9B model: same names for the first layers, other widths
+    wrong = _checkpoint_file(keys, tmp_path / "3b.pt")
+    with pytest.raises(UnimpError, match="does not fit this model"):
+        build_model(ModelSpec(preset="9b", checkpoint=wrong), n_items=10, device="meta")

@@ -57,6 +57,7 @@ class ModelBundle:
     total: int  # number of parameters
     spec: ModelSpec
     n_items: int
+    checkpoint: dict[str, Any] | None = None  # what loading the OpenFlamingo checkpoint filled (None: none loaded)
 
 
 def build_model(
@@ -102,8 +103,11 @@ def build_model(
             lm = _language_model(spec, preset, meta, base_vocab, tok)
             advance(1)
             model = _assemble(spec, preset, vision, lm, tok, vis_dim)
-            if preset.checkpoint is not None and not meta:
-                _load_checkpoint(model, preset.checkpoint, progress, local_files_only=spec.local_files_only)
+            report = None
+            # on the meta device only a local file is read: its names and shapes are checked, nothing is copied
+            if preset.checkpoint is not None and (not meta or Path(preset.checkpoint).is_file()):
+                report = _load_checkpoint(model, preset.checkpoint, progress, local_files_only=spec.local_files_only,
+                                          meta=meta)
             add_unimp_tokens(tok, n_items, spec.image_gen_codes)
             resize_embeddings(model.lang_encoder, len(tok), std=new_row_std(preset, lm))
             _set_generation_tokens(model.lang_encoder, tok)
@@ -114,7 +118,7 @@ def build_model(
         model.to(device)
     total = sum(p.numel() for p in model.parameters())
     progress.log(f"model {spec.preset}: {trainable:,} trainable of {total:,} parameters")
-    return ModelBundle(model, tok, transform, ids, image_size, trainable, total, spec, n_items)
+    return ModelBundle(model, tok, transform, ids, image_size, trainable, total, spec, n_items, report)
 
 
 # ---------------------------------------------------------------------------------------- tokenizer
@@ -403,8 +407,21 @@ def _assemble(spec: ModelSpec, preset: Preset, vision, lm, tok, vis_dim: int) ->
     return model
 
 
-def _load_checkpoint(model: nn.Module, ref: str, progress: Progress, local_files_only: bool = False) -> None:
-    """Load an OpenFlamingo checkpoint (a local file, or a hub repo's checkpoint.pt) with strict=False."""
+# The released checkpoints were saved under transformers 4, which called GPT-NeoX's (RedPajama's) output
+# embedding `embed_out`; transformers 5 calls it `lm_head`.
+_RENAMED = {"lang_encoder.embed_out.weight": "lang_encoder.lm_head.weight"}
+
+
+def _load_checkpoint(model: nn.Module, ref: str, progress: Progress, local_files_only: bool = False,
+                     meta: bool = False) -> dict[str, Any]:
+    """Load an OpenFlamingo checkpoint (a local file, or a hub repo's checkpoint.pt) with strict=False.
+
+    Non-strict, because a checkpoint holds only what OpenFlamingo trained (and the language model's
+    embeddings), never the frozen towers. So that a checkpoint of another model cannot half-load
+    unnoticed, every Perceiver and cross-attention parameter must be filled (else UnimpError).
+    Returns {"file", "tensors", "ignored": names the model lacks, "unloaded_trainable": trainable
+    parameters the checkpoint did not fill (kept from the language model)}.
+    """
     path = Path(ref)
     if not path.is_file():
         if path.suffix == ".pt" or path.exists() or ref.count("/") != 1:
@@ -416,12 +433,14 @@ def _load_checkpoint(model: nn.Module, ref: str, progress: Progress, local_files
         except Exception as exc:
             raise UnimpError(f"model.checkpoint: cannot download {ref}/{CHECKPOINT_FILE}: {first_line(exc)}") from exc
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="meta" if meta else "cpu", weights_only=True)
     except Exception as exc:
         raise UnimpError(f"model.checkpoint: {path}: unreadable: {first_line(exc)}") from exc
     if isinstance(state, dict) and "model_state_dict" in state:  # a training checkpoint, not a bare state dict
         state = state["model_state_dict"]
     state = {k.removeprefix("module."): v for k, v in state.items()}
+    names = set(model.state_dict())
+    state = {(_RENAMED.get(k, k) if k not in names and _RENAMED.get(k) in names else k): v for k, v in state.items()}
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatches stay errors under strict=False
@@ -430,6 +449,22 @@ def _load_checkpoint(model: nn.Module, ref: str, progress: Progress, local_files
         raise UnimpError(f"model.checkpoint: {path}: none of its {len(state)} tensors belong to this model")
     if result.unexpected_keys:
         progress.log(f"checkpoint {path}: {len(result.unexpected_keys)} tensors ignored, e.g. {result.unexpected_keys[0]}")
+    # A parameter counts as loaded when any of its names is in the checkpoint: open_flamingo registers the
+    # cross-attention layers twice (gated_cross_attn_layers.i and <decoder layers>.i.gated_cross_attn_layer)
+    # and saves one of the two.
+    loaded = {id(p) for name, p in model.named_parameters(remove_duplicate=False) if name in state}
+    new_modules = [model.perceiver, model.lang_encoder.gated_cross_attn_layers]
+    required = {id(p) for m in new_modules for p in m.parameters()}
+    trainable = {id(p) for m in trainable_modules(model, train_lm=False) for p in m.parameters()}
+    missing = [n for n, p in model.named_parameters() if id(p) in required and id(p) not in loaded]
+    if missing:
+        raise UnimpError(f"model.checkpoint: {path}: lacks {len(missing)} Perceiver/cross-attention tensors of this "
+                         f"model, e.g. {missing[0]} (a checkpoint of another model or cross-attention interval?)")
+    unloaded = [n for n, p in model.named_parameters() if id(p) in trainable and id(p) not in loaded]
+    if unloaded:
+        progress.log(f"checkpoint {path}: {', '.join(unloaded)} not in it (the language model's own weights kept)")
+    return {"file": str(path), "tensors": len(state), "ignored": list(result.unexpected_keys),
+            "unloaded_trainable": unloaded}
 
 
 # ------------------------------------------------------------------------------------------ freezing
