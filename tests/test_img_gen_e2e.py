@@ -11,18 +11,6 @@ TOKENIZE = ["--resolution", 16, "--factor", 4, "--width", 8, "--codebook-size", 
             "--steps", 8, "--batch-size", 8]
 
 
-@pytest.fixture
-def cli():
-    """`unimp ARGS...` in-process (as tests/cli/conftest.py)."""
-    from typer.testing import CliRunner
-
-    from unimp_cli.app import app
-    from unimp_cli.common import expand_multi
-
-    runner = CliRunner()
-    return lambda *args: runner.invoke(app, expand_multi([str(a) for a in args]))
-
-
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory):
     from unimp_core.data.prepare import run_prepare
@@ -41,9 +29,38 @@ def test_training_img_gen_needs_image_codes(cli, sample, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.slow
-def test_tokenize_train_evaluate_generate(cli, sample, tmp_path):
+def standin_features():
+    """A small fixed network standing in for Inception v3 (whose weights are not downloaded here):
+    (N, 3, 299, 299) -> (N, 4) features, so the FID code runs end to end."""
+    import torch
+
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 23, stride=23), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                               torch.nn.Flatten()).eval()
+
+
+def _halves(path):
+    """A generated|true pair PNG -> the two images (4 px gap between them)."""
     from PIL import Image
+
+    with Image.open(path) as pair:
+        w = (pair.width - 4) // 2
+        return pair.crop((0, 0, w, pair.height)).convert("RGB"), pair.crop((w + 4, 0, 2 * w + 4, pair.height)).convert("RGB")
+
+
+@pytest.mark.slow
+def test_tokenize_train_evaluate_generate(cli, sample, tmp_path, monkeypatch):
+    import numpy as np
+    import torch
+    from PIL import Image
+    from scipy import linalg
+
+    from unimp_core.evaluation import image_gen as IG
+
+    # FID: no Inception weights are looked up in the user's cache; a stand-in network runs the FID code
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    net = standin_features()
+    monkeypatch.setattr(IG, "load_inception", lambda: (net, ""))
 
     assert cli("tokenize-images", "--data", sample, *TOKENIZE).exit_code == 0
     run = tmp_path / "run"
@@ -55,19 +72,35 @@ def test_tokenize_train_evaluate_generate(cli, sample, tmp_path):
     log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert "img_gen" in log[-2]["task_loss"] and "img_gen" in log[-1]["valid_loss"]
 
-    res = cli("evaluate", "--run", run, "--tasks", "img_gen", "--batch-size", 8, "--image-pairs", 3, "--json")
+    res = cli("evaluate", "--run", run, "--tasks", "img_gen", "--batch-size", 8, "--image-pairs", 1000, "--json")
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)
     ig = report["tasks"]["img_gen"]
     assert ig["users"] > 0 and ig["codes_per_image"] == 16 and ig["grid"] == 4
-    assert 0 <= ig["metrics"]["code_accuracy"] <= 1 and ig["metrics"]["psnr"] > 0 and -1 <= ig["metrics"]["ssim"] <= 1
-    assert ig["fid"]["available"] is False and "FID unavailable" in ig["fid"]["message"] and "value" not in ig["fid"]
     folder = run / "evaluations" / "final-test"
-    pairs = sorted((folder / "images").glob("*.png"))
-    assert len(pairs) == min(3, ig["users"])
-    assert Image.open(pairs[0]).size == (36, 16)
     preds = [json.loads(line) for line in (folder / "predictions" / "img_gen.jsonl").read_text().splitlines()]
     assert len(preds) == ig["users"] and all(len(p["codes"]) == 16 and max(p["codes"]) < 32 for p in preds)
+    assert ig["metrics"]["code_accuracy"] == pytest.approx(
+        np.mean([np.mean(np.array(p["codes"]) == np.array(p["true_codes"])) for p in preds]))
+
+    # PSNR from the saved pairs (every scored instance has one), by hand
+    pairs = sorted((folder / "images").glob("*.png"))
+    assert len(pairs) == ig["scored_images"] >= 2
+    assert Image.open(pairs[0]).size == (36, 16)
+    generated, true = zip(*(_halves(p) for p in pairs))
+    unit = lambda img: np.asarray(img, dtype=np.float64) / 255  # noqa: E731
+    mse = [np.mean((unit(g) - unit(t)) ** 2) for g, t in zip(generated, true)]
+    psnr = np.mean([min(10 * np.log10(1 / m), 100.0) if m else 100.0 for m in mse])
+    assert ig["metrics"]["psnr"] == pytest.approx(psnr, abs=1e-6)
+    assert ig["metrics"]["psnr"] > 6.0  # decoded codes are pictures: well above noise vs. the truth
+    assert -1 <= ig["metrics"]["ssim"] <= 1 and ig["vq_reconstruction"]["psnr"] > 6.0
+
+    # FID from the same pairs through the stand-in network, the Fréchet distance by hand
+    assert ig["fid"]["available"] is True and ig["fid"]["images"] == len(pairs)
+    fa, fb = IG.inception_features(net, generated), IG.inception_features(net, true)  # (N, 4)
+    ca, cb = np.cov(fa, rowvar=False), np.cov(fb, rowvar=False)
+    fid = ((fa.mean(0) - fb.mean(0)) ** 2).sum() + np.trace(ca + cb) - 2 * np.trace(np.real(linalg.sqrtm(ca @ cb)))
+    assert ig["fid"]["value"] == pytest.approx(fid, rel=1e-4, abs=1e-6) and ig["fid"]["value"] > 0
 
     out, page = tmp_path / "img.png", tmp_path / "page.html"
     res = cli("generate", "--run", run, "--user", 1, "--task", "img_gen", "--query", "red dress", "--out", out,

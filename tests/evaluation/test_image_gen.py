@@ -88,3 +88,27 @@ def test_pair_png_is_side_by_side():
     img = Image.open(io.BytesIO(png))
     assert img.format == "PNG" and img.size == (36, 16)
     assert img.getpixel((0, 0)) == (255, 0, 0) and img.getpixel((35, 15)) == (0, 0, 255)
+
+
+def test_fid_runs_with_a_feature_network(tmp_path, monkeypatch):
+    """The FID code path with a small stand-in for Inception: identical sets score 0, different ones more."""
+    from PIL import Image
+
+    from tests.test_img_gen_e2e import standin_features
+
+    monkeypatch.setattr(IG, "load_inception", lambda: (standin_features(), ""))
+    rng = np.random.default_rng(0)
+    noise = [Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)) for _ in range(6)]
+    dark = [Image.fromarray((np.asarray(im) // 4).astype(np.uint8)) for im in noise]
+    same = IG.fid_report(noise, noise)
+    assert same["available"] is True and same["images"] == 6 and same["value"] == pytest.approx(0.0, abs=1e-5)
+    other = IG.fid_report(noise, dark)
+    assert other["available"] is True and other["value"] > 0.01
+
+
+def test_unreadable_inception_file_is_reported(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / IG.INCEPTION_FILE).write_bytes(b"not a checkpoint")
+    net, why = IG.load_inception()
+    assert net is None and why.startswith("FID unavailable: cannot load") and "\n" not in why
