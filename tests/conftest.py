@@ -17,6 +17,22 @@ def skip_unless_ci(reason: str) -> None:
 
 
 @pytest.fixture
+def cli():
+    """Invoke `unimp ARGS...` in-process, with the same argv rewriting as the console script."""
+    from typer.testing import CliRunner
+
+    from unimp_cli.app import app
+    from unimp_cli.common import expand_multi
+
+    runner = CliRunner()
+
+    def invoke(*args):
+        return runner.invoke(app, expand_multi([str(a) for a in args]))
+
+    return invoke
+
+
+@pytest.fixture
 def server():
     """A local HTTP server on 127.0.0.1 (see tests/httpserver.py)."""
     srv = LocalServer().start()
