@@ -143,3 +143,15 @@ def test_a_partial_checkpoint_is_refused(tmp_path):
     wrong = _checkpoint_file(keys, tmp_path / "3b.pt")
     with pytest.raises(UnimpError, match="does not fit this model"):
         build_model(ModelSpec(preset="9b", checkpoint=wrong), n_items=10, device="meta")
+
+
+@pytest.mark.slow
+def test_recorded_checkpoint_keys_are_what_open_flamingo_derives_here():
+    """The recorded file is current: open_flamingo's factory and filter, run again, give the same tensors."""
+    from tests.model.openflamingo_keys import GROUPS, checkpoint_keys, read_keys
+
+    recorded = read_keys()
+    for first, names in GROUPS.items():
+        derived = dict(checkpoint_keys(first))
+        for name in names:
+            assert recorded[name] == derived, f"{name}: rerun python -m tests.model.openflamingo_keys"
