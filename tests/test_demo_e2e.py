@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # ~2 minutes of training on 2 idle cores; much more on a busy machine
 def test_demo_config_trains_a_model_that_recommends(cli, tmp_path):
     data, run = tmp_path / "data", tmp_path / "run"
     res = cli("prepare", "--config", REPO / "examples" / "prepare-sample.yaml", "--out", data,
