@@ -10,7 +10,6 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tests.cli.conftest import cli  # noqa: F401  (the in-process `unimp` fixture)
 from unimp_core.tasks import TASKS, get_task, register, unregister
 from unimp_core.tasks.base import Request, Sample, Task, TaskContext, assemble, item_token, lazy, pick_target
 
