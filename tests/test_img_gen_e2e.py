@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import pytest
 
@@ -77,7 +78,7 @@ def test_tokenize_train_evaluate_generate(cli, sample, tmp_path, monkeypatch):
     report = json.loads(res.stdout)
     ig = report["tasks"]["img_gen"]
     assert ig["users"] > 0 and ig["codes_per_image"] == 16 and ig["grid"] == 4
-    folder = run / "evaluations" / "final-test"
+    folder = Path(report["folder"])  # best-test or final-test: evaluate's default weights
     preds = [json.loads(line) for line in (folder / "predictions" / "img_gen.jsonl").read_text().splitlines()]
     assert len(preds) == ig["users"] and all(len(p["codes"]) == 16 and max(p["codes"]) < 32 for p in preds)
     assert ig["metrics"]["code_accuracy"] == pytest.approx(
