@@ -15,7 +15,8 @@ from tests.evaluation.trained import trained_run
 from unimp_core.errors import UnimpError
 from unimp_core.generation import build_prompt, list_users, render_html, resolve_items, resolve_user, run_generate
 from unimp_core.specs.evaluate import GenerateSpec
-from unimp_core.tasks import ANSWER, IMAGE, build_eval_samples, context
+from unimp_core.tasks import build_eval_samples, context
+from unimp_core.tokens import ANSWER, IMAGE
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium", path="/usr/bin")
 

@@ -11,7 +11,8 @@ import polars as pl
 import pytest
 
 from unimp_core.tasks import TASKS, get_task, register, unregister
-from unimp_core.tasks.base import Request, Sample, Task, TaskContext, assemble, item_token, lazy, pick_target
+from unimp_core.tasks.base import Request, Sample, Task, TaskContext, assemble, lazy, pick_target
+from unimp_core.tokens import item_token
 
 NAME = "first"
 

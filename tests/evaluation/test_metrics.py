@@ -6,7 +6,7 @@ import pytest
 from unimp_core.errors import UnimpError
 from unimp_core.evaluation.metrics import (ABSENT, RANK_KS, item_counts, parse_exp_output, parse_rating, parse_slots,
                                            popularity_metrics, popularity_order, popularity_ranks, ranking_metrics,
-                                           ranking_per_user, ranks_from_topk, rating_metrics, selection_metrics,
+                                           ranking_per_user, rating_metrics, selection_metrics,
                                            selection_per_sample, target_ranks)
 
 # ----------------------------------------------------------------------------------------- ranking
@@ -62,10 +62,6 @@ def test_exclusion_per_user():
 def test_target_ranks_reject_bad_input(scores, targets, exclude, message):
     with pytest.raises(UnimpError, match=message):
         target_ranks(scores, targets, exclude)
-
-
-def test_ranks_from_topk_lists():
-    assert ranks_from_topk([[5, 3, 7], [1, 2, 4], [9, 0, 0]], [7, 9, 9]).tolist() == [2, ABSENT, 0]
 
 
 def test_ranking_metrics_hand_computed():

@@ -3,7 +3,8 @@ import pytest
 
 from unimp_core.errors import UnimpError
 from unimp_core.tasks import base
-from unimp_core.tasks.base import Sample, TaskContext, clean, describe_item, pick_target, rating_value
+from unimp_core.tasks.base import Sample, TaskContext, clean, describe_item, pick_target
+from unimp_core.tokens import rating_value
 
 from .synthetic import make_dataset, tiny_dataset
 

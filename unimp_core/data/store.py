@@ -64,11 +64,6 @@ class Dataset:
     manifest: dict[str, Any] = field(default_factory=dict)
     root: Path | None = None
 
-    def sequences(self) -> dict[int, list[int]]:
-        """user_id -> item ids in time order."""
-        g = self.interactions.group_by("user_id", maintain_order=True).agg(pl.col("item_id"))
-        return dict(zip(g["user_id"].to_list(), g["item_id"].to_list()))
-
 
 def _select(df: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:
     return df.select([pl.col(c).cast(t) if c in df.columns else pl.lit(None, dtype=t).alias(c) for c, t in schema.items()])

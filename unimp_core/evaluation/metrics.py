@@ -19,24 +19,18 @@ never a lucky 1.
 from __future__ import annotations
 
 import math
-import re
 from typing import Iterable, Sequence
 
 import numpy as np
 
 from ..errors import UnimpError
+from ..tokens import EOC, RATE_RE, RATINGS, SLOT_RE
 
 RANK_KS: tuple[int, ...] = (1, 3, 5, 10, 20)
 RANK_METRICS: tuple[str, ...] = ("HR", "NDCG", "MRR")
 ABSENT = -1  # rank of a target missing from a truncated top-k list
 
-# The chunk terminator the tasks put after every answer (`unimp_core.tasks.base.EOC`); spelled out
-# here so that scoring does not import the data stack. Generated text after it is not the answer.
-_EOC = "<|endofchunk|>"
-_RATE = re.compile(r"(?<![0-9A-Za-z])rate_\s*(\d+)")
-_RATE_TOKEN = re.compile(r"(?<![0-9A-Za-z])rate_\s*\d+")
-_SLOT = re.compile(r"s_(\d+)")
-RATING_RANGE = (1, 5)
+RATING_RANGE = (RATINGS[0], RATINGS[-1])
 
 
 # ----------------------------------------------------------------------------------------- ranking
@@ -109,24 +103,6 @@ def target_ranks(scores, targets, exclude=None) -> np.ndarray:
     if exclude is not None:
         above &= ~_exclusion_mask(exclude, (batch, n_items))
     return above.sum(axis=1).astype(np.int64)
-
-
-def ranks_from_topk(topk, targets) -> np.ndarray:
-    """Rank of each target inside its top-k list (e.g. beam-search outputs), `ABSENT` if missing.
-
-    Args:
-        topk: (B, K) item ids, best first (a list of lists of equal length also works).
-        targets: (B,) target item ids.
-
-    Returns:
-        (B,) int64: the first position of the target in its list, or `ABSENT` (-1).
-    """
-    topk = np.asarray(topk, dtype=np.int64)
-    targets = np.asarray(targets, dtype=np.int64).reshape(-1)
-    if topk.ndim != 2 or topk.shape[0] != targets.shape[0]:
-        raise UnimpError(f"metrics: top-k lists of shape {topk.shape} do not match {targets.shape[0]} targets")
-    found = topk == targets[:, None]  # (B, K)
-    return np.where(found.any(axis=1), found.argmax(axis=1), ABSENT).astype(np.int64)
 
 
 def ranking_per_user(ranks, ks: Iterable[int] = RANK_KS) -> dict[str, np.ndarray]:
@@ -218,7 +194,7 @@ def popularity_metrics(counts, targets, ks: Iterable[int] = RANK_KS, exclude=Non
 
 def _answer_part(text: str | None) -> str:
     """The generated answer: text before the first chunk terminator."""
-    return (text or "").split(_EOC, 1)[0]
+    return (text or "").split(EOC, 1)[0]
 
 
 def parse_rating(text: str | None) -> int | None:
@@ -228,7 +204,7 @@ def parse_rating(text: str | None) -> int | None:
     preceding letter or digit) gives the rating; values outside 1..5 and texts without the token give
     None. Text after `<|endofchunk|>` is ignored.
     """
-    match = _RATE.search(_answer_part(text))
+    match = RATE_RE.search(_answer_part(text))
     if match is None:
         return None
     value = int(match.group(1))
@@ -242,7 +218,7 @@ def parse_exp_output(text: str | None) -> tuple[int | None, str]:
     seed took everything after the first token, which loses a word when the rating is missing).
     """
     answer = _answer_part(text)
-    return parse_rating(answer), " ".join(_RATE_TOKEN.sub(" ", answer).split())
+    return parse_rating(answer), " ".join(RATE_RE.sub(" ", answer).split())
 
 
 def _is_missing(value) -> bool:
@@ -308,7 +284,7 @@ def parse_slots(text: str | None) -> tuple[frozenset[int], int]:
     """
     slots, others = set(), set()
     for token in _answer_part(text).split():
-        match = _SLOT.fullmatch(token.strip(",.;:"))
+        match = SLOT_RE.fullmatch(token.strip(",.;:"))
         if match:
             slots.add(int(match.group(1)))
         else:

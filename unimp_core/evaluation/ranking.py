@@ -15,15 +15,13 @@ outputs are not a valid item id at all (what the paper's code's evaluation silen
 from __future__ import annotations
 
 import contextlib
-import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch
 
-from ..tasks.base import ANSWER, EOC
+from ..tokens import ANSWER, EOC, ITEM_RE
 
-_ITEM_TEXT = re.compile(r"item_(\d+)")
 
 
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -246,7 +244,7 @@ def cut_at(tokens: Sequence[int], stops: set[int]) -> list[int]:
 
 def parse_item(text: str, n_items: int) -> int | None:
     """The item named by a generated answer that is exactly one item id (`item_12`), else None."""
-    match = _ITEM_TEXT.fullmatch(text.split(EOC, 1)[0].strip())
+    match = ITEM_RE.fullmatch(text.split(EOC, 1)[0].strip())
     if match is None:
         return None
     item = int(match.group(1))

@@ -8,17 +8,16 @@ The family interface is described in `unimp_core.model.families`; the model itse
 from __future__ import annotations
 
 import itertools
-import re
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Mapping
 
 from ..data.store import Dataset
 from ..progress import Progress
 from ..specs.train import TrainSpec
+from ..tokens import ADDED_TOKEN_RE
 from .factory import ModelBundle, build_model, load_bundle, save_bundle
 
 NAME = "openflamingo"
-_TOKENS = re.compile(r"<[^>\s]+>|\b(?:item|rate|s|img)_\d+\b")
 
 
 def tokenizer_texts(ds: Dataset, seed: int) -> Iterator[str]:
@@ -28,7 +27,7 @@ def tokenizer_texts(ds: Dataset, seed: int) -> Iterator[str]:
     from .tokenizer import dataset_texts
 
     prompts = build_training_samples(ds, list(BUILTIN_TASKS), 5, seed, 0)[:2000]
-    return itertools.chain(dataset_texts(ds), (_TOKENS.sub(" ", s.text) for s in prompts))
+    return itertools.chain(dataset_texts(ds), (ADDED_TOKEN_RE.sub(" ", s.text) for s in prompts))
 
 
 def build(spec: TrainSpec, ds: Dataset, progress: Progress) -> ModelBundle:

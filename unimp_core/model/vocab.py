@@ -22,14 +22,12 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..errors import UnimpError
-from ..tasks.base import ANSWER, EOC, IMAGE as MEDIA, image_code_token, item_token, rate_token, slot_token
+from ..tokens import (ANSWER, EOC, IMAGE as MEDIA, N_SLOTS, PAD, RATINGS, image_code_token, item_token, rate_token,
+                      slot_token)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-PAD = "<PAD>"
-RATINGS = (1, 2, 3, 4, 5)
-N_SLOTS = 5
 
 
 def unimp_tokens(n_items: int, image_gen_codes: int = 0) -> list[str]:

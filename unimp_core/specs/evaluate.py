@@ -9,9 +9,9 @@ from pydantic import Field, field_validator, model_validator
 
 from ..run_folder import CHECKPOINT_RE
 from ..task_names import TaskName
+from ..tokens import N_SLOTS
 from .base import Spec
 
-MAX_SLOTS = 5  # selection slots s_0..s_4 exist in the vocabulary (unimp_core.model.vocab.N_SLOTS)
 
 
 def _check_checkpoint(value: str) -> str:
@@ -102,7 +102,7 @@ class GenerateSpec(Spec):
     query: str | None = Field(default=None, description="search / img_gen: the query text.")
     out: Path | None = Field(default=None, description="img_gen: write the generated image here (PNG).")
     item: str | None = Field(default=None, description="exp: the item (id or source id) to rate and explain.")
-    candidates: list[str] = Field(default_factory=list, description=f"img_sel: 2 to {MAX_SLOTS} candidate items (ids or source ids).")
+    candidates: list[str] = Field(default_factory=list, description=f"img_sel: 2 to {N_SLOTS} candidate items (ids or source ids).")
     k: int = Field(default=10, ge=1, le=1000, description="rec/search: how many items to recommend.")
     exclude_history: bool = Field(default=False, description="rec/search: never recommend an item of the history.")
     num_beams: int = Field(default=1, ge=1, le=20, description="exp/img_sel/img_gen: beams of generation (1: greedy).")
@@ -132,7 +132,7 @@ class GenerateSpec(Spec):
             takers = [t.name for t in TASKS.values() if name in t.needs + t.accepts]
             if self.task not in takers and value:
                 raise ValueError(f"--{name} is only for --task {' / '.join(takers)}")
-        if self.candidates and not 2 <= len(self.candidates) <= MAX_SLOTS:
-            raise ValueError(f"candidates: give 2 to {MAX_SLOTS} items (got {len(self.candidates)})")
+        if self.candidates and not 2 <= len(self.candidates) <= N_SLOTS:
+            raise ValueError(f"candidates: give 2 to {N_SLOTS} items (got {len(self.candidates)})")
         return self
 

@@ -21,16 +21,16 @@ from ..data.store import Dataset
 from ..errors import UnimpError
 from ..task_names import BUILTIN_TASKS, add_task_name, remove_task_name, task_names
 from . import exp, img_gen, img_sel, rec, search
-from .base import ANSWER, EOC, IMAGE, Sample, Task, TaskContext, item_token, rate_token, slot_token, task_rng
+from .base import Sample, Task, TaskContext, task_rng
 from .curriculum import curriculum_mix, curriculum_tasks
 
 TASKS: dict[str, Task] = {t.name: t for t in (rec.TASK, search.TASK, exp.TASK, img_sel.TASK, img_gen.TASK)}
 assert tuple(TASKS) == BUILTIN_TASKS
 
 __all__ = [
-    "ANSWER", "BUILTIN_TASKS", "EOC", "IMAGE", "TASKS", "Sample", "Task", "TaskContext",
+    "BUILTIN_TASKS", "TASKS", "Sample", "Task", "TaskContext",
     "build_eval_samples", "build_training_samples", "context", "curriculum_mix", "curriculum_tasks",
-    "get_task", "history_lengths", "instance_table", "run_history_lengths", "item_token", "rate_token", "register", "slot_token",
+    "get_task", "history_lengths", "instance_table", "run_history_lengths", "register",
     "task_names", "unregister",
 ]
 

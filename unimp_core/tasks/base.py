@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import importlib
 import math
-import re
 import zlib
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -27,44 +26,18 @@ import polars as pl
 from ..data.store import Dataset
 from ..errors import UnimpError
 
-IMAGE = "<image>"
-EOC = "<|endofchunk|>"
-ANSWER = "<answer>"
-# Free text never carries the structural markers: a title holding "<image>" would otherwise add
-# an image slot that has no picture.
-_MARKERS = re.compile(r"<image>|<\|endofchunk\|>|<answer>")
+from ..tokens import ANSWER, EOC, IMAGE, MARKERS_RE, item_token
 
 FIELD_WORDS = 20  # the paper's code caps each item field at 20 words
 EXPLANATION_WORDS = 30  # and training explanations at 30
 
 
 
-def item_token(item_id: int) -> str:
-    return f"item_{item_id}"
-
-
-def rate_token(rating: float) -> str:
-    return f"rate_{rating_value(rating)}"
-
-
-def slot_token(slot: int) -> str:
-    return f"s_{slot}"
-
-
-def image_code_token(code: int) -> str:
-    return f"img_{code}"
-
-
-def rating_value(rating: float) -> int:
-    """Clip to 1..5, then round half up (Python's round() would send 2.5 to 2)."""
-    return int(math.floor(min(5.0, max(1.0, float(rating))) + 0.5))
-
-
 def clean(text: str | None, max_words: int | None = None) -> str:
     """One line of free text: markers removed, whitespace collapsed, at most `max_words` words."""
     if not text:
         return ""
-    words = _MARKERS.sub(" ", text).split()
+    words = MARKERS_RE.sub(" ", text).split()
     return " ".join(words if max_words is None else words[:max_words])
 
 

@@ -14,8 +14,8 @@ import polars as pl
 
 from dataclasses import replace
 
-from .base import (EXPLANATION_WORDS, Request, Sample, Task, TaskContext, assemble, clean, join, lazy, pick_target,
-                   rate_token)
+from .base import EXPLANATION_WORDS, Request, Sample, Task, TaskContext, assemble, clean, join, lazy, pick_target
+from ..tokens import rate_token
 
 NAME = "exp"
 QUESTION = "What is the rating and explanation for the item?"

@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from .base import (EOC, IMAGE, Request, Sample, Task, TaskContext, assemble, clean, image_code_token, join, lazy,
-                   pick_target)
+from .base import Request, Sample, Task, TaskContext, assemble, clean, join, lazy, pick_target
+from ..tokens import EOC, IMAGE, image_code_token
 
 NAME = "img_gen"
 QUESTION = "What is the generated image ID to the query based on the history?"

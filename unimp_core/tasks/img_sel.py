@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from .base import (EOC, IMAGE, Request, Sample, Task, TaskContext, assemble, draw_negatives, join, lazy,
-                   pick_target, slot_token)
+from .base import Request, Sample, Task, TaskContext, assemble, draw_negatives, join, lazy, pick_target
+from ..tokens import EOC, IMAGE, slot_token
 
 NAME = "img_sel"
 QUESTION = "Can you select the suitable item from above for the user?"

@@ -16,7 +16,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from .base import Request, Sample, Task, TaskContext, assemble, item_token, lazy, pick_target
+from .base import Request, Sample, Task, TaskContext, assemble, lazy, pick_target
+from ..tokens import item_token
 
 NAME = "rec"
 QUESTION = "What is the next item recommended to the user?"

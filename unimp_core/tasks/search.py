@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from .base import FIELD_WORDS, Request, Sample, Task, TaskContext, assemble, clean, item_token, lazy, pick_target
+from .base import FIELD_WORDS, Request, Sample, Task, TaskContext, assemble, clean, lazy, pick_target
+from ..tokens import item_token
 
 NAME = "search"
 QUESTION = "What is the related item ID to the query based on the history?"

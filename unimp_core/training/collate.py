@@ -22,7 +22,8 @@ import torch
 
 from ..errors import UnimpError
 from ..task_names import DEFAULT_TASK_WEIGHTS, task_names as known_tasks
-from ..tasks.base import ANSWER, EOC, IMAGE, Sample
+from ..tasks.base import Sample
+from ..tokens import ANSWER, EOC, IMAGE
 
 IGNORE_INDEX = -100
 

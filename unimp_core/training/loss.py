@@ -70,13 +70,6 @@ def label_positions(labels: torch.Tensor) -> torch.Tensor:
     return at
 
 
-def answer_loss(
-    logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None, gamma: float = 0.0
-) -> torch.Tensor:
-    """Scalar focal, task-weighted CE over answer tokens, divided by the number of answer tokens."""
-    return answer_loss_parts(logits, labels, weights, gamma).loss
-
-
 def per_task(sample_sums: torch.Tensor, sample_tokens: torch.Tensor, task_ids: torch.Tensor,
              n_tasks: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(n_tasks,) summed loss and (n_tasks,) answer-token counts: sum / count is a task's mean token loss."""

@@ -1,0 +1,51 @@
+"""The prompt vocabulary's spellings: the one home of every marker and added token (no torch, no polars).
+
+Prompts, the vocabulary extension, the collator and the parsers of generated text all take their
+spellings (and the patterns that find them in text) from here, so renaming a token is a one-line change.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+IMAGE = "<image>"
+EOC = "<|endofchunk|>"
+ANSWER = "<answer>"
+PAD = "<PAD>"  # added only when a tokenizer has no pad token
+
+ITEM, RATE, SLOT, IMAGE_CODE = "item_", "rate_", "s_", "img_"  # prefixes of the numbered tokens
+RATINGS = (1, 2, 3, 4, 5)
+N_SLOTS = 5  # img_sel candidates are named s_0 .. s_4
+
+# Free text never carries the structural markers: a title holding "<image>" would otherwise add
+# an image slot that has no picture.
+MARKERS_RE = re.compile("|".join(re.escape(m) for m in (IMAGE, EOC, ANSWER)))
+# Every marker and numbered token (the tiny BPE tokenizer learns the prompt phrases without them).
+ADDED_TOKEN_RE = re.compile(r"<[^>\s]+>|\b(?:" + "|".join(p[:-1] for p in (ITEM, RATE, SLOT, IMAGE_CODE)) + r")_\d+\b")
+ITEM_RE = re.compile(ITEM + r"(\d+)")  # fullmatch: a generated answer that is exactly one item
+SLOT_RE = re.compile(SLOT + r"(\d+)")  # fullmatch: one img_sel pick
+# A rating token in generated text: spaces after the underscore tolerated, not glued to a preceding
+# letter or digit.
+RATE_RE = re.compile(r"(?<![0-9A-Za-z])" + RATE + r"\s*(\d+)")
+
+
+def item_token(item_id: int) -> str:
+    return f"{ITEM}{item_id}"
+
+
+def rate_token(rating: float) -> str:
+    return f"{RATE}{rating_value(rating)}"
+
+
+def slot_token(slot: int) -> str:
+    return f"{SLOT}{slot}"
+
+
+def image_code_token(code: int) -> str:
+    return f"{IMAGE_CODE}{code}"
+
+
+def rating_value(rating: float) -> int:
+    """Clip to 1..5, then round half up (Python's round() would send 2.5 to 2)."""
+    return int(math.floor(min(5.0, max(1.0, float(rating))) + 0.5))
