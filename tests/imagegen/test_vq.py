@@ -8,7 +8,8 @@ from PIL import Image, ImageDraw
 from unimp_core.errors import UnimpError
 from unimp_core.imagegen import vq as vqlib
 from unimp_core.imagegen.codes import read_vq_meta
-from unimp_core.imagegen.vq import VQ, kmeans, load_vq, lr_at, save_vq, train_vq
+from unimp_core.imagegen.vq import CODEBOOK_SCHEDULE, VQ, kmeans, load_vq, save_vq, train_vq
+from unimp_core.training.optim import lr_at
 from unimp_core.progress import Progress
 from unimp_core.specs.images import CodebookSpec
 
@@ -110,12 +111,13 @@ def test_training_resumes_to_the_same_weights(trained, tmp_path):
 
 
 def test_lr_schedule():
-    assert lr_at(0, 100, 1.0) == pytest.approx(0.2)  # warmup of 5 steps
-    assert lr_at(4, 100, 1.0) == pytest.approx(1.0)
-    assert lr_at(5, 100, 1.0) == pytest.approx(1.0)
-    assert lr_at(100, 100, 1.0) == pytest.approx(0.1)
-    mid = 5 + (100 - 5) / 2
-    assert lr_at(int(mid), 100, 1.0) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * (int(mid) - 5) / 95)))
+    def lr(step):
+        return lr_at(step, 100, 1.0, **CODEBOOK_SCHEDULE)
+
+    assert [lr(s) for s in range(6)] == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])  # warmup of 5 steps
+    assert lr(100) == pytest.approx(0.1)
+    mid = 5 + (100 - 5) // 2
+    assert lr(mid) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * (mid - 5) / 95)))
 
 
 def test_kmeans_finds_blobs():

@@ -1,5 +1,3 @@
-import math
-
 import pytest
 import torch
 
@@ -25,6 +23,13 @@ def test_lr_without_warmup_and_past_the_end():
     assert [lr_at(s, 10, 2.0, 0.25, "constant") for s in range(4)] == [0.0, 1.0, 2.0, 2.0]
     with pytest.raises(UnimpError, match="unknown schedule"):
         lr_at(0, 10, 1.0, 0.0, "step")
+
+
+def test_lr_decays_to_a_floor():
+    # warmup int(0.1 * 100) = 10 steps; half way through the decay cosine is at 0.5: 1e-3 * (0.1 + 0.9 * 0.5)
+    assert lr_at(55, 100, 1e-3, 0.1, "cosine", floor=0.1) == pytest.approx(5.5e-4, abs=1e-12)
+    assert lr_at(100, 100, 2.0, 0.0, "linear", floor=0.25) == pytest.approx(0.5)
+    assert lr_at(3, 100, 2.0, 0.1, "cosine", floor=0.25) == pytest.approx(0.6)  # warmup ignores the floor
 
 
 def test_scheduler_follows_lr_at_and_resumes():

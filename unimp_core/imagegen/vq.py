@@ -12,7 +12,6 @@ codes (`<dataset>/image_codes.parquet`) are read by `unimp_core.imagegen.codes`,
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import time
 import warnings
@@ -27,7 +26,11 @@ from ..errors import UnimpError
 from ..io import atomic_path, replacing_folder, write_json_atomic
 from ..progress import Progress
 from ..specs.images import CodebookSpec
+from ..training.optim import lr_at
 from .codes import VQ_DIR, VQ_META, read_vq_meta
+
+# The codebook's learning rate: warmup over 5% of the steps, then cosine down to a tenth of the peak.
+CODEBOOK_SCHEDULE = {"warmup_ratio": 0.05, "kind": "cosine", "floor": 0.1}
 
 # Background that non-square images are padded with: product photos sit on white.
 PAD_COLOR = (255, 255, 255)
@@ -178,15 +181,6 @@ class VQ:
 
 # ---------------------------------------------------------------- training a small codebook
 
-def lr_at(step: int, total: int, peak: float, warmup: float = 0.05, floor: float = 0.1) -> float:
-    """Linear warmup over `warmup` of the steps, then cosine decay from `peak` to `floor * peak`."""
-    warm = max(1, int(total * warmup))
-    if step < warm:
-        return peak * (step + 1) / warm
-    progress = (step - warm) / max(1, total - warm)
-    return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
-
-
 def kmeans(x: torch.Tensor, k: int, iters: int = 15, generator: torch.Generator | None = None) -> torch.Tensor:
     """Lloyd's k-means of points x (N, D) -> centres (k, D). Starts from k distinct random points (with
     replacement plus tiny noise when N < k); an emptied cluster is re-seeded on a random point."""
@@ -314,7 +308,7 @@ def train_vq(images: torch.Tensor, spec: CodebookSpec, resolution: int, batch_si
                 init_codebook(model, images, batch_size, device, spec.seed + step)
             g = _step_generator(spec.seed, step)
             for group in opt.param_groups:
-                group["lr"] = lr_at(step, spec.steps, spec.lr)
+                group["lr"] = lr_at(step, spec.steps, spec.lr, **CODEBOOK_SCHEDULE)
             x = _batch(images, batch_size, g).to(device)  # (B, 3, R, R)
             h = model.encode(x).latents  # (B, D, g, g)
             if step < warm:

@@ -57,11 +57,12 @@ def warmup_steps(total_steps: int, warmup_ratio: float) -> int:
 
 
 def lr_at(step: int, total_steps: int, base_lr: float, warmup_ratio: float = 0.0,
-          kind: ScheduleKind = "constant") -> float:
+          kind: ScheduleKind = "constant", floor: float = 0.0) -> float:
     """Learning rate before optimizer step `step` (0-based), as transformers' schedules with warmup.
 
     Warmup rises linearly from 0 over the first int(warmup_ratio * total_steps) steps; then
-    constant keeps base_lr, linear decays to 0 at total_steps, cosine follows half a cosine to 0.
+    constant keeps base_lr, linear decays to floor * base_lr at total_steps, cosine follows half a
+    cosine down to floor * base_lr.
     """
     if kind not in SCHEDULES:
         raise UnimpError(f"unknown schedule {kind!r} (choose {', '.join(SCHEDULES)})")
@@ -71,9 +72,8 @@ def lr_at(step: int, total_steps: int, base_lr: float, warmup_ratio: float = 0.0
     if kind == "constant":
         return base_lr
     progress = min(1.0, (step - warm) / max(1, total_steps - warm))
-    if kind == "linear":
-        return base_lr * (1.0 - progress)
-    return base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+    decay = 1.0 - progress if kind == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+    return base_lr * (floor + (1.0 - floor) * decay)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float = 0.0,
