@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..specs.evaluate import MAX_SLOTS
+from ..tokens import N_SLOTS
 
 MAX_K = 1000
 MAX_QUERY = 500  # characters
@@ -61,8 +61,8 @@ class ExplainRequest(Asker):
 class SelectRequest(Asker):
     """POST /v1/select: which of the pictured candidates the user takes."""
 
-    candidates: list[ItemRef] = Field(min_length=2, max_length=MAX_SLOTS,
-                                      description=f"2 to {MAX_SLOTS} candidate items (item ids or source ids).")
+    candidates: list[ItemRef] = Field(min_length=2, max_length=N_SLOTS,
+                                      description=f"2 to {N_SLOTS} candidate items (item ids or source ids).")
 
 
 class ImageRequest(Asker):
