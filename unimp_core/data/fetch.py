@@ -24,6 +24,15 @@ from ..io import sha256_file, write_json_atomic
 from ..progress import Progress
 
 SHA_INDEX = "sha256.json"
+# The one retry policy of both downloaders (raw dumps here, item images in images.py): these answers
+# are worth another try (timeouts, rate limits, server trouble); any other error status is final.
+RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+def retry_delay(backoff: float, failures: int) -> float:
+    """Seconds to wait before the next try after `failures` failed ones: backoff, doubling each time."""
+    return backoff * 2 ** (failures - 1) if failures else 0.0
+
 _CHUNK = 1 << 20
 
 
@@ -240,7 +249,7 @@ class _Downloader:
                 raise UnimpError(
                     f"{url}: {reason} (gave up after {self.retries} retries); rerun to resume, or pass --mirror"
                 )
-            await asyncio.sleep(self.backoff * 2 ** (failures - 1) if failures else 0)
+            await asyncio.sleep(retry_delay(self.backoff, failures))
 
     async def _attempt(self, session, url: str, dest: Path, part: Path) -> str:
         offset = part.stat().st_size if part.exists() else 0
@@ -254,7 +263,7 @@ class _Downloader:
                     return self._finish(part, dest, _hash_prefix(part, offset, self.progress))
                 part.unlink()
                 raise _Retry("server refused to resume (HTTP 416); starting over")
-            if resp.status >= 500 or resp.status == 429:
+            if resp.status in RETRY_STATUS:
                 raise _Retry(f"HTTP {resp.status}")
             if resp.status not in (200, 206):
                 raise UnimpError(f"{url}: HTTP {resp.status} {resp.reason or ''}".rstrip())

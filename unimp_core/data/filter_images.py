@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 
 from ..errors import UnimpError
+from ..imagegen.codes import MANIFEST_KEY as CODES_KEY
 from ..io import write_json_atomic
 from ..progress import Progress
 from ..specs.data import FilterImagesSpec, ImageDownloadSpec, PrepareSpec
@@ -61,7 +62,7 @@ def run_filter_images(spec: FilterImagesSpec, progress: Progress | None = None) 
         after = {"items": new.items.height, "users": new.users.height, "interactions": new.interactions.height}
         report = {"missing": spec.missing, "invalid_images": dict(sorted(reasons.items())), "before": before,
                   "after": after, "user_core": prep.user_core, "item_core": prep.item_core,
-                  "image_codes_dropped": "image_tokens" in ds.manifest}
+                  "image_codes_dropped": CODES_KEY in ds.manifest}
         manifest = {
             **ds.manifest,
             **new_manifest(),
@@ -69,7 +70,7 @@ def run_filter_images(spec: FilterImagesSpec, progress: Progress | None = None) 
             "images": {**image_counts, "downloaded": ds.manifest["images"].get("downloaded")},
             "filter_images": report,
         }
-        manifest.pop("image_tokens", None)  # item ids change: image codes must be made again (tokenize-images)
+        manifest.pop(CODES_KEY, None)  # item ids change: image codes must be made again (tokenize-images)
         spec.save(staging / "filter_images_spec.json")
         for extra in ("prepare_spec.json",):
             if (root / extra).is_file():

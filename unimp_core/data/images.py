@@ -20,8 +20,8 @@ from typing import Iterable
 from ..io import atomic_path
 from ..progress import Progress
 from ..specs.data import ImageDownloadSpec
+from .fetch import RETRY_STATUS, retry_delay
 
-RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 MIN_SIDE = 16  # pixels; smaller images are placeholders (Amazon's 1x1 GIF)
 
 
@@ -88,12 +88,9 @@ async def _fetch_one(session, url: str, dest: Path, spec: ImageDownloadSpec) -> 
     """Download one URL to `dest`; returns None on success or the failure reason."""
     import aiohttp
 
-    delay = spec.backoff
     reason = "unknown"
     for attempt in range(spec.retries + 1):
-        if attempt:
-            await asyncio.sleep(delay)
-            delay *= 2
+        await asyncio.sleep(retry_delay(spec.backoff, attempt))
         try:
             async with session.get(url) as resp:
                 if resp.status in RETRY_STATUS:

@@ -29,6 +29,7 @@ import polars as pl
 
 from .. import __version__
 from ..errors import UnimpError
+from ..imagegen.codes import MANIFEST_KEY as CODES_KEY
 from ..io import atomic_path, folder_lock, replacing_folder
 
 SCHEMA_VERSION = 1
@@ -166,7 +167,7 @@ def dataset_identity(manifest: dict[str, Any]) -> str:
     items, ids, splits), not when tokenize-images adds image codes."""
     import hashlib
 
-    kept = {k: v for k, v in manifest.items() if k != "image_tokens"}
+    kept = {k: v for k, v in manifest.items() if k != CODES_KEY}
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

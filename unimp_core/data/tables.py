@@ -15,7 +15,7 @@ from typing import Iterable
 
 import polars as pl
 
-from ..errors import UnimpError
+from ..errors import UnimpError, first_line
 from ..io import safe_join, sha256_file
 from ..progress import Progress
 
@@ -45,11 +45,6 @@ def file_record(path: str | os.PathLike) -> dict:
     return {"file": str(path.resolve()), "url": None, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _text_bytes(path: Path, compression: str | None) -> bytes:
     """The file's text as UTF-8 bytes; Latin-1 files (common in old dumps) are re-encoded."""
     opener = gzip.open if compression == "gzip" else open
@@ -57,7 +52,7 @@ def _text_bytes(path: Path, compression: str | None) -> bytes:
         with opener(path, "rb") as f:
             data = f.read()
     except (OSError, EOFError) as exc:
-        raise UnimpError(f"{path}: cannot read: {_first_line(exc)}") from exc
+        raise UnimpError(f"{path}: cannot read: {first_line(exc)}") from exc
     try:
         data.decode("utf-8")
     except UnicodeDecodeError:
@@ -99,7 +94,7 @@ def read_table(path: str | os.PathLike, *, strict: bool = True, skipped: Counter
     except UnimpError:
         raise
     except Exception as exc:  # polars/json errors carry the position; keep the message to one line
-        raise UnimpError(f"{path}: cannot read as {kind}: {_first_line(exc)}") from exc
+        raise UnimpError(f"{path}: cannot read as {kind}: {first_line(exc)}") from exc
 
 
 def _json_lines(data: bytes, path: Path, strict: bool, skipped: Counter) -> pl.DataFrame:
@@ -115,7 +110,7 @@ def _json_lines(data: bytes, path: Path, strict: bool, skipped: Counter) -> pl.D
             record = orjson.loads(line)
             reason = None if isinstance(record, dict) else "not a JSON object"
         except orjson.JSONDecodeError as exc:
-            reason = f"invalid JSON ({_first_line(exc)})"
+            reason = f"invalid JSON ({first_line(exc)})"
         if reason is None:
             records.append(record)
         elif strict:
