@@ -11,7 +11,6 @@ import asyncio
 import hashlib
 import os
 import shutil
-import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -59,17 +58,19 @@ def verify_image(path: Path | None, min_side: int = MIN_SIDE) -> str | None:
     if path is None or not Path(path).is_file():
         return "missing"
     try:
-        with warnings.catch_warnings():
-            # Pillow warns between 1x and 2x MAX_IMAGE_PIXELS and raises above; both are refused here.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                img.load()  # a full decode: truncated files fail here
-                if min(img.size) < min_side:
-                    return "too small"
-                stat = ImageStat.Stat(img.convert("L"))
-                if stat.extrema[0][0] == stat.extrema[0][1]:
-                    return "blank"
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        with Image.open(path) as img:
+            # Pillow raises above 2x MAX_IMAGE_PIXELS and only warns between 1x and 2x; both are refused
+            # here, by size, before any pixel is decoded (warnings filters are not thread-safe).
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit is not None and img.width * img.height > limit:
+                return "decompression bomb"
+            img.load()  # a full decode: truncated files fail here
+            if min(img.size) < min_side:
+                return "too small"
+            stat = ImageStat.Stat(img.convert("L"))
+            if stat.extrema[0][0] == stat.extrema[0][1]:
+                return "blank"
+    except Image.DecompressionBombError:
         return "decompression bomb"
     except Exception:
         return "undecodable"
