@@ -32,11 +32,11 @@ def test_answer_span_tokens(tiny_bundle):
 
 def test_ids_are_distinct_and_in_item_order(tiny_bundle):
     ids, tok = tiny_bundle.ids, tiny_bundle.tokenizer
-    specials = [ids.answer, ids.eoc, ids.media, ids.pad, ids.eos, *ids.rates, *ids.slots]
+    specials = [ids.answer, ids.eoc, ids.image, ids.pad, ids.eos, *ids.rates, *ids.slots]
     everything = specials + ids.items.tolist()
     assert len(set(everything)) == len(everything)
     assert tok.convert_ids_to_tokens(ids.items.tolist()) == [item_token(i) for i in range(N_ITEMS)]
-    assert ids.media == tok.convert_tokens_to_ids(MEDIA) and ids.image_codes.numel() == 0
+    assert ids.image == tok.convert_tokens_to_ids(MEDIA) and ids.image_codes.numel() == 0
     assert len(tok) == flamingo_vocab_size(tok) + len(unimp_tokens(N_ITEMS))
 
 

@@ -17,7 +17,7 @@ pretrained LM), or are drawn as the LM's own random init (the tiny preset's rand
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -41,18 +41,42 @@ def unimp_tokens(n_items: int, image_gen_codes: int = 0) -> list[str]:
     )
 
 
-@dataclass
-class VocabIds:
-    """Token ids the tasks, the loss and generation need.
+@dataclass(frozen=True)
+class SpecialIds:
+    """Token ids the collator needs, looked up once."""
+
+    image: int
+    eoc: int
+    answer: int
+    pad: int
+    bos: int | None
+    eos: int | None
+
+
+def special_ids(tokenizer: Any) -> SpecialIds:
+    """Look up `<image>`, `<|endofchunk|>`, `<answer>`, pad, bos and eos in a HF tokenizer."""
+    def lookup(token: str) -> int:
+        tid = tokenizer.convert_tokens_to_ids(token)
+        unk = getattr(tokenizer, "unk_token_id", None)
+        if tid is None or (tid == unk and token != getattr(tokenizer, "unk_token", None)):
+            raise UnimpError(f"tokenizer: special token {token} is missing from the vocabulary")
+        return int(tid)
+
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id
+    if pad is None:
+        pad = eos if eos is not None else 0  # pad ids are masked everywhere, any id will do
+    return SpecialIds(image=lookup(MEDIA), eoc=lookup(EOC), answer=lookup(ANSWER), pad=int(pad),
+                      bos=tokenizer.bos_token_id, eos=eos)
+
+
+@dataclass(frozen=True)
+class VocabIds(SpecialIds):
+    """Token ids the tasks, the loss and generation need: the collator's, plus every added token.
 
     `items[i]` is the id of `item_<i>`, so item logits are `logits[..., ids.items]` (item-id order).
     """
 
-    answer: int
-    eoc: int
-    media: int
-    pad: int
-    eos: int
     rates: list[int]  # rates[r - 1] is rate_<r>
     slots: list[int]  # slots[j] is s_<j>
     items: torch.Tensor  # (N,) long
@@ -137,12 +161,10 @@ def vocab_ids(tokenizer: "PreTrainedTokenizerBase", n_items: int, image_gen_code
         if ids.count(item_ids[i]) != 1 or (rest and tokenizer.decode(rest).strip()):
             pieces = tokenizer.convert_ids_to_tokens(ids)
             raise UnimpError(f"tokenizer: {item_token(i)!r} does not encode as one token (got {pieces})")
+    single_token_id(tokenizer, ANSWER)  # the answer marker must encode alone, inside a sentence too
+    base = special_ids(tokenizer)
     return VocabIds(
-        answer=single_token_id(tokenizer, ANSWER),
-        eoc=eoc,
-        media=vocab[MEDIA],
-        pad=int(tokenizer.pad_token_id),
-        eos=int(tokenizer.eos_token_id),
+        image=base.image, eoc=base.eoc, answer=base.answer, pad=base.pad, bos=base.bos, eos=base.eos,
         rates=[single_token_id(tokenizer, rate_token(r)) for r in RATINGS],
         slots=[single_token_id(tokenizer, slot_token(s)) for s in range(N_SLOTS)],
         items=torch.tensor(item_ids, dtype=torch.long, device="cpu"),

@@ -14,7 +14,6 @@ attended. A batch without any image still gets one zero image per row.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, Literal, Mapping, Sequence
 
@@ -23,42 +22,13 @@ import torch
 from ..errors import UnimpError
 from ..task_names import DEFAULT_TASK_WEIGHTS, task_names as known_tasks
 from ..tasks.base import Sample
-from ..tokens import ANSWER, EOC, IMAGE
+from ..model.vocab import SpecialIds, special_ids
 
 IGNORE_INDEX = -100
 
 # item_id -> one image as the model takes it: pixels (C, H, W), or precomputed vision features
 # (e.g. (v, d) patch features for a run that caches the frozen vision tower's output).
 ImageFn = Callable[[int], torch.Tensor]
-
-
-@dataclass(frozen=True)
-class SpecialIds:
-    """Token ids the collator needs, looked up once."""
-
-    image: int
-    eoc: int
-    answer: int
-    pad: int
-    bos: int | None
-    eos: int | None
-
-
-def special_ids(tokenizer: Any) -> SpecialIds:
-    """Look up `<image>`, `<|endofchunk|>`, `<answer>`, pad, bos and eos in a HF tokenizer."""
-    def lookup(token: str) -> int:
-        tid = tokenizer.convert_tokens_to_ids(token)
-        unk = getattr(tokenizer, "unk_token_id", None)
-        if tid is None or (tid == unk and token != getattr(tokenizer, "unk_token", None)):
-            raise UnimpError(f"tokenizer: special token {token} is missing from the vocabulary")
-        return int(tid)
-
-    eos = tokenizer.eos_token_id
-    pad = tokenizer.pad_token_id
-    if pad is None:
-        pad = eos if eos is not None else 0  # pad ids are masked everywhere, any id will do
-    return SpecialIds(image=lookup(IMAGE), eoc=lookup(EOC), answer=lookup(ANSWER), pad=int(pad),
-                      bos=tokenizer.bos_token_id, eos=eos)
 
 
 def answer_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor, ids: SpecialIds) -> torch.Tensor:
