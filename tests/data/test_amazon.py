@@ -282,14 +282,20 @@ def test_load_2018_mirror_keeps_official_layout(server, tmp_path):
     assert raw.items["title"].to_list() == ["t"] and raw.interactions["user_key"].to_list() == ["beauty:U1"]
 
 
-def test_load_from_mirror_folder(tmp_path):
-    folder = tmp_path / "dumps"
+def mirror_folder(root, extra_reviews):
+    """A local mirror with the Beauty shop of shop_2014_bytes, its reviews being U0..U2's plus `extra_reviews`."""
+    folder = root / "dumps"
     folder.mkdir()
     for name, body in shop_2014_bytes("Beauty", "B").items():
         (folder / name).write_bytes(body)
     (folder / "reviews_Beauty_5.json.gz").write_bytes(
-        gz([review_2014(f"U{u}", f"B{i}", ts=10 * u + i) for u in range(3) for i in range(3)]
-           + [review_2014("USHARED", "SHARED0001", ts=1), review_2014("U0", "NOMETA0001", ts=99)]))
+        gz([review_2014(f"U{u}", f"B{i}", ts=10 * u + i) for u in range(3) for i in range(3)] + extra_reviews))
+    return folder
+
+
+def test_load_from_mirror_folder(tmp_path):
+    folder = mirror_folder(tmp_path, [review_2014("USHARED", "SHARED0001", ts=1),
+                                      review_2014("U0", "NOMETA0001", ts=99)])
     raw = load(spec(tmp_path, ["beauty"], mirror=str(folder)), Progress())
     assert raw.interactions.height == 10 and raw.items.height == 4  # the paper's rule: no meta line, no review
     assert raw.skipped == Counter({"reviews_Beauty_5.json.gz: item has no metadata line": 1})
@@ -308,14 +314,9 @@ def test_prepare_applies_paper_rule_before_kcore_and_counts_it(tmp_path):
     from unimp_core.data.prepare import run_prepare
     from unimp_core.data.store import read_manifest
 
-    folder = tmp_path / "dumps"
-    folder.mkdir()
-    for name, body in shop_2014_bytes("Beauty", "B").items():
-        (folder / name).write_bytes(body)
     # U9 has three reviews, one of an item with no metadata line: two are left, below the 3-core.
-    (folder / "reviews_Beauty_5.json.gz").write_bytes(
-        gz([review_2014(f"U{u}", f"B{i}", ts=10 * u + i) for u in range(3) for i in range(3)]
-           + [review_2014("U9", "B0", ts=1), review_2014("U9", "B1", ts=2), review_2014("U9", "NOMETA0001", ts=3)]))
+    folder = mirror_folder(tmp_path, [review_2014("U9", "B0", ts=1), review_2014("U9", "B1", ts=2),
+                                      review_2014("U9", "NOMETA0001", ts=3)])
     s = spec(tmp_path, ["beauty"], mirror=str(folder), out=tmp_path / "ds", user_core=3, item_core=1)
     path = run_prepare(s.model_copy(update={"images": s.images.model_copy(update={"enabled": False})}), Progress())
     m = read_manifest(path)
