@@ -315,7 +315,7 @@ async def serve(spec: ServeSpec, ready: Callable[[str], None] | None = None) -> 
         raise UnimpError(f"cannot listen on {spec.host}:{spec.port}: {exc.strerror or exc}") from None
     port = runner.addresses[0][1]
     url = f"http://{spec.host}:{port}"
-    log.info("listening on %s (loading %s, checkpoint %s)", url, spec.run, spec.checkpoint)
+    log.info("listening on %s (loading %s, checkpoint %s)", url, spec.run, spec.checkpoint or "best, else final")
     if not is_loopback(spec.host) and not spec.api_key:
         log.warning("listening on %s without --api-key: anyone who can reach it can use it", spec.host)
     stop = asyncio.Event()

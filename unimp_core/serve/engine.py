@@ -44,8 +44,10 @@ class Engine:
         """Load the run's model (on `spec.device`, default cuda if available)."""
         import torch
 
+        from ..evaluation.runner import with_checkpoint
         from ..model.setup import load_run
 
+        spec, _ = with_checkpoint(spec)  # the same default as evaluate and generate: best, else final
         device = spec.device or ("cuda" if torch.cuda.is_available() else "cpu")
         loaded = load_run(spec.run, spec.checkpoint, spec.data, device=device, history_len=spec.history_len,
                           max_tokens=spec.max_tokens, progress=progress)

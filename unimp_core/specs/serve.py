@@ -27,7 +27,10 @@ class ServeSpec(Spec):
     """Everything `unimp serve` needs: which run, where to listen, how to batch, what to refuse."""
 
     run: Path = Field(description="Run folder written by `unimp train`.")
-    checkpoint: str = Field(default="final", description="Weights to serve: final, best (the best validation metric during training), or step-N (a saved checkpoint).")
+    checkpoint: str | None = Field(
+        default=None, description="Weights to serve: best (the best validation metric during training), final, or step-N "
+        "(a saved checkpoint). Default: best when the run kept one, else final (as evaluate and generate).",
+    )
     data: Path | None = Field(default=None, description="Dataset folder (default: the one the run was trained on).")
     host: str = Field(default="127.0.0.1", description="Interface to listen on (127.0.0.1: this machine only; "
                       "0.0.0.0 or a public address is an explicit choice, best with --api-key).")
@@ -51,5 +54,5 @@ class ServeSpec(Spec):
 
     @field_validator("checkpoint")
     @classmethod
-    def _checkpoint_name(cls, value: str) -> str:
-        return _check_checkpoint(value)
+    def _checkpoint_name(cls, value: str | None) -> str | None:
+        return None if value is None else _check_checkpoint(value)
