@@ -9,6 +9,7 @@ Requests are resolved on the event loop (users, items, the prompt: cheap, and ev
 from __future__ import annotations
 
 import base64
+import logging
 from typing import Any
 
 from ..errors import UnimpError
@@ -47,7 +48,9 @@ class Engine:
         from ..evaluation.runner import with_checkpoint
         from ..model.setup import load_run
 
-        spec, _ = with_checkpoint(spec)  # the same default as evaluate and generate: best, else final
+        spec, chosen = with_checkpoint(spec)  # the same default as evaluate and generate: best, else final
+        if chosen:
+            logging.getLogger("unimp.serve").info("weights: %s", chosen)
         device = spec.device or ("cuda" if torch.cuda.is_available() else "cpu")
         loaded = load_run(spec.run, spec.checkpoint, spec.data, device=device, history_len=spec.history_len,
                           max_tokens=spec.max_tokens, progress=progress)
