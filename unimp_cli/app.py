@@ -10,6 +10,7 @@ import typer
 from unimp_core.specs.data import FilterImagesSpec, PrepareSpec
 from unimp_core.specs.evaluate import EvaluateSpec, GenerateSpec
 from unimp_core.specs.images import TokenizeImagesSpec
+from unimp_core.specs.items import TokenizeItemsSpec
 from unimp_core.specs.serve import ServeSpec
 from unimp_core.specs.train import TrainSpec
 
@@ -20,6 +21,7 @@ from .generate import generate
 from .prepare import prepare
 from .serve import serve
 from .tokenize_images import tokenize_images
+from .tokenize_items import tokenize_items
 from .train import finetune, train
 
 app = typer.Typer(
@@ -32,7 +34,8 @@ app = typer.Typer(
 # command name, function, the spec its options fill (its other fields are listed under --help)
 COMMANDS = [
     ("prepare", prepare, PrepareSpec), ("filter-images", filter_images, FilterImagesSpec),
-    ("tokenize-images", tokenize_images, TokenizeImagesSpec), ("train", train, TrainSpec),
+    ("tokenize-images", tokenize_images, TokenizeImagesSpec), ("tokenize-items", tokenize_items, TokenizeItemsSpec),
+    ("train", train, TrainSpec),
     ("finetune", finetune, TrainSpec), ("evaluate", evaluate, EvaluateSpec), ("generate", generate, GenerateSpec),
     ("serve", serve, ServeSpec),
 ]

@@ -43,3 +43,5 @@ def filter_images(
     Console().print(f"invalid images: {reasons}")
     if report["image_codes_dropped"]:
         Console().print(f"image codes dropped (item ids changed): run `unimp tokenize-images --data {spec.data}` again")
+    if report["item_codes_dropped"]:
+        Console().print(f"item codes dropped (item ids changed): run `unimp tokenize-items --data {spec.data}` again")

@@ -10,6 +10,7 @@ import polars as pl
 
 from ..errors import UnimpError
 from ..imagegen.codes import MANIFEST_KEY as CODES_KEY
+from ..itemcodes.codes import MANIFEST_KEY as ITEM_CODES_KEY
 from ..io import write_json_atomic
 from ..progress import Progress
 from ..specs.data import FilterImagesSpec, ImageDownloadSpec, PrepareSpec
@@ -62,7 +63,8 @@ def run_filter_images(spec: FilterImagesSpec, progress: Progress | None = None) 
         after = {"items": new.items.height, "users": new.users.height, "interactions": new.interactions.height}
         report = {"missing": spec.missing, "invalid_images": dict(sorted(reasons.items())), "before": before,
                   "after": after, "user_core": prep.user_core, "item_core": prep.item_core,
-                  "image_codes_dropped": CODES_KEY in ds.manifest}
+                  "image_codes_dropped": CODES_KEY in ds.manifest,
+                  "item_codes_dropped": ITEM_CODES_KEY in ds.manifest}
         manifest = {
             **ds.manifest,
             **new_manifest(),
@@ -71,6 +73,7 @@ def run_filter_images(spec: FilterImagesSpec, progress: Progress | None = None) 
             "filter_images": report,
         }
         manifest.pop(CODES_KEY, None)  # item ids change: image codes must be made again (tokenize-images)
+        manifest.pop(ITEM_CODES_KEY, None)  # and so must item codes (tokenize-items)
         spec.save(staging / "filter_images_spec.json")
         for extra in ("prepare_spec.json",):
             if (root / extra).is_file():

@@ -77,6 +77,27 @@ def verify_image(path: Path | None, min_side: int = MIN_SIDE) -> str | None:
     return None
 
 
+def open_small(path: Path | None, side: int):
+    """The image at `path` as RGB, shrunk to fit `side` x `side` (aspect kept), or None when it is missing,
+    undecodable or over Pillow's pixel limit (refused by size before any pixel is decoded, as in
+    `verify_image`). JPEGs decode at a reduced scale (`draft`), so large photos stay cheap."""
+    from PIL import Image
+
+    if path is None or not Path(path).is_file():
+        return None
+    try:
+        with Image.open(path) as img:
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit is not None and img.width * img.height > limit:
+                return None
+            img.draft("RGB", (side, side))
+            img = img.convert("RGB")
+            img.thumbnail((side, side), Image.BILINEAR)
+            return img
+    except Exception:  # Pillow raises many types for broken files; every one means "no usable image"
+        return None
+
+
 def verify_images(paths: "list[Path | None]", min_side: int, progress: Progress) -> list[str | None]:
     """`verify_image` for each path, in order, decoding on a few threads (Pillow releases the GIL)."""
     workers = max(1, min(8, os.cpu_count() or 1))

@@ -30,17 +30,19 @@ import polars as pl
 from .. import __version__
 from ..errors import UnimpError
 from ..imagegen.codes import MANIFEST_KEY as CODES_KEY
+from ..itemcodes.codes import MANIFEST_KEY as ITEM_CODES_KEY
 from ..io import atomic_path, folder_lock, replacing_folder
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 TABLES = ("items.parquet", "interactions.parquet", "users.parquet")
-# Everything unimp writes into a dataset folder (prepare, filter-images, tokenize-images); --overwrite
+# Everything unimp writes into a dataset folder (prepare, filter-images, tokenize-images, tokenize-items); --overwrite
 # replaces a folder only when it holds nothing else. Hidden `.NAME.*.tmp` and `.NAME.unimp-*` files are
 # unimp's temporary names for these.
 DATASET_ENTRIES = frozenset({
     MANIFEST, *TABLES, "eval", "images", "prepare_spec.json", "filter_images_spec.json",
     "vq", "image_codes.parquet", ".vq_train.pt", ".image_codes.parts",
+    "item_codes.parquet", "tokenize_items_spec.json",
 })
 
 ITEMS_SCHEMA = {
@@ -164,10 +166,10 @@ def is_complete(path: Path) -> bool:
 
 def dataset_identity(manifest: dict[str, Any]) -> str:
     """A short hash of the manifest: changes whenever prepare or filter-images rewrites the folder (new
-    items, ids, splits), not when tokenize-images adds image codes."""
+    items, ids, splits), not when tokenize-images or tokenize-items adds image or item codes."""
     import hashlib
 
-    kept = {k: v for k, v in manifest.items() if k != CODES_KEY}
+    kept = {k: v for k, v in manifest.items() if k not in (CODES_KEY, ITEM_CODES_KEY)}
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -1,0 +1,111 @@
+"""Residual k-means over item embeddings, and the collision level that makes every code tuple unique.
+
+Level 1 clusters the embeddings; level l clusters what the levels before it left unexplained (the
+residuals), so an item's codes read coarse to fine. k-means is scikit-learn's: full Lloyd iterations on
+samples up to FULL_KMEANS_MAX items, mini-batches above, fitted on a seeded sample of at most `fit_items`
+items and then applied to every item (a million items quantise in minutes on two cores).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+from ..progress import Progress
+
+MIN_ITEMS_PER_CODE = 4  # a small catalogue gets at most n/4 codes per level: codes then name groups, not items
+FULL_KMEANS_MAX = 20_000
+MINIBATCH = 4096
+
+
+def effective_codes(requested: int, n_items: int) -> int:
+    """Codes per level for a catalogue of `n_items`: `requested`, capped at a quarter of the catalogue (at
+    least 2, never more than the items)."""
+    return max(1, min(requested, max(2, math.ceil(n_items / MIN_ITEMS_PER_CODE)), n_items))
+
+
+def fit_kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """k-means++ then Lloyd (or mini-batch) k-means on `x` (N, D); returns the centres (k, D) float32."""
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():  # fewer distinct points than k (duplicates, tiny data) is fine here
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        if len(x) <= FULL_KMEANS_MAX:
+            km = KMeans(n_clusters=k, n_init=1, max_iter=100, random_state=seed)
+        else:
+            km = MiniBatchKMeans(n_clusters=k, batch_size=MINIBATCH, n_init=3, max_iter=50,
+                                 random_state=seed, reassignment_ratio=0.01)
+        km.fit(x)
+    return km.cluster_centers_.astype(np.float32)
+
+
+def nearest(x: np.ndarray, centres: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    """Index of the nearest centre (squared Euclidean) of every row of `x` (N, D) -> (N,) int32, in chunks."""
+    c_sq = (centres.astype(np.float32) ** 2).sum(axis=1)  # (k,)
+    out = np.empty(len(x), dtype=np.int32)
+    for start in range(0, len(x), chunk):
+        part = x[start:start + chunk]
+        dist = c_sq[None, :] - 2.0 * (part @ centres.T)  # (B, k); ||x||^2 is the same for every centre
+        out[start:start + chunk] = dist.argmin(axis=1)
+    return out
+
+
+def residual_kmeans(x: np.ndarray, levels: int, k: int, fit_items: int, seed: int,
+                    progress: Progress) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """Residual k-means codes of `x` (N, D).
+
+    Returns codes (N, levels) int32, codebooks (levels, k, D) float32 and, per level, the share of the
+    embeddings' energy (sum of squares, after centring) that is still unexplained after it."""
+    n = len(x)
+    rng = np.random.default_rng(seed)
+    fit_rows = np.sort(rng.choice(n, fit_items, replace=False)) if n > fit_items else None
+    residual = np.array(x, dtype=np.float32)  # in x's own coordinates: the level-1 centres absorb the mean
+    total = _energy(residual - residual.mean(axis=0)) or 1.0
+    codes = np.empty((n, levels), dtype=np.int32)
+    books, left = [], []
+    with progress.task("residual k-means", levels) as advance:
+        for level in range(levels):
+            sample = residual if fit_rows is None else residual[fit_rows]
+            centres = fit_kmeans(sample, k, seed + level)
+            codes[:, level] = nearest(residual, centres)
+            residual -= centres[codes[:, level]]
+            books.append(centres)
+            left.append(round(_energy(residual) / total, 4))
+            advance(1)
+    return codes, np.stack(books), left
+
+
+def _energy(a: np.ndarray) -> float:
+    """Sum of squares of `a` (N, D): per row in float32, over rows in float64 (no (N, D) float64 copy)."""
+    return float(np.einsum("ij,ij->i", a, a).sum(dtype=np.float64))
+
+
+def add_collision_index(codes: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """Append the collision level: items with the same quantiser codes are numbered 0, 1, ... in item order.
+
+    Returns (codes (N, levels + 1) int32, items in a group of two or more, the largest group's size)."""
+    n = len(codes)
+    if n == 0:
+        return np.zeros((0, codes.shape[1] + 1), dtype=np.int32), 0, 1
+    _, group, sizes = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
+    group = group.reshape(-1)
+    order = np.argsort(group, kind="stable")  # items of a group together, in item order
+    sorted_group = group[order]
+    first = np.searchsorted(sorted_group, sorted_group, side="left")
+    index = np.empty(n, dtype=np.int32)
+    index[order] = np.arange(n) - first
+    colliding = int(sizes[sizes > 1].sum())
+    return np.column_stack([codes.astype(np.int32), index]), colliding, int(sizes.max())
+
+
+def level_usage(codes: np.ndarray, k: int) -> list[dict[str, float]]:
+    """Per level: codes used and the perplexity exp(entropy) of their distribution (= k when uniform)."""
+    out = []
+    for level in range(codes.shape[1]):
+        counts = np.bincount(codes[:, level], minlength=k)
+        p = counts[counts > 0] / max(1, counts.sum())
+        out.append({"used": int((counts > 0).sum()), "perplexity": round(float(np.exp(-(p * np.log(p)).sum())), 2)})
+    return out
