@@ -105,7 +105,7 @@ def train_rqvae(x: np.ndarray, spec: RQVAESpec, levels: int, codes: int, fit_ite
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            advance(1, info=f"loss {float(loss):.4f}")
+            advance(1, info=f"loss {float(loss.detach()):.4f}")
     model.eval()
     stats["recon_mse_final"] = _recon_error(model, probe, dev)
     with torch.no_grad():
