@@ -52,12 +52,19 @@ def test_residual_kmeans_reduces_the_error_level_by_level():
     assert np.array_equal(codes, again)
 
 
-def test_minibatch_on_a_sample_then_every_item(monkeypatch):
-    monkeypatch.setattr(quantize, "FULL_KMEANS_MAX", 500)  # the large-catalogue path on small data
+def test_fitted_on_a_sample_then_every_item():
     x = _clusters(3000, 8, 10, seed=1).astype(np.float32)
     codes, _, left = quantize.residual_kmeans(x, 2, 10, 1000, 0, Progress())
     assert codes.shape == (3000, 2) and left[0] < 0.1
     assert len(set(codes[:, 0].tolist())) == 10
+
+
+def test_later_levels_keep_every_code_in_use():
+    """Residuals are a centred, nearly isotropic cloud: every level must still spread items over its codes."""
+    x = np.random.default_rng(0).standard_normal((4000, 16)).astype(np.float32)
+    codes, _, left = quantize.residual_kmeans(x, 3, 32, 2000, 0, Progress())
+    assert all(u["perplexity"] > 24 for u in quantize.level_usage(codes, 32))
+    assert left[0] > left[1] > left[2]
 
 
 def test_duplicate_embeddings_collide_and_are_numbered_in_item_order(tmp_path):

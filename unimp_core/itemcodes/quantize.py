@@ -1,9 +1,11 @@
 """Residual k-means over item embeddings, and the collision level that makes every code tuple unique.
 
 Level 1 clusters the embeddings; level l clusters what the levels before it left unexplained (the
-residuals), so an item's codes read coarse to fine. k-means is scikit-learn's: full Lloyd iterations on
-samples up to FULL_KMEANS_MAX items, mini-batches above, fitted on a seeded sample of at most `fit_items`
-items and then applied to every item (a million items quantise in minutes on two cores).
+residuals), so an item's codes read coarse to fine. k-means is scikit-learn's (k-means++, then Lloyd),
+fitted on a seeded sample of at most `fit_items` items and then applied to every item, so a million items
+quantise in about a minute on one core. MiniBatchKMeans is not used: on the residuals of levels 2 and up
+(a centred, nearly isotropic cloud) it collapsed, one code taking almost every item (perplexity 1.3 of 256
+on Gaussian data), where Lloyd keeps every code in use.
 """
 
 from __future__ import annotations
@@ -16,8 +18,6 @@ import numpy as np
 from ..progress import Progress
 
 MIN_ITEMS_PER_CODE = 4  # a small catalogue gets at most n/4 codes per level: codes then name groups, not items
-FULL_KMEANS_MAX = 20_000
-MINIBATCH = 4096
 
 
 def effective_codes(requested: int, n_items: int) -> int:
@@ -27,18 +27,13 @@ def effective_codes(requested: int, n_items: int) -> int:
 
 
 def fit_kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """k-means++ then Lloyd (or mini-batch) k-means on `x` (N, D); returns the centres (k, D) float32."""
-    from sklearn.cluster import KMeans, MiniBatchKMeans
+    """k-means++ then Lloyd k-means on `x` (N, D); returns the centres (k, D) float32."""
+    from sklearn.cluster import KMeans
     from sklearn.exceptions import ConvergenceWarning
 
     with warnings.catch_warnings():  # fewer distinct points than k (duplicates, tiny data) is fine here
         warnings.simplefilter("ignore", ConvergenceWarning)
-        if len(x) <= FULL_KMEANS_MAX:
-            km = KMeans(n_clusters=k, n_init=1, max_iter=100, random_state=seed)
-        else:
-            km = MiniBatchKMeans(n_clusters=k, batch_size=MINIBATCH, n_init=3, max_iter=50,
-                                 random_state=seed, reassignment_ratio=0.01)
-        km.fit(x)
+        km = KMeans(n_clusters=k, n_init=1, max_iter=100, random_state=seed).fit(x)
     return km.cluster_centers_.astype(np.float32)
 
 
