@@ -90,8 +90,8 @@ def main() -> None:
         base = args.keep or Path(tmp)
         t = time.perf_counter()
         source = make_dataset(base / "ds", args.items, args.dim, args.spread, args.source)
-        print(f"synthetic catalogue: {args.items:,} items, source {args.source} (dim {args.dim}, spread {args.spread}), "
-              f"written in {time.perf_counter() - t:.1f} s (not measured)")
+        print(f"synthetic catalogue: {args.items:,} items, source {args.source} (dim {args.dim}, "
+              f"spread {args.spread}), written in {time.perf_counter() - t:.1f} s (not measured)")
         print(f"cpus: {os.cpu_count()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
               f"load average before: {os.getloadavg()[0]:.2f}")
         t = time.perf_counter()

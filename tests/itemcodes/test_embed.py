@@ -206,3 +206,16 @@ def test_write_vectors_helper_round_trips(tmp_path):
     v = np.arange(6, dtype=float).reshape(3, 2)
     x, _ = embed.file_embeddings(write_vectors(tmp_path / "v.parquet", v), 3)
     assert np.allclose(x, v)
+
+
+def test_image_reader_refuses_bombs_and_broken_files(tmp_path):
+    from tests.data import images_util
+    from unimp_core.data.images import open_small
+
+    (tmp_path / "bomb.png").write_bytes(images_util.png_bomb())
+    (tmp_path / "cut.jpg").write_bytes(images_util.truncated_jpeg())
+    (tmp_path / "ok.jpg").write_bytes(images_util.jpeg(size=(64, 40)))
+    assert open_small(tmp_path / "bomb.png", 32) is None and open_small(tmp_path / "cut.jpg", 32) is None
+    assert open_small(tmp_path / "missing.jpg", 32) is None and open_small(None, 32) is None
+    img = open_small(tmp_path / "ok.jpg", 32)
+    assert img.mode == "RGB" and max(img.size) <= 32

@@ -142,7 +142,7 @@ def image_embeddings(ds: Dataset, root: Path, dims: int, seed: int, progress: Pr
     n = ds.items.height
     record = ds.manifest.get(MANIFEST_KEY)
     if record and (root / CODES_FILE).is_file():
-        x, with_codes = _bag_of_codes(root / CODES_FILE, n, int(record["codebook_size"]), dims, seed)
+        x, with_codes = _bag_of_codes(root / CODES_FILE, n, int(record.get("codebook_size") or 0), dims, seed)
         return x, {"source": "image", "kind": "image-codes-svd", "dims": int(x.shape[1]), "zero_rows": n - with_codes}
     rels = ds.items.sort("item_id")["image"].to_list()
     jobs = [(i, root / r) for i, r in enumerate(rels) if r]
@@ -200,6 +200,7 @@ def _bag_of_codes(path: Path, n: int, codebook: int, dims: int, seed: int) -> tu
     ids = df["item_id"].to_numpy()
     lengths = df["codes"].list.len().to_numpy()
     codes = df["codes"].explode().to_numpy().astype(np.int64)
+    codebook = codebook or (int(codes.max()) + 1 if len(codes) else 1)  # a record without the size: the codes tell
     if len(ids) and (ids.min() < 0 or ids.max() >= n or codes.min() < 0 or codes.max() >= codebook):
         raise UnimpError(f"{path}: item ids or codes out of range; rerun `unimp tokenize-images`")
     counts = sparse.csr_matrix((np.ones(len(codes), np.float32), (np.repeat(ids, lengths), codes)),
@@ -307,7 +308,8 @@ def file_embeddings(path: Path, n: int) -> Block:
         raise UnimpError(f"{path}: item {ids[bad[0]]} is not in the catalogue (item ids are 0..{n - 1})")
     seen = np.bincount(ids, minlength=n)
     if (seen > 1).any():
-        raise UnimpError(f"{path}: item {int(np.argmax(seen > 1))} appears {int(seen.max())} times; give each item once")
+        twice = int(np.argmax(seen > 1))
+        raise UnimpError(f"{path}: item {twice} appears {int(seen[twice])} times; give each item once")
     if (seen == 0).any():
         raise UnimpError(f"{path}: item {int(np.argmax(seen == 0))} has no vector ({int((seen == 0).sum())} of {n} "
                          "items are missing); give every item one")
