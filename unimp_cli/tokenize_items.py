@@ -23,6 +23,7 @@ def tokenize_items(
     quantizer: Optional[str] = typer.Option(None, help=d(TS, "quantizer")),
     levels: Optional[int] = typer.Option(None, help=d(TS, "levels")),
     codes: Optional[int] = typer.Option(None, help=d(TS, "codes")),
+    balance: Optional[bool] = typer.Option(None, "--balance/--no-balance", help=d(TS, "balance")),
     fit_items: Optional[int] = typer.Option(None, help=d(TS, "fit_items")),
     seed: Optional[int] = typer.Option(None, help=d(TS, "seed")),
     device: Optional[str] = typer.Option(None, help=d(TS, "device")),
@@ -35,7 +36,7 @@ def tokenize_items(
     """Give every item a semantic id: a few residual-quantiser codes of its embeddings + a collision index."""
     overrides = {
         "data": data, "source": source, "text_encoder": text_encoder, "dims": dims, "window": window,
-        "quantizer": quantizer, "levels": levels, "codes": codes, "fit_items": fit_items, "seed": seed,
+        "quantizer": quantizer, "levels": levels, "codes": codes, "balance": balance, "fit_items": fit_items, "seed": seed,
         "device": device, "force": force, "rqvae": {"steps": rqvae_steps, "lr": rqvae_lr},
     }
     spec = resolve(TS, config, overrides, dry_run)

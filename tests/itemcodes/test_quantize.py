@@ -73,7 +73,8 @@ def test_duplicate_embeddings_collide_and_are_numbered_in_item_order(tmp_path):
     x[[5, 6]] = x[5]
     root = write_folder(tmp_path / "ds", 40, {0: [0, 1, 2]})
     vectors = write_vectors(tmp_path / "v.parquet", x)
-    record = run_tokenize_items(TokenizeItemsSpec(data=root, source=[str(vectors)], levels=2, codes=8))
+    spec = TokenizeItemsSpec(data=root, source=[str(vectors)], levels=2, codes=8, balance=False)
+    record = run_tokenize_items(spec)
     codes = load_item_codes(root)
     assert codes.tuples[3][:-1] == codes.tuples[17][:-1] == codes.tuples[29][:-1]
     assert [codes.tuples[i][-1] for i in (3, 17, 29)] == [0, 1, 2] and [codes.tuples[i][-1] for i in (5, 6)] == [0, 1]
@@ -83,6 +84,25 @@ def test_duplicate_embeddings_collide_and_are_numbered_in_item_order(tmp_path):
         groups[t[:-1]] = groups.get(t[:-1], 0) + 1
     assert record["collision_codes"] == max(groups.values())
     assert record["colliding_items"] == sum(s for s in groups.values() if s > 1)
+
+
+    balanced = run_tokenize_items(spec.model_copy(update={"balance": True}))  # identical items, distinct codes
+    codes = load_item_codes(root)
+    assert len({codes.tuples[i][:-1] for i in (3, 17, 29)}) == 3 and len({codes.tuples[i][:-1] for i in (5, 6)}) == 2
+    assert balanced["colliding_items"] < record["colliding_items"] and balanced["balance"]["groups"] >= 2
+    assert balanced["collision_codes"] <= min(2, record["collision_codes"])  # a group of 9..16 items on 8 codes
+
+
+def test_balance_by_hand():
+    books = np.array([[[0.0], [10.0]], [[-1.0], [1.0]]], dtype=np.float32)  # (levels 2, codes 2, D 1)
+    x = np.array([[0.9], [1.1], [1.0], [10.2], [9.0]], dtype=np.float32)
+    codes = np.array([[0, 1], [0, 1], [0, 1], [1, 1], [1, 0]])  # nearest codes: items 0-2 collide
+    out, info = quantize.balance_last_level(codes, x, books)
+    # 3 items on 2 codes: each code at most twice; moving item 0 (smallest r) to -1 costs least (4r)
+    assert out[:, 1].tolist() == [0, 1, 1, 1, 0] and out[:, 0].tolist() == codes[:, 0].tolist()
+    assert info == {"groups": 1, "items_moved": 1, "too_large": 0}
+    unchanged, info = quantize.balance_last_level(np.array([[0, 0], [1, 1]]), x[:2], books)
+    assert unchanged.tolist() == [[0, 0], [1, 1]] and info["groups"] == 0
 
 
 def test_same_seed_same_bytes_and_rerun_is_a_no_op(tmp_path, sample_ds):

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..progress import Progress
 
+BALANCE_MAX = 4  # a prefix group of more than BALANCE_MAX * codes items keeps its nearest last codes
 MIN_ITEMS_PER_CODE = 4  # a small catalogue gets at most n/4 codes per level: codes then name groups, not items
 
 
@@ -71,6 +72,51 @@ def residual_kmeans(x: np.ndarray, levels: int, k: int, fit_items: int, seed: in
             left.append(round(_energy(residual) / total, 4))
             advance(1)
     return codes, np.stack(books), left
+
+
+def balance_last_level(codes: np.ndarray, x: np.ndarray, books: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
+    """Spread items that would collide over the last level's codes.
+
+    Among items that share all but the last code (a prefix group) and where some full tuples coincide, the
+    last codes are re-assigned by an optimal assignment (scipy's linear_sum_assignment) that minimises the
+    summed squared distance from each item's residual to its code, each code taking at most ceil(m / codes)
+    of the group's m items: a group of at most `codes` items then needs no collision index, and each item
+    keeps the nearest code the others leave it (the idea of LC-Rec's uniform last level, per group).
+
+    codes (N, L), x (N, D) the quantised vectors, books (L, k, D). Returns the new codes and counts."""
+    from scipy.optimize import linear_sum_assignment
+
+    n, levels = codes.shape
+    k = books.shape[1]
+    info = {"groups": 0, "items_moved": 0, "too_large": 0}
+    if levels < 2 or n < 2:
+        return codes, info
+    _, full, sizes = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
+    colliding = sizes[full.reshape(-1)] > 1
+    if not colliding.any():
+        return codes, info
+    _, prefix = np.unique(codes[:, :-1], axis=0, return_inverse=True)
+    prefix = prefix.reshape(-1)
+    todo = np.unique(prefix[colliding])
+    order = np.argsort(prefix, kind="stable")  # each group's items together, in item order
+    sorted_prefix = prefix[order]
+    starts, ends = np.searchsorted(sorted_prefix, todo, "left"), np.searchsorted(sorted_prefix, todo, "right")
+    book = books[-1]  # (k, D)
+    book_sq = (book * book).sum(axis=1)  # (k,)
+    out = codes.copy()
+    for start, end in zip(starts.tolist(), ends.tolist()):
+        members = order[start:end]
+        m = len(members)
+        if m > BALANCE_MAX * k:
+            info["too_large"] += 1
+            continue
+        residual = x[members] - sum(books[lv][codes[members, lv]] for lv in range(levels - 1))  # (m, D)
+        cost = book_sq[None, :] - 2.0 * (residual @ book.T)  # (m, k); ||r||^2 is the same for every code
+        rows, cols = linear_sum_assignment(np.tile(cost, (1, -(-m // k))))  # each code ceil(m/k) times
+        out[members[rows], -1] = cols % k
+        info["groups"] += 1
+    info["items_moved"] = int((out[:, -1] != codes[:, -1]).sum())
+    return out, info
 
 
 def _energy(a: np.ndarray) -> float:

@@ -76,8 +76,9 @@ def _recon_error(model: RQVAE, data: torch.Tensor, device: str) -> float:
 
 
 def train_rqvae(x: np.ndarray, spec: RQVAESpec, levels: int, codes: int, fit_items: int, seed: int, device: str,
-                progress: Progress) -> tuple[np.ndarray, dict[str, Any]]:
-    """Train an RQ-VAE on x (N, D) and return every item's codes (N, levels) int32 and training stats."""
+                progress: Progress) -> tuple[np.ndarray, dict[str, Any], np.ndarray, np.ndarray]:
+    """Train an RQ-VAE on x (N, D). Returns every item's codes (N, levels) int32, training stats, and what
+    was quantised: the latents (N, latent) and the codebooks (levels, codes, latent)."""
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -113,4 +114,4 @@ def train_rqvae(x: np.ndarray, spec: RQVAESpec, levels: int, codes: int, fit_ite
         out = torch.cat([model.quantize(z[i:i + 65536].to(dev))[0].cpu() for i in range(0, n, 65536)])
     stats["seconds"] = round(time.perf_counter() - t0, 2)
     stats["device"] = dev
-    return out.numpy().astype(np.int32), stats
+    return out.numpy().astype(np.int32), stats, z.numpy(), model.codebooks.detach().cpu().numpy()

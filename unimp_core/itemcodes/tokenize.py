@@ -29,7 +29,7 @@ from ..progress import Progress
 from ..specs.items import SOURCES, TokenizeItemsSpec
 from . import embed
 from .codes import CODES_FILE, MANIFEST_KEY
-from .quantize import add_collision_index, effective_codes, level_usage, residual_kmeans
+from .quantize import add_collision_index, balance_last_level, effective_codes, level_usage, residual_kmeans
 
 SPEC_FILE = "tokenize_items_spec.json"
 
@@ -106,10 +106,15 @@ def _tokenize(spec: TokenizeItemsSpec, root: Path, progress: Progress) -> dict[s
     if spec.quantizer == "rqvae":
         from .rqvae import train_rqvae
 
-        quant, training = train_rqvae(x, spec.rqvae, spec.levels, k, spec.fit_items, spec.seed, spec.device, progress)
+        quant, training, space, books = train_rqvae(x, spec.rqvae, spec.levels, k, spec.fit_items, spec.seed,
+                                                    spec.device, progress)
         unexplained = None
     else:
-        quant, _, unexplained = residual_kmeans(x, spec.levels, k, spec.fit_items, spec.seed, progress)
+        quant, books, unexplained = residual_kmeans(x, spec.levels, k, spec.fit_items, spec.seed, progress)
+        space = x
+    balance = None
+    if spec.balance:
+        quant, balance = balance_last_level(quant, space, books)
     quant_seconds = time.perf_counter() - t_q
     full, colliding, largest = add_collision_index(quant)  # (n, levels + 1)
 
@@ -134,6 +139,7 @@ def _tokenize(spec: TokenizeItemsSpec, root: Path, progress: Progress) -> dict[s
         "blocks": infos,
         "level_usage": level_usage(quant, k),
         "unexplained_energy": unexplained,
+        "balance": balance,
         "training": training,
         "identity": identity,
         "quantize_seconds": round(quant_seconds, 2),

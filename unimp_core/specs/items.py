@@ -51,6 +51,11 @@ class TokenizeItemsSpec(Spec):
         default=256, ge=2, le=65536,
         description="Codes per level (capped at a quarter of the catalogue size for small catalogues).",
     )
+    balance: bool = Field(
+        default=True,
+        description="Items that share all but the last code get distinct last codes where their group allows "
+        "(an optimal assignment near each item's own code), so few items need the collision index.",
+    )
     fit_items: int = Field(
         default=100_000, ge=1000,
         description="k-means is fitted on a seeded sample of at most this many items, then every item is assigned.",
