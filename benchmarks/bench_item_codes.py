@@ -107,7 +107,7 @@ def main() -> None:
     print(f"collisions: {rec['colliding_items']:,} of {rec['items']:,} items share their quantiser codes; "
           f"largest group {rec['collision_codes']}")
     print(f"unexplained energy per level: {rec['unexplained_energy']}; codes used per level: "
-          f"{[u['used'] for u in rec['level_usage']]}")
+          f"{[u['used'] for u in rec['level_usage']]}; last-level balancing: {rec['balance']}")
 
 
 if __name__ == "__main__":
