@@ -30,6 +30,15 @@ SLOT_RE = re.compile(SLOT + r"(\d+)")  # fullmatch: one img_sel pick
 RATE_RE = re.compile(r"(?<![0-9A-Za-z])" + RATE + r"\s*(\d+)")
 
 
+def answer_span(answer: str) -> str:
+    """`answer<|endofchunk|>`: an answer and its end marker, as every prompt writes them.
+
+    No space before the marker (OpenFlamingo's own texts end a chunk right after its last word):
+    a space there would be one more token per answer, to store, attend over and predict.
+    """
+    return f"{answer}{EOC}"
+
+
 def item_token(item_id: int) -> str:
     return f"{ITEM}{item_id}"
 

@@ -309,3 +309,23 @@ def test_custom_model_from_local_folders_with_a_checkpoint(dataset, tmp_path):
     torch.testing.assert_close(weight[flamingo_size:], embed.mean(0).expand(16, -1))
     assert lm.gated_cross_attn_layers[0] is None and lm.gated_cross_attn_layers[1].attn_gate.item() == pytest.approx(0.7)
     assert bundle.ids.items.tolist() == list(range(flamingo_size + 11, flamingo_size + 16))
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "llama"])
+def test_tied_embeddings_stay_tied_through_resize_training_state_and_reload(arch, tmp_path):
+    ds = make_dataset(12)
+    bundle = build_model(ModelSpec(tiny={"lm_arch": arch, "layers": 1, "tie_embeddings": True}), items_text=ds, n_items=12)
+    lm = bundle.model.lang_encoder
+    inp, out = lm.get_input_embeddings().weight, lm.get_output_embeddings().weight
+    assert out is inp and inp.shape[0] == len(bundle.tokenizer)
+    rows = inp[bundle.ids.items].detach()
+    assert torch.cdist(rows, rows).add(torch.eye(len(rows))).min() > 0  # items still start distinct
+    with torch.no_grad():
+        inp[bundle.ids.items] += 1.0  # a trained state
+    state = trainable_state(bundle.model)
+    save_bundle(bundle, tmp_path)
+    again = load_bundle(tmp_path)
+    again.model.load_state_dict(state, strict=False)
+    lm2 = again.model.lang_encoder
+    assert lm2.get_output_embeddings().weight is lm2.get_input_embeddings().weight
+    assert torch.equal(lm2.get_output_embeddings().weight, out)

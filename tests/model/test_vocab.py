@@ -12,7 +12,7 @@ def test_every_item_is_one_token(tiny_bundle):
     tok, ids = tiny_bundle.tokenizer, tiny_bundle.ids
     assert ids.items.dtype == torch.long and ids.items.shape == (N_ITEMS,)
     for i in range(N_ITEMS):
-        for text in (item_token(i), f"{ANSWER} {item_token(i)} {EOC}", f"history items and {item_token(i)} next"):
+        for text in (item_token(i), f"{ANSWER} {item_token(i)}{EOC}", f"history items and {item_token(i)} next"):
             enc = tok(text, add_special_tokens=False)["input_ids"]
             assert enc.count(int(ids.items[i])) == 1, (text, tok.convert_ids_to_tokens(enc))
     # item_1 never matches inside item_12 (longest match wins)
@@ -22,7 +22,7 @@ def test_every_item_is_one_token(tiny_bundle):
 
 def test_answer_span_tokens(tiny_bundle):
     tok, ids = tiny_bundle.tokenizer, tiny_bundle.ids
-    enc = tok(f"What next? {ANSWER} item_7 {EOC}", add_special_tokens=False)["input_ids"]
+    enc = tok(f"What next? {ANSWER} item_7{EOC}", add_special_tokens=False)["input_ids"]
     start = enc.index(ids.answer)
     # the space before an added UniMP token is absorbed: <answer> is followed by the item directly
     assert enc[start + 1] == int(ids.items[7]) and enc[-1] == ids.eoc

@@ -74,3 +74,8 @@ def tiny_dataset() -> Dataset:
     }, schema_overrides={"review": pl.Utf8, "summary": pl.Utf8})
     users = pl.DataFrame({"user_id": [0], "user_key": ["u"], "domain": ["x"], "length": [4], "split": ["train"]})
     return Dataset(items=items, interactions=inter, users=users, instances={}, manifest={"protocol": "user-split"})
+
+
+def words(text: str) -> list[str]:
+    """A prompt split at spaces, with `<|endofchunk|>` (written right after its answer) a word of its own."""
+    return text.replace("<|endofchunk|>", " <|endofchunk|>").split()

@@ -31,9 +31,9 @@ def test_history_text_and_images():
     ctx = TaskContext.from_dataset(tiny_dataset())
     text, images = ctx.history([0, 1, 2])
     assert text == (
-        "<image> Category Hats Price 9.50 Brand Acme Title Red Hat <answer> item_0 <|endofchunk|> "
-        "Category Mugs Title Blue Mug <answer> item_1 <|endofchunk|> "
-        "<image> Price 3.00 Brand Zed <answer> item_2 <|endofchunk|>"
+        "<image> Category Hats Price 9.50 Brand Acme Title Red Hat <answer> item_0<|endofchunk|> "
+        "Category Mugs Title Blue Mug <answer> item_1<|endofchunk|> "
+        "<image> Price 3.00 Brand Zed <answer> item_2<|endofchunk|>"
     )
     assert images == [0, 2]  # item 1 has no picture: no <image>, no slot
 
@@ -89,5 +89,5 @@ def test_draw_negatives_avoids_seen_items():
 
 def test_with_answer_completes_an_eval_sample():
     s = Sample("rec", "x <answer>", [], answer="item_3", meta={})
-    assert s.with_answer().text == "x <answer> item_3 <|endofchunk|>"
+    assert s.with_answer().text == "x <answer> item_3<|endofchunk|>"
     assert s.with_answer().answer is None

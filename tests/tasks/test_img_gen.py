@@ -8,7 +8,7 @@ import re
 
 import numpy as np
 
-from tests.tasks.synthetic import make_dataset, tiny_dataset
+from tests.tasks.synthetic import make_dataset, tiny_dataset, words
 from unimp_core.tasks import (BUILTIN_TASKS, TASKS, build_eval_samples, build_training_samples, context,
                               history_lengths, instance_table)
 from unimp_core.tasks import img_gen
@@ -38,7 +38,7 @@ def test_prompt_format_exact():
     assert train.text == (
         "<image> ID img_5 img_6 img_7 img_8 <|endofchunk|> "
         "Query: Lamps What is the generated image ID to the query based on the history? "
-        "<answer> img_9 img_9 img_0 img_1 <|endofchunk|>")
+        "<answer> img_9 img_9 img_0 img_1<|endofchunk|>")
     assert train.image_items == [2]
     ev = img_gen.make_sample(ctx, 0, seq, 3, "Lamps", 5, train=False)
     assert ev.text.startswith("<image> Title Red Hat ID img_1 img_2 img_3 img_4 <|endofchunk|> <image> ID img_5")
@@ -58,7 +58,7 @@ def test_training_targets_have_codes_and_answers_have_exactly_grid_tokens():
     assert len(samples) > 10
     for s in samples:
         assert s.task == "img_gen" and s.meta["target"] in ctx.image_codes
-        answer = s.text.rsplit("<answer>", 1)[1].split()
+        answer = words(s.text.rsplit("<answer>", 1)[1])
         assert answer[-1] == "<|endofchunk|>" and len(answer) == GRID + 1
         assert answer[:-1] == [f"img_{c}" for c in ctx.image_codes[s.meta["target"]]]
         # history length 2 by default: at most two `ID` chunks, each with exactly GRID codes

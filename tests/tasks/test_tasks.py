@@ -5,7 +5,7 @@ from unimp_core.errors import UnimpError
 from unimp_core.tasks import (TASKS, TaskContext, build_eval_samples, build_training_samples, context,
                               curriculum_mix, curriculum_tasks)
 
-from .synthetic import make_dataset, tiny_dataset
+from .synthetic import make_dataset, tiny_dataset, words
 
 ALL = ["rec", "search", "exp", "img_sel"]
 
@@ -20,7 +20,7 @@ def _check_consistent(sample, ctx, train):
         assert sample.text.endswith("<answer>") and sample.answer
     # every <answer> is closed before the next one opens (labels rely on it)
     depth = 0
-    for tok in sample.text.split():
+    for tok in words(sample.text):
         if tok == "<answer>":
             assert depth == 0
             depth = 1
@@ -47,15 +47,15 @@ def test_rec_training_sample_exact_text():
     ctx = TaskContext.from_dataset(tiny_dataset())
     [s] = TASKS["rec"].training(ctx, np.random.default_rng(0), 2)  # full windows: target 2 or 3
     if s.meta["target"] == 2:
-        expected_hist = ("<image> Category Hats Price 9.50 Brand Acme Title Red Hat <answer> item_0 <|endofchunk|> "
-                         "Category Mugs Title Blue Mug <answer> item_1 <|endofchunk|>")
+        expected_hist = ("<image> Category Hats Price 9.50 Brand Acme Title Red Hat <answer> item_0<|endofchunk|> "
+                         "Category Mugs Title Blue Mug <answer> item_1<|endofchunk|>")
         images = [0]
     else:
-        expected_hist = ("Category Mugs Title Blue Mug <answer> item_1 <|endofchunk|> "
-                         "<image> Price 3.00 Brand Zed <answer> item_2 <|endofchunk|>")
+        expected_hist = ("Category Mugs Title Blue Mug <answer> item_1<|endofchunk|> "
+                         "<image> Price 3.00 Brand Zed <answer> item_2<|endofchunk|>")
         images = [2]
     t = s.meta["target"]
-    assert s.text == f"{expected_hist} What is the next item recommended to the user? <answer> item_{t} <|endofchunk|>"
+    assert s.text == f"{expected_hist} What is the next item recommended to the user? <answer> item_{t}<|endofchunk|>"
     assert s.image_items == images
 
 
@@ -68,16 +68,16 @@ def test_exp_training_sample_exact_text():
         seen.add(s.meta["target"])
         if s.meta["target"] == 3:
             assert s.text == (
-                "<image> Price 3.00 Brand Zed <answer> ok <|endofchunk|> "  # rating missing: no rate token
+                "<image> Price 3.00 Brand Zed <answer> ok<|endofchunk|> "  # rating missing: no rate token
                 "<image> Category Lamps Price 20.00 Brand Lumo Title Lamp "
-                "What is the rating and explanation for the item? <answer> rate_5 bright and tall <|endofchunk|>"
+                "What is the rating and explanation for the item? <answer> rate_5 bright and tall<|endofchunk|>"
             )
             assert s.image_items == [2, 3]
         else:
             assert s.text == (
-                "Category Mugs Title Blue Mug <answer> rate_3 <|endofchunk|> "  # 2.5 rounds half up, no explanation
+                "Category Mugs Title Blue Mug <answer> rate_3<|endofchunk|> "  # 2.5 rounds half up, no explanation
                 "<image> Price 3.00 Brand Zed "
-                "What is the rating and explanation for the item? <answer> ok <|endofchunk|>"
+                "What is the rating and explanation for the item? <answer> ok<|endofchunk|>"
             )
     assert seen == {2, 3}
 
@@ -89,7 +89,7 @@ def test_search_uses_target_category_and_skips_items_without_one():
         # item 2 has no category: the only targets are 1 and 3
         assert s.meta["target"] in (1, 3)
         assert f"Query: {ctx.item_category[s.meta['target']]} What is the related item ID" in s.text
-        assert s.text.endswith(f"<answer> item_{s.meta['target']} <|endofchunk|>")
+        assert s.text.endswith(f"<answer> item_{s.meta['target']}<|endofchunk|>")
 
 
 def test_img_sel_training_candidates():
@@ -105,7 +105,7 @@ def test_img_sel_training_candidates():
         negatives = set(cands) - set(answers)
         assert not negatives & set(seq.tolist())  # never from the user's history
         slots = sorted(cands.index(a) for a in answers)
-        assert s.text.endswith("<answer> " + " ".join(f"s_{j}" for j in slots) + " <|endofchunk|>")
+        assert s.text.endswith("<answer> " + " ".join(f"s_{j}" for j in slots) + "<|endofchunk|>")
         for j, c in enumerate(cands):
             assert f"Selection s_{j} {ctx.item_desc[c]}" in s.text
 
@@ -133,7 +133,7 @@ def test_eval_samples_follow_instances():
         shown = seq[max(0, pos - 3):pos]
         assert s.text.count("<answer> item_") == len(shown)
         for item in shown:
-            assert f"<answer> item_{item} <|endofchunk|>" in s.text
+            assert f"<answer> item_{item}<|endofchunk|>" in s.text
         assert f"item_{target} " not in s.text
 
 
@@ -159,7 +159,7 @@ def test_leave_one_out_training_never_sees_held_out_items(task):
             last = s.meta["position"] + len(s.meta.get("answers", [None])) - 1
             assert last < usable
             held_out = set(seq[usable:].tolist()) - set(seq[:usable].tolist())
-            shown = {int(w[len("item_"):]) for w in s.text.split() if w.startswith("item_")}
+            shown = {int(w[len("item_"):]) for w in words(s.text) if w.startswith("item_")}
             assert not shown & held_out
 
 

@@ -6,7 +6,7 @@ import torch
 from unimp_core.errors import UnimpError
 from unimp_core.tasks import Sample, build_eval_samples, build_training_samples, context
 from unimp_core.training.collate import IGNORE_INDEX, answer_labels, make_collator, special_ids
-from tests.tasks.synthetic import make_dataset
+from tests.tasks.synthetic import make_dataset, words as prompt_words
 
 SPECIAL = ["<|endofchunk|>", "<image>", "<answer>"]
 
@@ -70,7 +70,7 @@ def test_labels_match_reference_on_task_samples():
     batch = make_collator(tok, max_length=4096)(samples)
     n_recon = 0
     for b, s in enumerate(samples):
-        words = ["<s>"] + s.text.split()
+        words = ["<s>"] + prompt_words(s.text)
         expected = torch.tensor(reference_labels(words))
         got = batch["labels"][b, : len(words)] != IGNORE_INDEX
         assert torch.equal(got, expected), s.text

@@ -7,8 +7,8 @@ the first step:
 2. `add_unimp_tokens`: `<answer>`, `rate_1..rate_5`, selection slots `s_0..s_4`, one `item_<i>` per
    catalogue item and, for image generation, `img_<k>` code tokens.
 
-UniMP's tokens swallow the space before them (`lstrip`), so "<answer> item_12 <|endofchunk|>" is
-`<answer>`, `item_12`, ` `, `<|endofchunk|>`: prompts are written naturally and an item costs one token.
+UniMP's tokens swallow the space before them (`lstrip`), so "<answer> item_12<|endofchunk|>" is
+`<answer>`, `item_12`, `<|endofchunk|>`: prompts are written naturally and an item costs one token.
 
 New embedding rows (input and output, tied or not) start at the mean of the existing rows (a
 pretrained LM), or are drawn as the LM's own random init (the tiny preset's random LM).
@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..errors import UnimpError
-from ..tokens import (ANSWER, EOC, IMAGE as MEDIA, N_SLOTS, PAD, RATINGS, image_code_token, item_token, rate_token,
-                      slot_token)
+from ..tokens import (ANSWER, EOC, IMAGE as MEDIA, N_SLOTS, PAD, RATINGS, answer_span, image_code_token, item_token,
+                      rate_token, slot_token)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -133,7 +133,7 @@ def flamingo_vocab_size(tokenizer: "PreTrainedTokenizerBase") -> int:
 
 def single_token_id(tokenizer: "PreTrainedTokenizerBase", token: str) -> int:
     """The id `token` encodes to, alone and inside a sentence after a space; raise if it splits."""
-    texts = [token, f"x {token} y"] + ([f"{ANSWER} {token} {EOC}"] if token != ANSWER else [])
+    texts = [token, f"x {token} y"] + ([f"{ANSWER} {answer_span(token)}"] if token != ANSWER else [])
     for text in texts:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         pieces = tokenizer.convert_ids_to_tokens(ids)
@@ -152,7 +152,7 @@ def vocab_ids(tokenizer: "PreTrainedTokenizerBase", n_items: int, image_gen_code
         raise UnimpError("tokenizer: needs a pad and an end-of-sequence token")
     # The batched check: every item token must come back as exactly itself, one id, in a sentence.
     item_ids = [vocab[item_token(i)] for i in range(n_items)]
-    texts = [f"{ANSWER} {item_token(i)} {EOC}" for i in range(n_items)]
+    texts = [f"{ANSWER} {answer_span(item_token(i))}" for i in range(n_items)]
     encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
     answer, eoc = vocab[ANSWER], vocab[EOC]
     for i, ids in enumerate(encoded):

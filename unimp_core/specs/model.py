@@ -30,6 +30,10 @@ class TinyModelSpec(Spec):
         default=0.0, ge=0.0, lt=1.0,
         description="Dropout of the tiny language model (attention and residual; SASRec uses 0.2-0.5 on sparse data).",
     )
+    tie_embeddings: bool = Field(
+        default=False,
+        description="Share the tiny LM's input and output embedding rows (as SASRec scores items with its item embeddings).",
+    )
     vocab_size: int = Field(
         default=4096, ge=300, le=65536,
         description="Target size of the byte-level BPE vocabulary trained on the dataset's text (before added tokens).",

@@ -1,12 +1,13 @@
 """What every task shares: the sample type, the prompt vocabulary and the per-dataset context.
 
 A prompt is plain text with one `<image>` marker per entry of `Sample.image_items`, in order. Each
-history item reads `<image> Category … Price … Brand … Title …` followed by `<answer> item_<i>
-<|endofchunk|>` (the paper's context reconstruction: the model learns to name each item it sees).
+history item reads `<image> Category … Price … Brand … Title …` followed by
+`<answer> item_<i><|endofchunk|>` (the paper's context reconstruction: the model learns to name each
+item it sees).
 Training prompts end with the task's answer and `<|endofchunk|>`; evaluation prompts end right
 after `<answer>`, the answer text is kept in `Sample.answer`.
 
-Evaluation prompts keep the `<answer> item_<i> <|endofchunk|>` reconstruction in the history (the
+Evaluation prompts keep the `<answer> item_<i><|endofchunk|>` reconstruction in the history (the
 seed dropped the `<answer>` marker there), so the model sees at test time exactly the layout it
 was trained on.
 """
@@ -26,7 +27,7 @@ import polars as pl
 from ..data.store import Dataset
 from ..errors import UnimpError
 
-from ..tokens import ANSWER, EOC, IMAGE, MARKERS_RE, item_token
+from ..tokens import ANSWER, EOC, IMAGE, MARKERS_RE, answer_span, item_token
 
 FIELD_WORDS = 20  # the paper's code caps each item field at 20 words
 EXPLANATION_WORDS = 30  # and training explanations at 30
@@ -59,7 +60,7 @@ class Sample:
         """The evaluation sample completed with its answer, as training would see it (validation loss)."""
         if self.answer is None:
             return self
-        return replace(self, text=f"{self.text} {self.answer} {EOC}", answer=None)
+        return replace(self, text=f"{self.text} {answer_span(self.answer)}", answer=None)
 
 
 @dataclass
@@ -162,7 +163,7 @@ class TaskContext:
             item = int(item)
             answer = item_token(item) if answers is None else answers[k]
             head = self.item_text(item)
-            tail = f"{ANSWER} {answer} {EOC}" if answer else EOC
+            tail = f"{ANSWER} {answer_span(answer)}" if answer else EOC
             chunks.append(f"{head} {tail}" if head else tail)
             images += self.image_of(item)
         return " ".join(chunks), images
@@ -220,7 +221,7 @@ def assemble(task: str, parts: list[tuple[str, list[int]]], answer: str, train: 
     text = join(*(t for t, _ in parts), ANSWER)
     images = [i for _, im in parts for i in im]
     if train:
-        return Sample(task, f"{text} {answer} {EOC}", images, None, meta)
+        return Sample(task, f"{text} {answer_span(answer)}", images, None, meta)
     return Sample(task, text, images, answer, meta)
 
 
