@@ -4,6 +4,7 @@ Layout (every name other steps rely on is defined here):
     train_spec.json        the resolved TrainSpec (model, data, optim, run)
     model.json             {"family", "spec", "n_items"}: what rebuilds the model (see unimp_core.model.families)
     tokenizer/             the (extended) tokenizer of a token-based family
+    item_codes.npy         semantic item ids: every item's code tuple (N, levels + 1) int32, as trained
     vision_features.npy    --cache-vision-features: every item's frozen vision features
     metrics.jsonl          one JSON line per logged step (training losses, validation losses, valid rank metrics)
     dataset.json           {"folder", "identity"}: the dataset trained on (evaluate/generate refuse another)
@@ -36,6 +37,7 @@ MODEL_META = "model.json"
 DATASET = "dataset.json"
 TOKENIZER_DIR = "tokenizer"
 FEATURES = "vision_features.npy"
+ITEM_CODES = "item_codes.npy"  # semantic item ids (unimp_core.model.item_ids)
 METRICS = "metrics.jsonl"
 FINAL = "final"
 BEST = "best"  # the weights with the best validation metric (unimp_core.training.selection)

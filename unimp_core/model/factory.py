@@ -5,11 +5,12 @@ and meta-device builds fit in):
   tokenizer (trained / loaded) + `<|endofchunk|>`, `<image>`, pad
   -> open_clip vision tower (`output_tokens=True`) -> causal LM + FlamingoLMMixin -> resize embeddings
   -> Flamingo(...) (tiny: a smaller Perceiver) -> OpenFlamingo checkpoint (strict=False)
-  -> UniMP tokens (sized from the dataset) -> resize, new rows = mean (tiny: random, as its LM) -> freeze -> trainable count.
+  -> UniMP tokens (sized from the dataset: one per item, or semantic ids' code tokens) -> resize, new rows = mean (tiny: random, as its LM) -> freeze -> trainable count.
 Downloads happen only here (open_clip weights, the LM, its tokenizer, the checkpoint); tiny needs none.
 
 A run folder rebuilds its model offline: `save_bundle(bundle, run_dir)` writes `model.json` (the model
-family, spec and catalogue size) and `tokenizer/`; `load_bundle(run_dir)` reads them back. The trainable
+family, spec and catalogue size), `tokenizer/` and, for semantic item ids, `item_codes.npy`; `load_bundle(run_dir)`
+reads them back. The trainable
 weights themselves are the training checkpoint's business (`unimp_core.model.setup.trainable_state`).
 """
 
@@ -37,6 +38,8 @@ from .vocab import (VocabIds, add_flamingo_tokens, add_unimp_tokens, base_vocab_
 
 if TYPE_CHECKING:
     from open_flamingo import Flamingo
+
+    from ..itemcodes.codes import ItemCodes
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 # Length of EleutherAI/gpt-neox-20b's tokenizer, which RedPajama-INCITE and the MPT models all use:
@@ -58,6 +61,7 @@ class ModelBundle:
     spec: ModelSpec
     n_items: int
     checkpoint: dict[str, Any] | None = None  # what loading the OpenFlamingo checkpoint filled (None: none loaded)
+    item_codes: "ItemCodes | None" = None  # semantic item ids: every item's code tuple (None: atomic ids)
 
 
 def build_model(
@@ -69,6 +73,7 @@ def build_model(
     tokenizer_dir: str | Path | None = None,
     tokenizer: "PreTrainedTokenizerBase | None" = None,
     progress: Progress | None = None,
+    item_codes: "ItemCodes | None" = None,
 ) -> ModelBundle:
     """Build the OpenFlamingo model a spec names, with its vocabulary extended for `n_items` items.
 
@@ -81,11 +86,15 @@ def build_model(
         tokenizer_dir: a saved (possibly already extended) tokenizer to use instead of training/loading one.
         tokenizer: a tokenizer object to use as is (it is extended in place).
         progress: where steps are reported (silent by default).
+        item_codes: the items' code tuples; required when `spec.item_ids` is semantic (the vocabulary then
+            holds code tokens, no `item_<i>`), refused otherwise (auto builds atomic ids: the choice is
+            `unimp_core.model.item_ids.choose_item_ids`'s).
     Returns:
         A ModelBundle; its `trainable` count was checked against the modules meant to train.
     """
     progress = progress or Progress()
     preset = resolve_preset(spec)
+    _check_item_codes(spec, item_codes)
     if isinstance(items_text, Dataset) and items_text.items.height != n_items:
         raise UnimpError(f"model: n_items is {n_items} but the dataset has {items_text.items.height} items")
     meta = torch.device(device).type == "meta"
@@ -108,17 +117,32 @@ def build_model(
             if preset.checkpoint is not None and (not meta or Path(preset.checkpoint).is_file()):
                 report = _load_checkpoint(model, preset.checkpoint, progress, local_files_only=spec.local_files_only,
                                           meta=meta)
-            add_unimp_tokens(tok, n_items, spec.image_gen_codes)
+            add_unimp_tokens(tok, n_items, spec.image_gen_codes, item_codes)
             resize_embeddings(model.lang_encoder, len(tok), std=new_row_std(preset, lm))
             _set_generation_tokens(model.lang_encoder, tok)
-            ids = vocab_ids(tok, n_items, spec.image_gen_codes)
+            ids = vocab_ids(tok, n_items, spec.image_gen_codes, item_codes)
             trainable = freeze(model, train_lm=spec.train_lm)
             advance(1)
     if not meta and torch.device(device).type != "cpu":
         model.to(device)
     total = sum(p.numel() for p in model.parameters())
     progress.log(f"model {spec.preset}: {trainable:,} trainable of {total:,} parameters")
-    return ModelBundle(model, tok, transform, ids, image_size, trainable, total, spec, n_items, report)
+    return ModelBundle(model, tok, transform, ids, image_size, trainable, total, spec, n_items, report, item_codes)
+
+
+def _check_item_codes(spec: ModelSpec, item_codes: "ItemCodes | None") -> None:
+    if spec.item_ids != "semantic":
+        if item_codes is not None:
+            raise UnimpError(f"model: item codes given but model.item_ids is {spec.item_ids} (semantic uses them)")
+        return
+    if item_codes is None:
+        raise UnimpError("model: item_ids semantic needs the items' codes (`unimp tokenize-items`)")
+    record = spec.item_codes
+    if record is not None and (record.levels, record.codes, record.collision_codes) != (
+            item_codes.levels, item_codes.codes, item_codes.collision_codes):
+        raise UnimpError(f"model: item codes of {item_codes.levels} levels x {item_codes.codes} codes + "
+                         f"{item_codes.collision_codes} do not match model.item_codes ({record.levels} x "
+                         f"{record.codes} + {record.collision_codes})")
 
 
 # ---------------------------------------------------------------------------------------- tokenizer
@@ -503,8 +527,13 @@ def freeze(model: "Flamingo", train_lm: bool = False) -> int:
 
 
 def save_bundle(bundle: ModelBundle, run_dir: str | Path) -> None:
-    """Write what rebuilds the model offline: `model.json` (family, spec, catalogue size) and `tokenizer/`."""
+    """Write what rebuilds the model offline: `model.json` (family, spec, catalogue size), `tokenizer/` and the
+    items' code tuples of semantic ids."""
+    from .item_ids import save_run_codes
+
     save_tokenizer(bundle.tokenizer, run_dir)
+    if bundle.item_codes is not None:
+        save_run_codes(Path(run_dir), bundle.item_codes)
     RF.write_model_meta(run_dir, "openflamingo", bundle.spec.model_dump(mode="json"), bundle.n_items)
 
 
@@ -520,4 +549,12 @@ def load_bundle(run_dir: str | Path, device: str | torch.device = "cpu",
         spec = ModelSpec.model_validate(meta["spec"])
     except Exception as exc:
         raise UnimpError(f"{Path(run_dir) / RF.MODEL_META}: unreadable: {first_line(exc)}") from exc
-    return build_model(spec, n_items=meta["n_items"], device=device, tokenizer_dir=tokenizer_dir, progress=progress)
+    codes = None
+    if spec.item_ids == "semantic":
+        from .item_ids import load_run_codes
+
+        if spec.item_codes is None:
+            raise UnimpError(f"{Path(run_dir) / RF.MODEL_META}: semantic item ids without their item_codes record")
+        codes = load_run_codes(Path(run_dir), spec.item_codes, meta["n_items"])
+    return build_model(spec, n_items=meta["n_items"], device=device, tokenizer_dir=tokenizer_dir, progress=progress,
+                       item_codes=codes)

@@ -5,10 +5,13 @@ the first step:
 1. `add_flamingo_tokens`: `<|endofchunk|>` and `<image>` (and `<PAD>` when the tokenizer has no pad
    token), exactly as open_flamingo's factory adds them.
 2. `add_unimp_tokens`: `<answer>`, `rate_1..rate_5`, selection slots `s_0..s_4`, one `item_<i>` per
-   catalogue item and, for image generation, `img_<k>` code tokens.
+   catalogue item (atomic ids) or the code tokens of semantic ids (`<a_0>`.. per level and the collision
+   level's, shared by all items: levels * codes + collision codes tokens, no `item_<i>` at all) and, for
+   image generation, `img_<k>` code tokens.
 
 UniMP's tokens swallow the space before them (`lstrip`), so "<answer> item_12<|endofchunk|>" is
-`<answer>`, `item_12`, `<|endofchunk|>`: prompts are written naturally and an item costs one token.
+`<answer>`, `item_12`, `<|endofchunk|>`: prompts are written naturally and an item costs one token
+(semantic ids: "<answer> <a_12><b_7><c_201><d_0><|endofchunk|>", an item costs levels + 1 tokens).
 
 New embedding rows (input and output, tied or not) start at the mean of the existing rows (a
 pretrained LM), or are drawn as the LM's own random init (the tiny preset's random LM).
@@ -23,20 +26,35 @@ import torch
 
 from ..errors import UnimpError
 from ..tokens import (ANSWER, EOC, IMAGE as MEDIA, N_SLOTS, PAD, RATINGS, answer_span, image_code_token, item_token,
-                      rate_token, slot_token)
+                      rate_token, semantic_item, semantic_token, semantic_vocabulary, slot_token)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+    from ..itemcodes.codes import ItemCodes
+
+# How many items' full spellings `vocab_ids` encodes to check that each costs exactly levels + 1 tokens (every
+# code token is checked on its own; the items only repeat that check in every combination's layout).
+SPELLING_CHECKS = 1000
 
 
-def unimp_tokens(n_items: int, image_gen_codes: int = 0) -> list[str]:
-    """UniMP's added tokens in the order they get ids (answer, ratings, slots, items, image codes)."""
+def code_token_lists(codes: Any) -> list[list[str]]:
+    """Semantic ids' tokens per level (`codes`: ItemCodes or the spec's ItemCodesRecord)."""
+    return semantic_vocabulary(codes.levels, codes.codes, codes.collision_codes)
+
+
+def unimp_tokens(n_items: int, image_gen_codes: int = 0, item_codes: Any = None) -> list[str]:
+    """UniMP's added tokens in the order they get ids (answer, ratings, slots, items, image codes).
+
+    With `item_codes` (semantic ids: ItemCodes or an ItemCodesRecord) the items are the code tokens of every
+    level instead of one `item_<i>` each."""
+    items = ([t for level in code_token_lists(item_codes) for t in level] if item_codes is not None
+             else [item_token(i) for i in range(n_items)])
     return (
         [ANSWER]
         + [rate_token(r) for r in RATINGS]
         + [slot_token(s) for s in range(N_SLOTS)]
-        + [item_token(i) for i in range(n_items)]
+        + items
         + [image_code_token(k) for k in range(image_gen_codes)]
     )
 
@@ -74,17 +92,25 @@ def special_ids(tokenizer: Any) -> SpecialIds:
 class VocabIds(SpecialIds):
     """Token ids the tasks, the loss and generation need: the collator's, plus every added token.
 
-    `items[i]` is the id of `item_<i>`, so item logits are `logits[..., ids.items]` (item-id order).
+    Atomic ids: `items[i]` is the id of `item_<i>`, so item logits are `logits[..., ids.items]` (item-id order).
+    Semantic ids: `items` is empty and `code_levels[k]` holds level k's token ids (code order). Either way
+    `item_tokens[i]` is the token sequence that names item i after `<answer>`.
     """
 
     rates: list[int]  # rates[r - 1] is rate_<r>
     slots: list[int]  # slots[j] is s_<j>
-    items: torch.Tensor  # (N,) long
+    items: torch.Tensor  # (N,) long; (0,) under semantic ids
     image_codes: torch.Tensor  # (K,) long; empty when image generation is off
+    item_tokens: torch.Tensor  # (N, D) long: D = 1 (atomic) or levels + 1 (semantic)
+    code_levels: list[torch.Tensor]  # semantic ids: (codes,) per level, then (collision_codes,); [] when atomic
 
     @property
     def n_items(self) -> int:
-        return int(self.items.numel())
+        return int(self.item_tokens.shape[0])
+
+    @property
+    def semantic(self) -> bool:
+        return bool(self.code_levels)
 
 
 def add_flamingo_tokens(tokenizer: "PreTrainedTokenizerBase") -> None:
@@ -95,24 +121,36 @@ def add_flamingo_tokens(tokenizer: "PreTrainedTokenizerBase") -> None:
         tokenizer.add_special_tokens({"pad_token": PAD})
 
 
-def add_unimp_tokens(tokenizer: "PreTrainedTokenizerBase", n_items: int, image_gen_codes: int = 0) -> None:
-    """Add UniMP's tokens (those already present are kept, so a saved tokenizer re-extends to itself)."""
+def add_unimp_tokens(tokenizer: "PreTrainedTokenizerBase", n_items: int, image_gen_codes: int = 0,
+                     item_codes: Any = None) -> None:
+    """Add UniMP's tokens (those already present are kept, so a saved tokenizer re-extends to itself).
+
+    `item_codes` (ItemCodes or an ItemCodesRecord): semantic ids, whose code tokens replace the item tokens."""
     from transformers import AddedToken
 
     if n_items < 1:
         raise UnimpError(f"model: the catalogue has {n_items} items; at least one is needed for item tokens")
-    stray = _stray_item_tokens(tokenizer, n_items)
-    if stray:
+    stray = _stray_item_tokens(tokenizer, n_items, item_codes)
+    if stray and item_codes is None:
         raise UnimpError(f"tokenizer: holds {stray} but the dataset has only {n_items} items (a tokenizer from another dataset?)")
+    if stray:
+        raise UnimpError(f"tokenizer: holds {stray}, which these semantic ids ({item_codes.levels} levels of "
+                         f"{item_codes.codes} codes + {item_codes.collision_codes}) do not have (a tokenizer of other "
+                         "item ids?)")
     # added in one call so ids follow unimp_tokens() order; <answer> is special (skipped when decoding)
     tokenizer.add_tokens([AddedToken(ANSWER, lstrip=True, special=True)], special_tokens=True)
-    tokenizer.add_tokens([AddedToken(t, lstrip=True) for t in unimp_tokens(n_items, image_gen_codes)[1:]])
+    tokenizer.add_tokens([AddedToken(t, lstrip=True) for t in unimp_tokens(n_items, image_gen_codes, item_codes)[1:]])
 
 
-def _stray_item_tokens(tokenizer: "PreTrainedTokenizerBase", n_items: int) -> str | None:
+def _stray_item_tokens(tokenizer: "PreTrainedTokenizerBase", n_items: int, item_codes: Any = None) -> str | None:
     vocab = tokenizer.get_vocab()
-    beyond = item_token(n_items)
-    return beyond if beyond in vocab else None
+    if item_codes is None:
+        beyond = [item_token(n_items)]
+    else:  # an atomic tokenizer, or one with more codes on some level, more collisions or more levels
+        levels = item_codes.levels
+        beyond = ([item_token(0)] + [semantic_token(k, item_codes.codes) for k in range(levels)]
+                  + [semantic_token(levels, item_codes.collision_codes), semantic_token(levels + 1, 0)])
+    return next((t for t in beyond if t in vocab), None)
 
 
 def base_vocab_size(tokenizer: "PreTrainedTokenizerBase") -> int:
@@ -142,35 +180,74 @@ def single_token_id(tokenizer: "PreTrainedTokenizerBase", token: str) -> int:
     return tokenizer.convert_tokens_to_ids(token)
 
 
-def vocab_ids(tokenizer: "PreTrainedTokenizerBase", n_items: int, image_gen_codes: int = 0) -> VocabIds:
-    """Look up (and check) every id the model needs; each added token must encode as exactly one token."""
+def vocab_ids(tokenizer: "PreTrainedTokenizerBase", n_items: int, image_gen_codes: int = 0,
+              item_codes: "ItemCodes | None" = None) -> VocabIds:
+    """Look up (and check) every id the model needs; each added token must encode as exactly one token.
+
+    With `item_codes` (semantic ids) every code token is checked the same way, and the first items'
+    spellings must encode as exactly their levels + 1 tokens."""
     vocab = tokenizer.get_vocab()
-    missing = [t for t in (MEDIA, EOC, *unimp_tokens(n_items, image_gen_codes)) if t not in vocab]
+    missing = [t for t in (MEDIA, EOC, *unimp_tokens(n_items, image_gen_codes, item_codes)) if t not in vocab]
     if missing:
         raise UnimpError(f"tokenizer: missing added token(s) {missing[:3]}{' ...' if len(missing) > 3 else ''}")
     if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
         raise UnimpError("tokenizer: needs a pad and an end-of-sequence token")
-    # The batched check: every item token must come back as exactly itself, one id, in a sentence.
-    item_ids = [vocab[item_token(i)] for i in range(n_items)]
-    texts = [f"{ANSWER} {answer_span(item_token(i))}" for i in range(n_items)]
-    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    answer, eoc = vocab[ANSWER], vocab[EOC]
-    for i, ids in enumerate(encoded):
-        rest = [t for t in ids if t not in (answer, eoc, item_ids[i])]
-        # besides the markers only the item token itself and whitespace may remain
-        if ids.count(item_ids[i]) != 1 or (rest and tokenizer.decode(rest).strip()):
-            pieces = tokenizer.convert_ids_to_tokens(ids)
-            raise UnimpError(f"tokenizer: {item_token(i)!r} does not encode as one token (got {pieces})")
+    if item_codes is not None and item_codes.n_items != n_items:
+        raise UnimpError(f"model: the item codes name {item_codes.n_items} items, the catalogue has {n_items}")
+    if item_codes is None:
+        names = [item_token(i) for i in range(n_items)]
+        item_ids = _one_token_each(tokenizer, names)
+        items = torch.tensor(item_ids, dtype=torch.long, device="cpu")
+        item_tokens, code_levels = items[:, None], []
+    else:
+        code_levels = [torch.tensor(_one_token_each(tokenizer, level), dtype=torch.long, device="cpu")
+                       for level in code_token_lists(item_codes)]
+        tuples = torch.tensor(item_codes.tuples, dtype=torch.long, device="cpu")  # (N, levels + 1)
+        item_tokens = torch.stack([code_levels[k][tuples[:, k]] for k in range(tuples.shape[1])], dim=1)
+        _check_spellings(tokenizer, item_codes, item_tokens, vocab)
+        items = torch.zeros(0, dtype=torch.long, device="cpu")
     single_token_id(tokenizer, ANSWER)  # the answer marker must encode alone, inside a sentence too
     base = special_ids(tokenizer)
     return VocabIds(
         image=base.image, eoc=base.eoc, answer=base.answer, pad=base.pad, bos=base.bos, eos=base.eos,
         rates=[single_token_id(tokenizer, rate_token(r)) for r in RATINGS],
         slots=[single_token_id(tokenizer, slot_token(s)) for s in range(N_SLOTS)],
-        items=torch.tensor(item_ids, dtype=torch.long, device="cpu"),
+        items=items,
         image_codes=torch.tensor([single_token_id(tokenizer, image_code_token(k)) for k in range(image_gen_codes)],
                                  dtype=torch.long, device="cpu"),
+        item_tokens=item_tokens, code_levels=code_levels,
     )
+
+
+def _one_token_each(tokenizer: "PreTrainedTokenizerBase", tokens: list[str]) -> list[int]:
+    """The ids of added `tokens`, checked in one batch: each comes back as exactly itself, one id, in a sentence."""
+    vocab = tokenizer.get_vocab()
+    token_ids = [vocab[t] for t in tokens]
+    encoded = tokenizer([f"{ANSWER} {answer_span(t)}" for t in tokens], add_special_tokens=False)["input_ids"]
+    answer, eoc = vocab[ANSWER], vocab[EOC]
+    for token, tid, ids in zip(tokens, token_ids, encoded):
+        rest = [t for t in ids if t not in (answer, eoc, tid)]
+        # besides the markers only the token itself and whitespace may remain
+        if ids.count(tid) != 1 or (rest and tokenizer.decode(rest).strip()):
+            pieces = tokenizer.convert_ids_to_tokens(ids)
+            raise UnimpError(f"tokenizer: {token!r} does not encode as one token (got {pieces})")
+    return token_ids
+
+
+def _check_spellings(tokenizer: "PreTrainedTokenizerBase", item_codes: "ItemCodes", item_tokens: torch.Tensor,
+                     vocab: dict[str, int]) -> None:
+    """The first SPELLING_CHECKS items' names encode as exactly their code tokens after `<answer>`."""
+    n = min(SPELLING_CHECKS, item_codes.n_items)
+    texts = [f"{ANSWER} {answer_span(semantic_item(item_codes.tuples[i]))}" for i in range(n)]
+    answer, eoc = vocab[ANSWER], vocab[EOC]
+    for i, ids in enumerate(tokenizer(texts, add_special_tokens=False)["input_ids"]):
+        inner = ids[ids.index(answer) + 1:] if answer in ids else ids
+        inner = inner[:inner.index(eoc)] if eoc in inner else inner
+        while inner and not tokenizer.decode(inner[-1:]).strip():  # the space before <|endofchunk|>
+            inner = inner[:-1]
+        if inner != item_tokens[i].tolist():
+            raise UnimpError(f"tokenizer: item {i}'s semantic id {semantic_item(item_codes.tuples[i])!r} does not encode "
+                             f"as its {item_tokens.shape[1]} code tokens (got {tokenizer.convert_ids_to_tokens(ids)})")
 
 
 def resize_embeddings(lm: "PreTrainedModel", new_size: int, std: float | None = None) -> None:

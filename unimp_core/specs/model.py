@@ -59,6 +59,28 @@ class TinyModelSpec(Spec):
         return self
 
 
+ItemIds = Literal["auto", "atomic", "semantic"]
+# Above this many items `auto` picks semantic ids (when the dataset has item codes): one atomic item is an
+# input and an output row of hidden size, so 200k items are ~1.0B parameters on the 4b preset (hidden 2560),
+# a quarter of the model, and 16 GB of fp32 weights, gradients and Adam state; semantic ids add
+# levels * codes + collision rows whatever the catalogue (3 x 256 + 4: 772 rows, 4M parameters).
+AUTO_SEMANTIC_ITEMS = 200_000
+
+
+class ItemCodesRecord(Spec):
+    """The semantic ids a run was built with (copied from the dataset's item_codes manifest record)."""
+
+    levels: int = Field(ge=1, le=25, description="Quantiser levels (each item: levels codes + one collision index).")
+    codes: int = Field(ge=1, description="Codes per level.")
+    collision_codes: int = Field(ge=1, description="Size of the collision level.")
+    sha256: str | None = Field(default=None, description="Hash of the dataset's item_codes.parquet the run was trained on.")
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens these ids add to the vocabulary."""
+        return self.levels * self.codes + self.collision_codes
+
+
 class ModelSpec(Spec):
     """Which OpenFlamingo model to build, its added vocabulary and what is trained."""
 
@@ -93,6 +115,18 @@ class ModelSpec(Spec):
         default=0, ge=0, le=65536,
         description="Image-code tokens img_<i> to add for image generation (0: image generation off).",
     )
+    item_ids: ItemIds = Field(
+        default="auto",
+        description="How prompts name items: atomic (one new token item_<i> per item: an input and an output "
+        "embedding row each) or semantic (the item's code tuple from `unimp tokenize-items`, <a_12><b_7><c_201><d_0>: "
+        f"tokens shared by all items). auto: semantic above {AUTO_SEMANTIC_ITEMS:,} items when the dataset has item "
+        "codes, else atomic.",
+    )
+    item_codes: ItemCodesRecord | None = Field(
+        default=None,
+        description="Semantic ids: their levels and codes, set from the dataset's item codes when training starts "
+        "(leave it out).",
+    )
     trust_remote_code: bool = Field(
         default=True, description="Let transformers run a hub model's own code (the MPT language models need it, as in the paper's code)."
     )
@@ -108,6 +142,8 @@ class ModelSpec(Spec):
 
     @model_validator(mode="after")
     def _check(self) -> "ModelSpec":
+        if self.item_codes is not None and self.item_ids != "semantic":
+            raise ValueError(f"item_codes: only for item_ids semantic (got {self.item_ids})")
         if self.train_lm is None:
             # A random-init LM has nothing worth freezing: frozen, it is a fixed random projection.
             self.__dict__["train_lm"] = self.preset == "tiny"
