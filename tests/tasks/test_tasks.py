@@ -59,6 +59,30 @@ def test_rec_training_sample_exact_text():
     assert s.image_items == images
 
 
+def test_semantic_ids_name_every_item_by_its_code_tuple():
+    """Every task names items through TaskContext.item_name: rec/search answer with the target's code tuple,
+    the histories (rec, search, img_sel) reconstruct each item's; no item_<i> is left."""
+    from unimp_core.itemcodes.codes import ItemCodes
+
+    ds = make_dataset("leave-one-out")
+    tuples = tuple((i // 8, (i // 2) % 4, i % 2) for i in range(ds.items.height))
+    ctx = context(ds, ItemCodes(levels=2, codes=8, collision_codes=2, tuples=tuples))
+    assert ctx.item_name(13) == "<a_1><b_2><c_1>" and context(ds).item_name(13) == "item_13"
+    [rec] = TASKS["rec"].training(TaskContext.from_dataset(tiny_dataset()).with_item_codes(
+        ItemCodes(1, 4, 1, ((0, 0), (1, 0), (2, 0), (3, 0)))), np.random.default_rng(0), 2)
+    t = rec.meta["target"]
+    assert rec.text.endswith(f"What is the next item recommended to the user? <answer> <a_{t}><b_0> <|endofchunk|>")
+    assert f"<answer> <a_{t - 1}><b_0> <|endofchunk|>" in rec.text  # the history's last item
+    samples = build_training_samples(ctx, ALL, history_len=4, seed=3, epoch=1)
+    for task in ALL:
+        samples += build_eval_samples(ds, task, "test", 4, ctx)
+    for sample in samples:
+        assert "item_" not in sample.text and "item_" not in (sample.answer or "")
+        if sample.task in ("rec", "search"):
+            name = ctx.item_name(sample.meta["target"])
+            assert sample.answer == name if sample.answer else sample.text.endswith(f"<answer> {name} <|endofchunk|>")
+
+
 def test_exp_training_sample_exact_text():
     ctx = TaskContext.from_dataset(tiny_dataset())
     # targets need an explanation: positions 2 ("ok") and 3; with history_len 1 both are full windows

@@ -57,9 +57,11 @@ def get_task(name: str) -> Task:
         raise UnimpError(f"unknown task {name!r} (known: {', '.join(task_names())})") from None
 
 
-def context(data: Dataset | TaskContext) -> TaskContext:
-    """Index a dataset for the tasks (pass the result around to index it only once)."""
-    return data if isinstance(data, TaskContext) else TaskContext.from_dataset(data)
+def context(data: Dataset | TaskContext, item_codes=None) -> TaskContext:
+    """Index a dataset for the tasks (pass the result around to index it only once); with `item_codes`
+    (unimp_core.itemcodes.codes.ItemCodes) its prompts name items by their semantic ids."""
+    ctx = data if isinstance(data, TaskContext) else TaskContext.from_dataset(data)
+    return ctx if item_codes is None else ctx.with_item_codes(item_codes)
 
 
 def _check_history_len(history_len: int) -> None:

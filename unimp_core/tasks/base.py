@@ -4,6 +4,8 @@ A prompt is plain text with one `<image>` marker per entry of `Sample.image_item
 history item reads `<image> Category … Price … Brand … Title …` followed by
 `<answer> item_<i><|endofchunk|>` (the paper's context reconstruction: the model learns to name each
 item it sees).
+Items are named through `TaskContext.item_name`: `item_<i>` (atomic ids) or the item's code tuple
+`<a_12><b_7><c_201><d_0>` (semantic ids, `--item-ids semantic`).
 Training prompts end with the task's answer and `<|endofchunk|>`; evaluation prompts end right
 after `<answer>`, the answer text is kept in `Sample.answer`.
 
@@ -19,7 +21,7 @@ import math
 import zlib
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 import numpy as np
 import polars as pl
@@ -27,7 +29,10 @@ import polars as pl
 from ..data.store import Dataset
 from ..errors import UnimpError
 
-from ..tokens import ANSWER, EOC, IMAGE, MARKERS_RE, answer_span, item_token
+from ..tokens import ANSWER, EOC, IMAGE, MARKERS_RE, answer_span, item_token, semantic_item
+
+if TYPE_CHECKING:
+    from ..itemcodes.codes import ItemCodes
 
 FIELD_WORDS = 20  # the paper's code caps each item field at 20 words
 EXPLANATION_WORDS = 30  # and training explanations at 30
@@ -83,6 +88,8 @@ class TaskContext:
     item_title: list[str] = field(default_factory=list)  # item_id -> cleaned title ("" when missing)
     # item_id -> its image codes (`unimp tokenize-images`); empty when the dataset has none
     image_codes: dict[int, list[int]] = field(default_factory=dict)
+    # semantic item ids: every item's code tuple (a run's, `unimp_core.model.item_ids`); None: atomic ids
+    item_codes: "ItemCodes | None" = None
 
     @property
     def n_items(self) -> int:
@@ -143,6 +150,16 @@ class TaskContext:
         except KeyError:
             raise UnimpError(f"eval instance: user_id {user_id} has no interactions in this dataset") from None
 
+    def with_item_codes(self, codes: "ItemCodes | None") -> "TaskContext":
+        """The same context naming items by `codes` (semantic ids; None: atomic ids)."""
+        return self if codes is self.item_codes else replace(self, item_codes=codes)
+
+    def item_name(self, item_id: int) -> str:
+        """How prompts and answers name an item: `item_<i>`, or its code tuple `<a_12><b_7><c_201><d_0>`."""
+        if self.item_codes is None:
+            return item_token(item_id)
+        return semantic_item(self.item_codes.tuples[item_id])
+
     def image_of(self, item_id: int) -> list[int]:
         return [item_id] if self.has_image[item_id] else []
 
@@ -154,14 +171,14 @@ class TaskContext:
         return " ".join(parts)
 
     def history(self, items: np.ndarray | list[int], answers: list[str] | None = None) -> tuple[str, list[int]]:
-        """Each item followed by `<answer> {its answer} <|endofchunk|>` (default: its item token).
+        """Each item followed by `<answer> {its answer} <|endofchunk|>` (default: its name, `item_name`).
 
         An empty answer leaves the item without a reconstruction span. Returns (text, image items).
         """
         chunks, images = [], []
         for k, item in enumerate(items):
             item = int(item)
-            answer = item_token(item) if answers is None else answers[k]
+            answer = self.item_name(item) if answers is None else answers[k]
             head = self.item_text(item)
             tail = f"{ANSWER} {answer_span(answer)}" if answer else EOC
             chunks.append(f"{head} {tail}" if head else tail)

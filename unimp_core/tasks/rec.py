@@ -3,7 +3,8 @@
 Training draws one window of `history_len` items per training user and epoch; evaluation reads
 the stored `eval/rec.parquet` instances (history = sequence[:position], target = sequence[position]).
 
-Every history item is followed by `<answer> item_<i> <|endofchunk|>` (context reconstruction), so one
+Every history item is followed by `<answer> item_<i> <|endofchunk|>` (context reconstruction; semantic ids:
+`<answer> <a_12><b_7><c_201><d_0> <|endofchunk|>`, the answer is then the target's code tuple), so one
 sample trains the next-item prediction at every position of its window in one forward pass, as
 SASRec does for a whole sequence. A user shorter than the window therefore trains on their whole
 usable prefix (the window ending at its last item holds all the shorter ones): with a long
@@ -17,7 +18,6 @@ import numpy as np
 import polars as pl
 
 from .base import Request, Sample, Task, TaskContext, assemble, lazy, pick_target
-from ..tokens import item_token
 
 NAME = "rec"
 QUESTION = "What is the next item recommended to the user?"
@@ -29,7 +29,7 @@ def make_sample(ctx: TaskContext, user_id: int, seq: np.ndarray, position: int, 
     target = int(seq[position])
     history = ctx.history(seq[max(0, position - history_len):position])
     meta = {"user_id": user_id, "position": position, "target": target, **(meta or {})}
-    return assemble(NAME, [history, (QUESTION, [])], item_token(target), train, meta)
+    return assemble(NAME, [history, (QUESTION, [])], ctx.item_name(target), train, meta)
 
 
 def training(ctx: TaskContext, rng: np.random.Generator, history_len: int) -> list[Sample]:

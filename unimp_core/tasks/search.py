@@ -9,7 +9,6 @@ import numpy as np
 import polars as pl
 
 from .base import FIELD_WORDS, Request, Sample, Task, TaskContext, assemble, clean, lazy, pick_target
-from ..tokens import item_token
 
 NAME = "search"
 QUESTION = "What is the related item ID to the query based on the history?"
@@ -20,7 +19,7 @@ def make_sample(ctx: TaskContext, user_id: int, seq: np.ndarray, position: int, 
     target = int(seq[position])
     history = ctx.history(seq[max(0, position - history_len):position])
     meta = {"user_id": user_id, "position": position, "target": target, "query": query, **(meta or {})}
-    return assemble(NAME, [history, (f"Query: {query} {QUESTION}", [])], item_token(target), train, meta)
+    return assemble(NAME, [history, (f"Query: {query} {QUESTION}", [])], ctx.item_name(target), train, meta)
 
 
 def training(ctx: TaskContext, rng: np.random.Generator, history_len: int) -> list[Sample]:
