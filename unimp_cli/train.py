@@ -35,10 +35,12 @@ def _model(g) -> dict:
     common = {"train_lm": g("train_lm"), "vision": g("vision"), "lm": g("lm"),
               "cross_attn_every_n_layers": g("cross_attn_every"), "checkpoint": g("flamingo_checkpoint")}
     if g("model") == "sasrec":
+        if g("item_ids") == "semantic":
+            raise UnimpError("--item-ids semantic: SASRec learns one embedding per item id (atomic ids only)")
         return {"family": "sasrec", "loss": g("loss"), **common}
     if g("loss") is not None:
         raise UnimpError("--loss is a SASRec setting (--model sasrec)")
-    return {"preset": g("model"), **common}
+    return {"preset": g("model"), "item_ids": g("item_ids"), **common}
 
 
 def _overrides(**o) -> dict:
@@ -99,6 +101,7 @@ def train(
     cross_attn_every: Optional[int] = typer.Option(None, help=d(MS, "cross_attn_every_n_layers")),
     flamingo_checkpoint: Optional[str] = typer.Option(None, help=d(MS, "checkpoint")),
     train_lm: Optional[bool] = typer.Option(None, "--train-lm/--freeze-lm", help=d(MS, "train_lm")),
+    item_ids: Optional[str] = typer.Option(None, "--item-ids", help=d(MS, "item_ids")),
     task_weight: Optional[List[str]] = typer.Option(None, help="task=weight, repeatable. " + d(DS, "task_weights")),
     history_len: Optional[int] = typer.Option(None, help=d(DS, "history_len")),
     max_tokens: Optional[int] = typer.Option(None, help=d(DS, "max_tokens")),

@@ -258,10 +258,12 @@ def rank_items(loaded, scores, histories: list[list[int]], ks: list[int], exclud
 
 
 def _ranking_fields(loaded, spec: GenerateSpec, recommendations: list[dict[str, Any]]) -> dict[str, Any]:
-    token = getattr(loaded.bundle, "ids", None) is not None
-    out: dict[str, Any] = {"recommendations": recommendations,
-                           "score": "probability of the item token among all item tokens" if token
-                           else "softmax of the item scores over the whole catalogue"}
+    ids = getattr(loaded.bundle, "ids", None)
+    score = ("softmax of the item scores over the whole catalogue" if ids is None
+             else "probability of the item's code path, each level's softmax over the codes that continue a real "
+                  "item" if ids.semantic
+             else "probability of the item token among all item tokens")
+    out: dict[str, Any] = {"recommendations": recommendations, "score": score}
     if len(recommendations) < spec.k:
         left = "outside the user's history" if spec.exclude_history else "in the catalogue"
         out["k_note"] = f"{len(recommendations)} of the {spec.k} asked: only that many items {left}"
@@ -273,9 +275,9 @@ def _ranking_fields(loaded, spec: GenerateSpec, recommendations: list[dict[str, 
 def ranking_answer(loaded, batch: dict[str, Any], spec: GenerateSpec, items: pl.DataFrame,
                    history: list[int]) -> dict[str, Any]:
     """rec / search (a token model's collated prompt): the top-k items over the whole catalogue, with their probabilities."""
-    from .evaluation import ranking as R
+    from .model.openflamingo import batch_scores
 
-    scores = R.item_scores(R.answer_logits(loaded.bundle.model, batch), loaded.bundle.ids.items).cpu()  # (1, N)
+    scores = batch_scores(loaded.bundle, loaded.bundle.model, batch)  # (1, N)
     return _ranking_fields(loaded, spec, rank_items(loaded, scores, [history], [spec.k], [spec.exclude_history], items)[0])
 
 

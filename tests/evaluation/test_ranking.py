@@ -166,9 +166,9 @@ def test_fast_ranking_top10_equals_constrained_10_beam_search(setup):
     assert trie.depth == 1  # item ids are single tokens
     beams = R.constrained_beam(bundle.model, batch, trie, num_beams=10, eoc_id=ids.eoc, pad_id=ids.pad)
     assert beams.items == top_items[:, :10].tolist()
-    # beam scores are the log-probabilities of those item tokens
-    logp = torch.log_softmax(R.answer_logits(bundle.model, batch), dim=-1)
-    expected = logp.gather(1, ids.items[top_items[:, :10]])
+    # beam scores are the log-probabilities of those items among the items (constrained decoding's softmax)
+    logp = torch.log_softmax(R.item_scores(R.answer_logits(bundle.model, batch), ids.items), dim=-1)
+    expected = logp.gather(1, top_items[:, :10])
     torch.testing.assert_close(torch.tensor(beams.scores), expected, atol=1e-4, rtol=1e-4)
     # the paper's code's way: batch 1, unconstrained 10 beams, one new token
     one = collate([samples[0]])

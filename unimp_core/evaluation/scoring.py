@@ -76,8 +76,8 @@ def ranking_records(ev: EvalContext, samples, mine: list[int], advance) -> list[
     loaded, spec = ev.loaded, ev.spec
     from . import ranking as R
 
-    trie = None if spec.decode == "rank" else R.TokenTrie.build(R.item_token_sequences(loaded.bundle.tokenizer,
-                                                                                         loaded.bundle.n_items))
+    # each item's token sequence after <answer> (vocab_ids checked that the tokenizer spells it so)
+    trie = None if spec.decode == "rank" else R.TokenTrie.build(loaded.bundle.ids.item_tokens.tolist())
     collate = loaded.collator() if spec.decode != "rank" else None
     records = []
     for chunk in _batches(mine, spec.batch_size):
@@ -123,8 +123,10 @@ def _beam_ranks(loaded: LoadedRun, batch, chunk: list[int], group, spec: Evaluat
                                     pad_id=ids.pad, banned=banned if spec.exclude_history else None,
                                     precision=spec.precision)
     else:
+        codes = loaded.ctx.item_codes
         result = R.free_beam(loaded.bundle.model, batch, loaded.bundle.tokenizer, loaded.bundle.n_items, num_beams=spec.num_beams,
-                             max_new_tokens=trie.depth + 2, eoc_id=ids.eoc, pad_id=ids.pad, precision=spec.precision)
+                             max_new_tokens=trie.depth + 2, eoc_id=ids.eoc, pad_id=ids.pad, precision=spec.precision,
+                             codes=None if codes is None else {t: i for i, t in enumerate(codes.tuples)})
     records = []
     for row, (i, s) in enumerate(zip(chunk, group)):
         # free decoding cannot be steered: history items are dropped from its outputs afterwards

@@ -31,8 +31,12 @@ def tokenizer_texts(ds: Dataset, seed: int) -> Iterator[str]:
 
 
 def build(spec: TrainSpec, ds: Dataset, progress: Progress) -> ModelBundle:
+    from .item_ids import choose_item_ids, dataset_codes
+
+    choose_item_ids(spec.model, ds, progress.log)  # resolved already when run_train built the spec
+    codes = dataset_codes(spec.model, ds) if spec.model.item_ids == "semantic" else None
     return build_model(spec.model, items_text=tokenizer_texts(ds, spec.run.seed), n_items=ds.items.height,
-                       progress=progress)
+                       progress=progress, item_codes=codes)
 
 
 def save(bundle: ModelBundle, run_dir: Path) -> None:
@@ -78,8 +82,19 @@ def forward(model, batch: dict[str, Any]):
 
 
 def rank_scores(setup, model, samples, *, device, max_tokens: int, precision: str = "fp32"):
-    """(B, N) CPU scores of every catalogue item: the item tokens' logits right after `<answer>`."""
+    """(B, N) CPU scores of every catalogue item for rec/search samples (see `batch_scores`)."""
     from ..evaluation import ranking as R
 
     batch = R.to_device(setup.collator(max_tokens, padding_side="left")(list(samples)), device)
-    return R.item_scores(R.answer_logits(model, batch, precision), setup.bundle.ids.items).cpu()
+    return batch_scores(setup.bundle, model, batch, precision)
+
+
+def batch_scores(bundle: ModelBundle, model, batch: dict[str, Any], precision: str = "fp32"):
+    """(B, N) CPU scores of every item for a left-padded batch of prompts ending at `<answer>`: the item
+    tokens' logits (atomic ids), or each item's code-path log-probability (semantic ids, `ranking.path_scores`)."""
+    from ..evaluation import ranking as R
+
+    ids = bundle.ids
+    if ids.semantic:
+        return R.checked_path_scores(model, batch, R.code_tree(ids.item_tokens), ids.item_tokens, precision).cpu()
+    return R.item_scores(R.answer_logits(model, batch, precision), ids.items).cpu()

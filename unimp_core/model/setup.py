@@ -35,6 +35,7 @@ class Setup:
     images: Any  # item_id -> tensor (pixels or cached features); None for a family without images
     image_shape: tuple[int, ...]
     family: ModuleType
+    ctx: TaskContext  # the dataset indexed for the tasks, naming items the way the model does (atomic or semantic ids)
 
     def collator(self, max_length: int, padding_side: str = "right",
                  task_weights: dict[str, float] | None = None) -> Callable:
@@ -69,7 +70,7 @@ def setup_model(spec: TrainSpec, ds: Dataset, run_dir: Path, fresh: bool, progre
     if fresh:
         fam.save(bundle, run_dir)
     images, shape = fam.inputs(bundle, spec, ds, Path(run_dir), progress)
-    return Setup(ds, bundle, images, shape, fam)
+    return Setup(ds, bundle, images, shape, fam, context(ds, getattr(bundle, "item_codes", None)))
 
 
 def load_weights(run_dir: Path, checkpoint: str = RF.FINAL) -> dict[str, torch.Tensor]:
@@ -153,5 +154,5 @@ def load_run(run: Path, checkpoint: str = RF.FINAL, data: Path | None = None, *,
     load_trainable(model, weights, f"{run}/{checkpoint}")
     device = torch.device(device or "cpu")
     model.to(device).eval()
-    return LoadedRun(run, checkpoint, train_spec, setup, context(ds), device,
+    return LoadedRun(run, checkpoint, train_spec, setup, setup.ctx, device,
                      history_len or train_spec.data.history_len, max_tokens or train_spec.data.max_tokens)

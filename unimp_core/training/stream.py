@@ -73,8 +73,9 @@ def epoch_sizes(samples: TrainingSamples, n_epochs: int) -> Callable[[int], int]
 
 
 def validation_samples(spec: TrainSpec, ds: Dataset, rank: int = 0, world: int = 1,
-                       progress: Progress | None = None) -> dict[str, list]:
-    """This process's share of the stored validation instances per task (answers appended)."""
+                       progress: Progress | None = None, ctx=None) -> dict[str, list]:
+    """This process's share of the stored validation instances per task (answers appended); `ctx`: the
+    run's TaskContext (default: the dataset's, atomic item ids)."""
     out = {}
     if spec.data.valid_users == 0:
         return out
@@ -84,7 +85,7 @@ def validation_samples(spec: TrainSpec, ds: Dataset, rank: int = 0, world: int =
             (progress or Progress()).log(f"no eval/{instance_table(task)}.parquet in {ds.root}: "
                                          f"no validation loss for {task}")
             continue
-        ev = build_eval_samples(ds, task, "valid", lengths)[: spec.data.valid_users]
+        ev = build_eval_samples(ds, task, "valid", lengths, ctx)[: spec.data.valid_users]
         if ev:
             out[task] = [s.with_answer() for s in ev[rank::world]]
     return out

@@ -128,7 +128,7 @@ def run_train(spec: TrainSpec, progress: Progress | None = None) -> Path:
         accelerator = make_accelerator(spec, log_dir=spec.run.out)
         main = accelerator.is_main_process
         run = Run(spec, Path(spec.run.out), accelerator, (progress or Progress()) if main else Progress())
-        ds = _setup_dataset(spec)  # before the run folder is touched: a bad --data leaves nothing behind
+        ds = _setup_dataset(spec, run.progress.log)  # before the run folder is touched: a bad --data leaves nothing behind
         fresh = _setup_run_dir(run)
         _record_dataset(run, ds)
         set_seed(spec.run.seed)
@@ -200,12 +200,17 @@ def _record_dataset(run: Run, ds: Dataset) -> None:
     run.accelerator.wait_for_everyone()
 
 
-def _setup_dataset(spec: TrainSpec) -> Dataset:
+def _setup_dataset(spec: TrainSpec, log: Callable[[str], None] | None = None) -> Dataset:
+    from ..model.item_ids import choose_item_ids
+    from ..specs.model import ModelSpec
+
     tasks = [get_task(t) for t in spec.data.tasks]
     ds = load_dataset(spec.data.path)
     for task in tasks:
         if task.configure is not None:
             task.configure(spec, ds)
+    if isinstance(spec.model, ModelSpec):  # a token model: atomic or semantic item ids, saved with the spec
+        choose_item_ids(spec.model, ds, log or Progress().log)
     return ds
 
 
@@ -220,7 +225,7 @@ def _setup_model(run: Run, ds: Dataset, fresh: bool) -> Setup:
 def _setup_data(run: Run, ds: Dataset, setup: Setup) -> None:
     spec, acc = run.spec, run.accelerator
     run.n_epochs = max(1, math.ceil(spec.run.epochs))
-    samples = TrainingSamples(ds, spec.data.tasks, run_history_lengths(spec.data, spec.data.tasks), spec.run.seed,
+    samples = TrainingSamples(setup.ctx, spec.data.tasks, run_history_lengths(spec.data, spec.data.tasks), spec.run.seed,
                               curriculum=spec.data.curriculum, n_epochs=run.n_epochs,
                               group_batch=spec.optim.batch_size if spec.data.group_by_length else 0)
     if len(samples) == 0:
@@ -238,9 +243,9 @@ def _setup_data(run: Run, ds: Dataset, setup: Setup) -> None:
         from ..tasks import build_eval_samples
 
         lengths = run_history_lengths(spec.data, ["rec"])
-        run.select_samples = build_eval_samples(ds, "rec", "valid", lengths)[: spec.run.select_users]
+        run.select_samples = build_eval_samples(ds, "rec", "valid", lengths, setup.ctx)[: spec.run.select_users]
         run.selection = Selection(metric_name(spec.run.select_metric), spec.run.patience) if run.select_samples else None
-    shards = validation_samples(spec, ds, acc.process_index, acc.num_processes, run.progress)
+    shards = validation_samples(spec, ds, acc.process_index, acc.num_processes, run.progress, setup.ctx)
     run.valid = {t: DataLoader(SampleDataset(s), batch_size=spec.optim.batch_size, collate_fn=collate)
                  for t, s in shards.items()}
 

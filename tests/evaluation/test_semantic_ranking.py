@@ -1,0 +1,136 @@
+"""Semantic item ids: exact code-path scores (one tree pass per depth) against the plain way, and
+constrained beam search against the exact ranking, on the tiny model with images (sample shop)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.evaluation.trained import sample_dataset
+from tests.item_codes import write_item_codes
+from unimp_core.errors import UnimpError
+from unimp_core.evaluation import ranking as R
+from unimp_core.tasks import build_eval_samples, context
+
+
+def test_code_tree_feeds_only_prefixes_that_lead_to_a_choice():
+    # a0 has two continuations (scored); a1 and every depth-2 prefix have one (cost nothing, never fed)
+    tree = R.CodeTree.build(np.array([[10, 20, 30], [10, 21, 30], [11, 20, 30]]))
+    root, first, second = tree.levels
+    assert root.scored.tolist() == [0] and root.allowed.tolist() == [[True, True]]
+    assert first.tokens.tolist() == [10] and first.scored.tolist() == [0] and first.vocab.tolist() == [20, 21]
+    assert len(second.tokens) == 0 and len(second.scored) == 0
+    assert tree.fed == 1
+    # items 0 and 1 are scored at depths 0 and 1, item 2 at depth 0 only
+    assert sorted(root.items.tolist()) == [0, 1, 2] and sorted(first.items.tolist()) == [0, 1]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """The tiny model with semantic ids (2 levels of 4 codes + up to 3 collisions) on the sample shop, its
+    gates open and code rows spread apart (fresh rows would make every path nearly equally likely)."""
+    from unimp_core.data.store import load_dataset
+    from unimp_core.itemcodes.codes import load_item_codes
+    from unimp_core.model.factory import build_model
+    from unimp_core.model.vision_cache import ItemImages
+    from unimp_core.specs.model import ItemCodesRecord, ModelSpec
+    from unimp_core.training.collate import make_collator
+
+    root = sample_dataset(tmp_path_factory.mktemp("semantic"))
+    write_item_codes(root, levels=2, codes=4)
+    ds, codes = load_dataset(root), load_item_codes(root)
+    spec = ModelSpec(item_ids="semantic", item_codes=ItemCodesRecord(
+        levels=codes.levels, codes=codes.codes, collision_codes=codes.collision_codes))
+    bundle = build_model(spec, items_text=ds, n_items=ds.items.height, item_codes=codes)
+    model = bundle.model
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for layer in model.lang_encoder.gated_cross_attn_layers:
+            if layer is not None:
+                layer.attn_gate.fill_(1.0)
+                layer.ff_gate.fill_(1.0)
+        rows = torch.cat(bundle.ids.code_levels)
+        out, inp = model.lang_encoder.get_output_embeddings().weight, model.lang_encoder.get_input_embeddings().weight
+        out[rows] += torch.randn(len(rows), out.shape[1], generator=gen)
+        inp[rows] += 0.5 * torch.randn(len(rows), inp.shape[1], generator=gen)
+    model.eval()
+    ctx = context(ds, codes)
+    samples = build_eval_samples(ds, "rec", "test", 5, ctx)[:4] + build_eval_samples(ds, "search", "test", 2, ctx)[:3]
+    collate = make_collator(bundle.tokenizer, padding_side="left", images=ItemImages(ds, bundle.image_transform),
+                            image_shape=(3, bundle.image_size, bundle.image_size))
+    return bundle, samples, collate
+
+
+def test_tree_scores_equal_scoring_every_items_full_path(setup, monkeypatch):
+    bundle, samples, collate = setup
+    batch = collate(samples)
+    assert (batch["attention_mask"] == 0).any(), "the batch should need padding"
+    ids = bundle.ids
+    tree = R.code_tree(ids.item_tokens)
+    assert R.code_tree(ids.item_tokens) is tree  # built once per run
+    assert [len(level.tokens) for level in tree.levels] == [0, 4, 16]  # every prefix leads to a choice here
+    scores = R.path_scores(bundle.model, batch, tree)  # (B, N)
+    every = list(range(ids.n_items))
+    for row in range(len(samples)):
+        torch.testing.assert_close(scores[row], R.reference_path_scores(bundle.model, batch, tree, ids.item_tokens,
+                                                                         row, every), atol=1e-4, rtol=1e-4)
+    # constrained decoding's log-probabilities: a distribution over the catalogue
+    torch.testing.assert_close(scores.exp().sum(dim=1), torch.ones(len(samples)), atol=1e-4, rtol=1e-4)
+    # small chunks of prefixes per pass give the same scores
+    monkeypatch.setattr(R, "TREE_CHUNK_SCORES", 1)
+    torch.testing.assert_close(R.path_scores(bundle.model, batch, tree), scores, atol=1e-5, rtol=1e-5)
+
+
+def test_constrained_beam_as_wide_as_the_catalogue_is_the_exact_ranking(setup):
+    bundle, samples, collate = setup
+    ids = bundle.ids
+    batch = collate(samples)
+    scores = R.path_scores(bundle.model, batch, R.code_tree(ids.item_tokens))
+    values, order = R.top_items(scores, ids.n_items)
+    assert (values[:, :-1] > values[:, 1:]).all(), "no exact ties: one right order"
+    trie = R.TokenTrie.build(ids.item_tokens.tolist())
+    assert trie.depth == 3
+    beams = R.constrained_beam(bundle.model, batch, trie, num_beams=ids.n_items, eoc_id=ids.eoc, pad_id=ids.pad)
+    assert beams.items == order.tolist()  # every item once, in the exact order
+    torch.testing.assert_close(torch.tensor(beams.scores), values, atol=1e-4, rtol=1e-4)
+    # excluded items are left out without changing the others' scores
+    banned = [set(row[:3]) for row in order.tolist()]
+    kept = R.constrained_beam(bundle.model, batch, trie, num_beams=ids.n_items, eoc_id=ids.eoc, pad_id=ids.pad,
+                              banned=banned)
+    assert kept.items == [row[3:] for row in order.tolist()]
+    torch.testing.assert_close(torch.tensor(kept.scores), values[:, 3:], atol=1e-4, rtol=1e-4)
+    # a narrow beam lists distinct real items only
+    narrow = R.constrained_beam(bundle.model, batch, trie, num_beams=5, eoc_id=ids.eoc, pad_id=ids.pad)
+    assert all(len(set(row)) == len(row) == 5 and None not in row for row in narrow.items)
+
+
+def test_free_beam_reads_code_tuples(setup):
+    bundle, samples, collate = setup
+    ids, codes = bundle.ids, bundle.item_codes
+    index = {t: i for i, t in enumerate(codes.tuples)}
+    result = R.free_beam(bundle.model, collate(samples[:2]), bundle.tokenizer, ids.n_items, num_beams=4,
+                         max_new_tokens=5, eoc_id=ids.eoc, pad_id=ids.pad, codes=index)
+    for items, texts in zip(result.items, result.texts):
+        for item, text in zip(items, texts):
+            assert item == R.parse_item(text, ids.n_items, index)
+            if item is not None:
+                assert text.replace(" ", "") == "".join(f"<{'abc'[k]}_{c}>" for k, c in enumerate(codes.tuples[item]))
+
+
+def test_an_lm_that_ignores_the_tree_mask_fails_in_one_line(setup, monkeypatch):
+    bundle, samples, collate = setup
+    ids, lm = bundle.ids, bundle.model.lang_encoder
+    batch = collate(samples[:2])
+    checked = R.checked_path_scores(bundle.model, batch, R.code_tree(ids.item_tokens), ids.item_tokens)
+    assert lm._unimp_tree_checked
+    torch.testing.assert_close(checked, R.path_scores(bundle.model, batch, R.code_tree(ids.item_tokens)))
+    real_mask = R._tree_mask
+
+    def everything(real, level, offsets, start, stop, seen, boolean):  # as if the mask were ignored
+        return torch.ones_like(real_mask(real, level, offsets, start, stop, seen, True))
+
+    monkeypatch.setattr(R, "_tree_mask", everything)
+    monkeypatch.setattr(lm, "_unimp_tree_checked", False)
+    with pytest.raises(UnimpError, match="differ from a plain forward pass.*--decode beam"):
+        R.checked_path_scores(bundle.model, batch, R.code_tree(ids.item_tokens), ids.item_tokens)
