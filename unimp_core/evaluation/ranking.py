@@ -154,6 +154,9 @@ def top_items(scores: torch.Tensor, k: int, exclude: torch.Tensor | None = None)
 # Attention scores (rows x heads x new tokens x cached tokens) one pass over the code tree may hold: the
 # prefixes of a depth are fed in chunks below this (2^25 float32 scores: 128 MiB).
 TREE_CHUNK_SCORES = 1 << 25
+# Prefixes per pass that leave the cache after it: each pass's tokens also attend to each other (masked, but
+# computed), so small chunks cost less; large enough that a pass is not dominated by its overhead.
+TREE_CHUNK = 128
 
 
 @dataclass(eq=False)
@@ -162,11 +165,14 @@ class TreeLevel:
     how the token after them is scored.
 
     A prefix is fed when its next token is scored (it has 2+ continuations) or when it leads to such a
-    prefix (whose tokens must see its keys and values); depth 0's one prefix is the prompt itself.
+    prefix (whose tokens must see its keys and values); depth 0's one prefix is the prompt itself. The
+    `kept` prefixes that lead to deeper fed ones come first: they stay in the KV cache, the others are
+    dropped from it after their pass (no later token attends to them).
     """
 
     vocab: torch.Tensor  # (C,) token ids that can follow a depth-d prefix
     tokens: torch.Tensor  # (F,) the last token of each fed prefix (depth 0: none)
+    kept: int  # the first `kept` fed prefixes are ancestors of deeper fed ones
     ancestors: torch.Tensor  # (F, d - 1) each fed prefix's ancestors, as indices among the fed prefixes of depths 1..d-1
     scored: torch.Tensor  # (S,) ascending indices among the fed prefixes of those with 2+ continuations
     allowed: torch.Tensor  # (S, C) bool: the continuations of each scored prefix
@@ -207,7 +213,12 @@ class CodeTree:
             fed[d] = scored[d].copy()
             if d + 1 < depth:
                 fed[d][parent[d + 1][fed[d + 1]]] = True
-        fed_nodes = [np.flatnonzero(f) for f in fed]
+        # kept (has a fed child) first, then the rest, each in prefix order
+        leads = [np.zeros(count[d], dtype=bool) for d in range(depth)]
+        for d in range(1, depth - 1):
+            leads[d][parent[d + 1][fed[d + 1]]] = True
+        fed_nodes = [np.array([0])] + [np.concatenate([np.flatnonzero(fed[d] & leads[d]), np.flatnonzero(fed[d] & ~leads[d])])
+                                       for d in range(1, depth)]
         fed_index = []
         for d in range(depth):
             index = np.full(count[d], -1, dtype=np.int64)
@@ -222,6 +233,7 @@ class CodeTree:
                 ancestors.insert(0, fed_index[j][up])
             vocab = np.unique(seqs[:, d])
             s_nodes = np.flatnonzero(scored[d])
+            s_nodes = s_nodes[np.argsort(fed_index[d][s_nodes], kind="stable")]  # ascending among the fed
             position = np.full(count[d], -1, dtype=np.int64)
             position[s_nodes] = np.arange(len(s_nodes))
             rows, cols = position[node[d]], np.searchsorted(vocab, seqs[:, d])
@@ -233,6 +245,7 @@ class CodeTree:
             levels.append(TreeLevel(
                 vocab=torch.from_numpy(vocab),
                 tokens=torch.from_numpy(token[d][nodes] if d else np.zeros(0, dtype=np.int64)),
+                kept=int(leads[d][nodes].sum()) if d else 0,
                 ancestors=torch.from_numpy(np.stack(ancestors, axis=1) if ancestors
                                            else np.zeros((len(nodes), 0), dtype=np.int64)),
                 scored=torch.from_numpy(fed_index[d][s_nodes]),
@@ -283,25 +296,41 @@ def path_scores(model, batch: dict[str, Any], tree: CodeTree, precision: str = "
             _score_level(scores, hidden[:, -1:], tree.levels[0], 0, heads[0])
             lm._use_cached_vision_x = True  # the prefixes attend to the prompt's last image, as generate() does
             real = mask.bool()  # (B, P)
-            last = mask.long().sum(dim=1) - 1  # (B,) position of each prompt's last token
-            seen, offsets = 0, [0]  # prefixes in the cache; where each depth's fed prefixes start among them
+            last_pos = mask.long().sum(dim=1) - 1  # (B,) position of each prompt's last token
+            seen, offsets = 0, [0]  # prefixes in the cache; where each depth's kept prefixes start among them
             for d, level in enumerate(tree.levels[1:], start=1):
                 offsets.append(seen)
                 fed = len(level.tokens)
-                chunk = max(1, min(fed, TREE_CHUNK_SCORES // max(1, b * n_heads * (p + seen + fed))))
-                for start in range(0, fed, chunk):
-                    stop = min(fed, start + chunk)
-                    attend = _tree_mask(real, level, offsets, start, stop, seen, boolean)  # (B, 1, n, P + seen + n)
-                    tokens = level.tokens[start:stop].to(device).expand(b, -1)  # (B, n)
-                    hidden, cache = _hidden_states(lm, input_ids=tokens, attention_mask=attend,
-                                                   position_ids=(last + d)[:, None].expand(-1, stop - start),
-                                                   past_key_values=cache, use_cache=True)
-                    _score_level(scores, hidden, level, start, heads[d])
-                    seen += stop - start
+                # kept prefixes stay in the cache (deeper ones attend to them); the others leave it after their
+                # pass, so later chunks never pay attention to them; small chunks keep that cost down
+                for first, last, keep in ((0, level.kept, True), (level.kept, fed, False)):
+                    chunk = max(1, min(last - first, TREE_CHUNK_SCORES // max(1, b * n_heads * (p + seen + fed))))
+                    if not keep:
+                        chunk = min(chunk, TREE_CHUNK)
+                    for start in range(first, last, chunk):
+                        stop = min(last, start + chunk)
+                        attend = _tree_mask(real, level, offsets, start, stop, seen, boolean)  # (B, 1, n, P + seen + n)
+                        tokens = level.tokens[start:stop].to(device).expand(b, -1)  # (B, n)
+                        hidden, cache = _hidden_states(lm, input_ids=tokens, attention_mask=attend,
+                                                       position_ids=(last_pos + d)[:, None].expand(-1, stop - start),
+                                                       past_key_values=cache, use_cache=True)
+                        _score_level(scores, hidden, level, start, heads[d])
+                        if keep:
+                            seen += stop - start
+                        else:
+                            cache = _drop_last(cache, stop - start)
         finally:
             lm._use_cached_vision_x = cached_media
             lm.clear_conditioned_layers()
     return scores
+
+
+def _drop_last(cache, n: int):
+    """The KV cache without its last `n` tokens (DynamicCache in place; legacy tuples sliced)."""
+    if hasattr(cache, "crop"):
+        cache.crop(-n)  # a negative length removes that many tokens (transformers 4.x and 5.x alike)
+        return cache
+    return tuple((k[..., :-n, :], v[..., :-n, :]) for k, v in cache)
 
 
 def _output_head(lm) -> tuple[torch.Tensor, torch.Tensor | None]:
