@@ -42,8 +42,9 @@ class EvaluateSpec(Spec):
     ks: list[int] = Field(default_factory=lambda: [1, 3, 5, 10, 20], description="Cut-offs k of HR@k, NDCG@k and MRR@k.")
     decode: Literal["rank", "beam", "free"] = Field(
         default="rank",
-        description="rec/search: rank (exact: one forward pass, logits of every item token), beam (beam search "
-        "constrained to valid item ids) or free (unconstrained beam search; reports the share of invalid outputs).",
+        description="rec/search: rank (exact: one forward pass, logits of every item token; semantic ids: every "
+        "item's code-path log-probability), beam (beam search constrained to valid item ids) or free "
+        "(unconstrained beam search; reports the share of invalid outputs).",
     )
     num_beams: int = Field(default=10, ge=1, le=100, description="Beams (and returned items) of --decode beam/free.")
     exclude_history: bool = Field(
