@@ -74,7 +74,7 @@ def read_train_spec(run: Path) -> "TrainSpec":
     if not saved.is_file():
         raise UnimpError(f"{run}: not a run folder (no {SPEC_FILE}; train one with `unimp train`)")
     try:
-        return TrainSpec.model_validate_json(saved.read_text())
+        return TrainSpec.model_validate(_settled(json.loads(saved.read_text())))
     except Exception as exc:
         raise UnimpError(f"{saved}: unreadable run spec: {first_line(exc)}") from exc
 
@@ -85,9 +85,19 @@ def read_train_spec_dict(run: Path) -> dict[str, Any]:
     if not saved.is_file():
         raise UnimpError(f"{run}: not a run folder (no {SPEC_FILE})")
     try:
-        return json.loads(saved.read_text())
+        return _settled(json.loads(saved.read_text()))
     except json.JSONDecodeError as exc:
         raise UnimpError(f"{saved}: unreadable ({exc})") from exc
+
+
+def _settled(spec: dict[str, Any]) -> dict[str, Any]:
+    """A saved spec with its item ids named: training resolves `auto` before saving, so a run without them
+    was written before semantic ids existed and uses atomic ones."""
+    model = spec.get("model")
+    if isinstance(model, dict) and model.get("family", DEFAULT_FAMILY) == DEFAULT_FAMILY:
+        if model.get("item_ids", "auto") == "auto":
+            model["item_ids"] = "atomic"
+    return spec
 
 
 def write_train_spec(run: Path, spec: "TrainSpec") -> None:
