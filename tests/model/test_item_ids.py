@@ -13,7 +13,7 @@ from unimp_core.errors import UnimpError
 from unimp_core.itemcodes.codes import ItemCodes
 from unimp_core.model.vocab import add_flamingo_tokens, add_unimp_tokens, flamingo_vocab_size, vocab_ids
 from unimp_core.specs.model import AUTO_SEMANTIC_ITEMS, ItemCodesRecord, ModelSpec
-from unimp_core.tokens import ANSWER, EOC, semantic_item
+from unimp_core.tokens import ANSWER, EOC, answer_span, semantic_item
 
 from .conftest import N_ITEMS
 
@@ -54,12 +54,12 @@ def test_an_item_costs_exactly_levels_plus_one_tokens(semantic_bundle):
     tok, ids, codes = semantic_bundle.tokenizer, semantic_bundle.ids, semantic_bundle.item_codes
     for i in range(N_ITEMS):
         name = semantic_item(codes.tuples[i])
-        for text in (name, f"{ANSWER} {name} {EOC}", f"history {name} next"):
+        for text in (name, f"{ANSWER} {answer_span(name)}", f"{ANSWER} {name} {EOC}", f"history {name} next"):
             enc = tok(text, add_special_tokens=False)["input_ids"]
             at = [k for k, t in enumerate(enc) if t == ids.item_tokens[i, 0]]
             assert len(at) == 1 and enc[at[0]:at[0] + 3] == ids.item_tokens[i].tolist(), (text, enc)
-    answer = tok(f"{ANSWER} {semantic_item(codes.tuples[7])} {EOC}", add_special_tokens=False)["input_ids"]
-    assert answer[1:4] == ids.item_tokens[7].tolist()  # the space after <answer> is absorbed
+    answer = tok(f"{ANSWER} {answer_span(semantic_item(codes.tuples[7]))}", add_special_tokens=False)["input_ids"]
+    assert answer == [ids.answer, *ids.item_tokens[7].tolist(), ids.eoc]  # the space after <answer> is absorbed
 
 
 @pytest.mark.parametrize("kind", ["gpt-neox", "metaspace"])
@@ -86,9 +86,9 @@ def test_hf_style_tokenizers_spell_items_the_same_way(kind):
     codes = codes_for(20, levels=3, codes=3)
     add_unimp_tokens(hf, 20, item_codes=codes)
     ids = vocab_ids(hf, 20, item_codes=codes)  # checks every code token and every item's spelling
-    enc = hf(f"the history <answer> {semantic_item(codes.tuples[13])} {EOC}", add_special_tokens=False)["input_ids"]
+    enc = hf(f"the history <answer> {answer_span(semantic_item(codes.tuples[13]))}", add_special_tokens=False)["input_ids"]
     start = enc.index(ids.answer) + 1
-    assert enc[start:start + 4] == ids.item_tokens[13].tolist()
+    assert enc[start:] == ids.item_tokens[13].tolist() + [ids.eoc]
 
 
 def test_a_tokenizer_of_other_item_ids_is_refused(semantic_bundle, tiny_bundle):

@@ -71,8 +71,8 @@ def test_semantic_ids_name_every_item_by_its_code_tuple():
     [rec] = TASKS["rec"].training(TaskContext.from_dataset(tiny_dataset()).with_item_codes(
         ItemCodes(1, 4, 1, ((0, 0), (1, 0), (2, 0), (3, 0)))), np.random.default_rng(0), 2)
     t = rec.meta["target"]
-    assert rec.text.endswith(f"What is the next item recommended to the user? <answer> <a_{t}><b_0> <|endofchunk|>")
-    assert f"<answer> <a_{t - 1}><b_0> <|endofchunk|>" in rec.text  # the history's last item
+    assert rec.text.endswith(f"What is the next item recommended to the user? <answer> <a_{t}><b_0><|endofchunk|>")
+    assert f"<answer> <a_{t - 1}><b_0><|endofchunk|>" in rec.text  # the history's last item
     samples = build_training_samples(ctx, ALL, history_len=4, seed=3, epoch=1)
     for task in ALL:
         samples += build_eval_samples(ds, task, "test", 4, ctx)
@@ -80,7 +80,7 @@ def test_semantic_ids_name_every_item_by_its_code_tuple():
         assert "item_" not in sample.text and "item_" not in (sample.answer or "")
         if sample.task in ("rec", "search"):
             name = ctx.item_name(sample.meta["target"])
-            assert sample.answer == name if sample.answer else sample.text.endswith(f"<answer> {name} <|endofchunk|>")
+            assert sample.answer == name if sample.answer else sample.text.endswith(f"<answer> {name}<|endofchunk|>")
 
 
 def test_exp_training_sample_exact_text():
