@@ -326,10 +326,13 @@ def train_and_evaluate(data: Path, runs: Path, args, env) -> dict[str, dict]:
                 ["--max-steps", str(args.max_steps)] if args.max_steps else [])
             if args.config:
                 extra += ["--config", str(args.config)]
+            if args.select_users is not None:
+                extra += ["--select-users", str(args.select_users)]
             run(unimp_cmd() + ["train", "--data", str(data), "--out", str(run_dir), "--item-ids", kind,
                                "--tasks", "rec"] + extra, env)
         text = run(unimp_cmd() + ["evaluate", "--run", str(run_dir), "--tasks", "rec", "--exclude-history",
-                                  "--batch-size", str(args.batch_size), "--json"], env, capture=True)
+                                  "--batch-size", str(args.batch_size), "--json"]
+                   + (["--limit", str(args.limit)] if args.limit else []), env, capture=True)
         report = json.loads(text[text.index("{"):])
         out[kind] = {"rec": report["tasks"]["rec"], "folder": Path(report["folder"]),
                      "seconds": train_seconds(run_dir)}
@@ -442,6 +445,10 @@ def main() -> None:
     ap.add_argument("--epochs", type=float, default=None)
     ap.add_argument("--max-steps", type=int, default=None)
     ap.add_argument("--synthetic-codes", action="store_true", help="random codes in a copy (plumbing check only)")
+    ap.add_argument("--select-users", type=int, default=None,
+                    help="quality, cold: valid users ranked at each validation (semantic ranking is the slower)")
+    ap.add_argument("--limit", type=int, default=None,
+                    help="quality, cold: evaluate the first N test instances only (the same N users for both kinds)")
     ap.add_argument("--cold-share", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()

@@ -86,7 +86,7 @@ class RunSpec(Spec):
 
     out: Path = Field(description="Run folder (spec, tokenizer, checkpoints, final weights, metrics log).")
     epochs: float | None = Field(
-        default=None, gt=0, description="Passes over the training samples (ignored with max_steps; default 1; SASRec: 15 with ce, 100 with bce)."
+        default=None, gt=0, description="Passes over the training samples (ignored with max_steps; default 1; SASRec: 15 with ce, 200 with bce)."
     )
     max_steps: int | None = Field(default=None, ge=1, description="Optimizer steps to train for (overrides epochs).")
     seed: int = Field(default=42, description="Seed for weights of new parameters, sampling and data order.")
@@ -95,7 +95,7 @@ class RunSpec(Spec):
     keep_last: int = Field(default=2, ge=1, description="Checkpoints kept (older ones are deleted).")
     eval_every: int | None = Field(
         default=None, ge=1,
-        description="Validate every this many optimizer steps (default 200; SASRec: 350 with ce, 1000 with bce) and at the end: the validation "
+        description="Validate every this many optimizer steps (default 200; SASRec: 350 with ce, 2000 with bce) and at the end: the validation "
         "loss, and for a run that trains rec the rank metrics of the valid split (whole catalogue, history items "
         "excluded) that select the best checkpoint.",
     )
@@ -168,7 +168,7 @@ class TrainSpec(Spec):
         if self.init_from is not None:
             raise ValueError("finetuning starts from an OpenFlamingo run; SASRec trains from scratch")
         # measured on Amazon Beauty (README): ce converges in far fewer (dearer) epochs than bce
-        epochs, every = (15.0, 350) if self.model.loss == "ce" else (100.0, 1000)
+        epochs, every = (15.0, 350) if self.model.loss == "ce" else (200.0, 2000)
         defaults = {("optim", "lr"): 1e-3, ("optim", "batch_size"): 128, ("run", "epochs"): epochs,
                     ("run", "eval_every"): every}
         for (section, name), value in defaults.items():
