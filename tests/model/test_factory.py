@@ -329,3 +329,24 @@ def test_tied_embeddings_stay_tied_through_resize_training_state_and_reload(arch
     lm2 = again.model.lang_encoder
     assert lm2.get_output_embeddings().weight is lm2.get_input_embeddings().weight
     assert torch.equal(lm2.get_output_embeddings().weight, out)
+
+
+def test_no_cross_attention_is_a_plain_lm_that_trains_saves_and_reloads(tmp_path):
+    from open_flamingo.src.helpers import GatedCrossAttentionBlock
+
+    ds = make_dataset(12)
+    bundle = build_model(ModelSpec(cross_attn_every_n_layers=0, tiny={"layers": 2}), items_text=ds, n_items=12)
+    assert not any(isinstance(m, GatedCrossAttentionBlock) for m in bundle.model.modules())
+    tok = bundle.tokenizer
+    enc = _batch(tok, [HISTORY + " next? <answer> item_5<|endofchunk|>"])
+    images = _images(1, 1, bundle.image_size, 0)
+    out = bundle.model(vision_x=images, lang_x=enc.input_ids, attention_mask=enc.attention_mask)
+    out.logits[0, -2, bundle.ids.items[5]].backward()
+    assert bundle.model.lang_encoder.get_input_embeddings().weight.grad is not None
+    save_bundle(bundle, tmp_path)
+    again = load_bundle(tmp_path)
+    assert not any(isinstance(m, GatedCrossAttentionBlock) for m in again.model.modules())
+    with torch.no_grad():
+        ref = bundle.model(vision_x=images, lang_x=enc.input_ids, attention_mask=enc.attention_mask).logits
+        got = again.model(vision_x=images, lang_x=enc.input_ids, attention_mask=enc.attention_mask).logits
+    assert torch.equal(ref, got)

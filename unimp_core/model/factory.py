@@ -416,7 +416,8 @@ def _assemble(spec: ModelSpec, preset: Preset, vision, lm, tok, vis_dim: int) ->
         eoc_token_id=tok.convert_tokens_to_ids("<|endofchunk|>"),
         media_token_id=tok.convert_tokens_to_ids("<image>"),
         vis_dim=vis_dim,
-        cross_attn_every_n_layers=preset.cross_attn_every_n_layers,
+        # 0: none (open_flamingo adds one before layer i when (i + 1) % n == 0; no model has 10**9 layers)
+        cross_attn_every_n_layers=preset.cross_attn_every_n_layers or 10**9,
     )
     from open_flamingo.src.utils import extend_instance
 

@@ -74,14 +74,19 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+def _every(spec: ModelSpec) -> int:
+    """tiny/custom: the cross-attention interval (default 1; 0: no cross-attention layers)."""
+    return 1 if spec.cross_attn_every_n_layers is None else spec.cross_attn_every_n_layers
+
+
 def resolve_preset(spec: ModelSpec) -> Preset:
     """The concrete model a spec asks for (a paper preset, with the spec's checkpoint override; tiny; custom)."""
     if spec.preset == "tiny":
-        return Preset("tiny", None, None, None, None, spec.cross_attn_every_n_layers or 1, None)
+        return Preset("tiny", None, None, None, None, _every(spec), None)
     if spec.preset == "custom":
         return Preset(
             "custom", spec.vision, spec.vision_pretrained, spec.lm, spec.tokenizer or spec.lm,
-            spec.cross_attn_every_n_layers or 1, spec.checkpoint,
+            _every(spec), spec.checkpoint,
         )
     preset = PRESETS[spec.preset]
     if spec.checkpoint is not None:

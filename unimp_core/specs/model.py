@@ -99,7 +99,9 @@ class ModelSpec(Spec):
     lm: str | None = Field(default=None, description="custom: causal language model, a local folder or a Hugging Face hub id.")
     tokenizer: str | None = Field(default=None, description="custom: tokenizer folder or hub id (default: the --lm one).")
     cross_attn_every_n_layers: int | None = Field(
-        default=None, ge=1, description="custom/tiny: a gated cross-attention layer before every n-th decoder layer (tiny: 1)."
+        default=None, ge=0,
+        description="custom/tiny: a gated cross-attention layer before every n-th decoder layer (tiny: 1); 0: none, a plain "
+        "language model for data without images (with nothing to attend to, the layers were a third of a training step).",
     )
     checkpoint: str | None = Field(
         default=None,
