@@ -14,7 +14,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 # Options that take several values after one flag (`--datasets beauty sports`); click options take one
 # value each, so argv is rewritten to `--datasets beauty --datasets sports` before parsing.
-MULTI_VALUE = {"--datasets", "--tasks"}
+# `tokenize-items --source text image` too (prepare's single `--source files` passes through unchanged);
+# only names, never paths, are also split at commas (`--tasks rec,exp`).
+MULTI_VALUE = {"--datasets", "--tasks", "--source"}
+COMMA_SPLIT = {"--datasets", "--tasks"}
 
 CONFIG_HELP = "Spec file (YAML, TOML or JSON); command-line flags override it."
 DRY_RUN_HELP = "Print the resolved spec as JSON and exit without running."
@@ -30,7 +33,7 @@ def expand_multi(argv: list[str]) -> list[str]:
                 out.append(arg)
             continue
         if current is not None:
-            for value in filter(None, arg.split(",")):
+            for value in filter(None, arg.split(",") if current in COMMA_SPLIT else [arg]):
                 out += [current, value]
         else:
             out.append(arg)

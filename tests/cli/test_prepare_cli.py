@@ -9,6 +9,10 @@ def test_expand_multi():
     assert expand_multi(["prepare", "--datasets", "beauty", "sports", "--out", "x"]) == [
         "prepare", "--datasets", "beauty", "--datasets", "sports", "--out", "x"]
     assert expand_multi(["--datasets", "a,b"]) == ["--datasets", "a", "--datasets", "b"]
+    assert expand_multi(["tokenize-items", "--source", "text", "my,vectors.parquet"]) == [
+        "tokenize-items", "--source", "text", "--source", "my,vectors.parquet"]
+    assert expand_multi(["prepare", "--source", "files", "--interactions", "a.csv"]) == [
+        "prepare", "--source", "files", "--interactions", "a.csv"]
 
 
 def test_help_is_instant_and_lists_commands():
