@@ -31,7 +31,6 @@ import hashlib
 import json
 import os
 import resource
-import shlex
 import shutil
 import subprocess
 import sys
@@ -40,6 +39,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench_quality import run, train_seconds, unimp_cmd  # noqa: E402  (this folder is sys.path[0])
 
 LEVELS, CODES = 3, 256  # the paper's code's --use_semantic: 3 levels of 512 codes; TIGER: 3 x 256
 BYTES_PER_PARAM = 16  # fp32 weight + gradient + Adam's m and v
@@ -109,19 +110,6 @@ def with_codes(data: Path, work: Path, synthetic: bool, env: dict) -> Path:
 def has_command(name: str) -> bool:
     res = subprocess.run(unimp_cmd() + [name, "--help"], capture_output=True, text=True)
     return res.returncode == 0
-
-
-def unimp_cmd() -> list[str]:
-    exe = Path(sys.executable).with_name("unimp")
-    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "unimp_cli"]
-
-
-def run(cmd: list[str], env: dict[str, str], capture: bool = False) -> str:
-    print("$", " ".join(shlex.quote(c) for c in cmd), flush=True)
-    res = subprocess.run(cmd, env=env, text=True, stdout=subprocess.PIPE if capture else None)
-    if res.returncode:
-        raise SystemExit(f"failed ({res.returncode}): {' '.join(cmd)}")
-    return res.stdout or ""
 
 
 def gib(n_bytes: float) -> str:
@@ -330,18 +318,13 @@ def train_and_evaluate(data: Path, runs: Path, args, env) -> dict[str, dict]:
                 extra += ["--select-users", str(args.select_users)]
             run(unimp_cmd() + ["train", "--data", str(data), "--out", str(run_dir), "--item-ids", kind,
                                "--tasks", "rec"] + extra, env)
-        text = run(unimp_cmd() + ["evaluate", "--run", str(run_dir), "--tasks", "rec", "--exclude-history",
+        _, text = run(unimp_cmd() + ["evaluate", "--run", str(run_dir), "--tasks", "rec", "--exclude-history",
                                   "--batch-size", str(args.batch_size), "--json"]
                    + (["--limit", str(args.limit)] if args.limit else []), env, capture=True)
         report = json.loads(text[text.index("{"):])
         out[kind] = {"rec": report["tasks"]["rec"], "folder": Path(report["folder"]),
                      "seconds": train_seconds(run_dir)}
     return out
-
-
-def train_seconds(run_dir: Path) -> float | None:
-    spec, final = run_dir / "train_spec.json", run_dir / "final"
-    return final.stat().st_mtime - spec.stat().st_mtime if spec.is_file() and final.is_dir() else None
 
 
 def quality(args) -> None:

@@ -38,3 +38,15 @@ def server():
     srv = LocalServer().start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny matrices: torch's intra-op threads only add overhead, and on a shared 2-core machine they
+    oversubscribe (a 0.5 s run took 9 s with 2 threads under load)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -13,18 +13,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def one_thread():
-    """The tiny model's matrices are small: on a busy machine torch's intra-op threads only contend
-    (measured here under load: 14 samples/s with one thread, under 2 with the default)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(3600)  # ~2 minutes of training on 2 idle cores; much more on a busy machine
 def test_demo_config_trains_a_model_that_recommends(cli, tmp_path, one_thread):

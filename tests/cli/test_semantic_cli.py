@@ -6,19 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from tests.cli.test_train_cli import one_error_line
 from tests.item_codes import write_item_codes
 from tests.training.conftest import make_spec, write_config
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

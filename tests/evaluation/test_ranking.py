@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from tests.evaluation.trained import sample_dataset
+from tests.model.conftest import open_gates
 from unimp_core.evaluation import metrics as M
 from unimp_core.evaluation import ranking as R
 from unimp_core.tasks import build_eval_samples, context
@@ -100,10 +101,7 @@ def setup(tmp_path_factory):
     model = bundle.model
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        for layer in model.lang_encoder.gated_cross_attn_layers:
-            if layer is not None:
-                layer.attn_gate.fill_(1.0)
-                layer.ff_gate.fill_(1.0)
+        open_gates(model)
         head = model.lang_encoder.get_output_embeddings().weight
         head[bundle.ids.items] += torch.randn(bundle.ids.n_items, head.shape[1], generator=gen)
         emb = model.lang_encoder.get_input_embeddings().weight

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from tests.evaluation.trained import sample_dataset
+from tests.model.conftest import open_gates
 from tests.item_codes import write_item_codes
 from unimp_core.errors import UnimpError
 from unimp_core.evaluation import ranking as R
@@ -46,10 +47,7 @@ def setup(tmp_path_factory):
     model = bundle.model
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        for layer in model.lang_encoder.gated_cross_attn_layers:
-            if layer is not None:
-                layer.attn_gate.fill_(1.0)
-                layer.ff_gate.fill_(1.0)
+        open_gates(model)
         rows = torch.cat(bundle.ids.code_levels)
         out, inp = model.lang_encoder.get_output_embeddings().weight, model.lang_encoder.get_input_embeddings().weight
         out[rows] += torch.randn(len(rows), out.shape[1], generator=gen)

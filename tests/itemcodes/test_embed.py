@@ -7,7 +7,6 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tests.conftest import cli  # noqa: F401
 from tests.itemcodes.conftest import write_folder, write_vectors
 from unimp_core.data.store import MANIFEST, load_dataset
 from unimp_core.errors import UnimpError

@@ -9,7 +9,6 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tests.conftest import cli  # noqa: F401
 from tests.itemcodes.conftest import write_vectors
 from unimp_core.data.store import load_dataset
 from unimp_core.itemcodes.codes import load_item_codes

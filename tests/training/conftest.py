@@ -60,15 +60,9 @@ def open_gates(model, value: float = 1.0) -> None:
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matrices: intra-op threads only add overhead, and on a shared 2-core machine they
-    oversubscribe (a 0.5 s run took 9 s with 2 threads under load)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
+    """Every training test runs torch on one thread (tests/conftest.py: one_thread)."""
     yield
-    torch.set_num_threads(before)
 
 
 def subprocess_env(**extra: str) -> dict:

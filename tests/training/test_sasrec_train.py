@@ -15,12 +15,6 @@ from unimp_core.specs.evaluate import EvaluateSpec, GenerateSpec
 from unimp_core.specs.train import TrainSpec
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def sasrec_spec(data, out, **run) -> TrainSpec:

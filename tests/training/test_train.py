@@ -4,7 +4,6 @@ features, finetune, validation, checkpoints, errors, precision, accumulation, cu
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
