@@ -1,4 +1,5 @@
 import os
+import shutil
 
 import pytest
 
@@ -50,3 +51,23 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def _sample_master(tmp_path_factory):
+    """The bundled synthetic shop at 60 users and 30 items, prepared once per session."""
+    from unimp_core.data.prepare import run_prepare
+    from unimp_core.specs.data import PrepareSpec
+
+    base = tmp_path_factory.mktemp("sample")
+    return run_prepare(PrepareSpec(datasets=["sample"], out=base / "ds", cache_dir=base / "cache",
+                                   sample_users=60, sample_items=30, user_core=3, item_core=2))
+
+
+@pytest.fixture
+def sample_ds(_sample_master, tmp_path):
+    """A fresh copy of a 30-item synthetic dataset folder (text, images, user-split histories) that a test
+    may change (a copy, so tests can damage images without touching the session's master)."""
+    out = tmp_path / "ds"
+    shutil.copytree(_sample_master, out)
+    return out

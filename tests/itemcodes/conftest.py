@@ -1,34 +1,15 @@
 """Dataset folders for the item-code tests: the bundled sample (30 items with text, images and histories)
-and hand-written folders whose histories a test controls exactly."""
+and hand-written folders whose histories a test controls exactly (`sample_ds`, the sample, is in tests/conftest.py)."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pytest
 
-from unimp_core.data.prepare import run_prepare
 from unimp_core.data.store import MANIFEST, Dataset, new_manifest, write_tables
 from unimp_core.io import write_json_atomic
-from unimp_core.specs.data import PrepareSpec
-
-
-@pytest.fixture(scope="session")
-def _sample_master(tmp_path_factory):
-    base = tmp_path_factory.mktemp("itemcodes-sample")
-    return run_prepare(PrepareSpec(datasets=["sample"], out=base / "ds", cache_dir=base / "cache",
-                                   sample_users=60, sample_items=30, user_core=3, item_core=2))
-
-
-@pytest.fixture
-def sample_ds(_sample_master, tmp_path):
-    """A fresh copy of a 30-item synthetic dataset folder (text, images, user-split histories)."""
-    out = tmp_path / "ds"
-    shutil.copytree(_sample_master, out)
-    return out
 
 
 def write_folder(root: Path, n_items: int, histories: dict[int, list[int]], protocol: str = "leave-one-out",
