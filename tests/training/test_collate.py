@@ -35,15 +35,17 @@ def fake_image(item_id: int) -> torch.Tensor:
 
 
 def reference_labels(words):
-    """Per-word labels by the definition, written as the plain loop the collator avoids."""
+    """Per-word labels by the definition, written as the plain loop the collator avoids: answer spans,
+    their closing token only in the row's last span."""
     out, inside = [], False
-    for w in words:
+    for i, w in enumerate(words):
         if w == "<answer>":
             inside = True
             out.append(False)
         elif inside:
-            out.append(w != "<image>")
-            if w in ("<|endofchunk|>", "</s>"):
+            closing = w in ("<|endofchunk|>", "</s>")
+            out.append(w != "<image>" and not (closing and "<answer>" in words[i + 1:]))
+            if closing:
                 inside = False
         else:
             out.append(False)
@@ -51,15 +53,15 @@ def reference_labels(words):
 
 
 def test_labels_hand_example():
-    text = "a <answer> x y <|endofchunk|> b <image> c <answer> z"
+    text = "a <answer> x y <|endofchunk|> b <image> c <answer> z <|endofchunk|>"
     tok = word_tokenizer([text])
     batch = make_collator(tok, add_bos=False)([Sample("rec", text, [7])])
     words = text.split()
     labelled = [words[i] for i in range(len(words)) if batch["labels"][0, i] != IGNORE_INDEX]
-    assert labelled == ["x", "y", "<|endofchunk|>", "z"]
+    assert labelled == ["x", "y", "z", "<|endofchunk|>"]  # the first span's close: not the row's last span
     ids = batch["input_ids"][0]
     assert torch.equal(batch["labels"][0][batch["labels"][0] != IGNORE_INDEX],
-                       ids[[2, 3, 4, 9]])
+                       ids[[2, 3, 9, 10]])
 
 
 def test_labels_match_reference_on_task_samples():
@@ -217,8 +219,8 @@ def test_with_bpe_tokenizer_of_the_model_package():
         assert (batch["input_ids"][b] == tok.convert_tokens_to_ids("<image>")).sum() == len(s.image_items)
         # decode token by token: UniMP's tokens swallow the space before them
         labelled = [tok.decode([t]).strip() for t in lab[lab != IGNORE_INDEX].tolist()]
-        expected = [w for chunk in s.text.split("<answer>")[1:] for w in chunk.split("<|endofchunk|>")[0].split()
-                    + ["<|endofchunk|>"]]
+        spans = [chunk.split("<|endofchunk|>")[0].split() for chunk in s.text.split("<answer>")[1:]]
+        expected = [w for span in spans for w in span] + ["<|endofchunk|>"]  # the close of the last span only
         assert [w for w in labelled if w] == expected
 
 

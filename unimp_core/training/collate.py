@@ -36,7 +36,10 @@ def answer_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor, ids: Sp
 
     A span is every token strictly after an `<answer>` up to and including the next
     `<|endofchunk|>` or eos (or the end of the row). Padding, `<image>` and `<answer>` tokens are
-    never labels. Computed with running maxima instead of a loop over tokens.
+    never labels. The closing token is a label only in the row's last span: after the history's
+    reconstructions it teaches nothing the final answer does not, and each label costs the output
+    head over the whole vocabulary (half of that work in a rec prompt, where every history item is a
+    one-token span). Computed with running maxima instead of a loop over tokens.
     """
     B, T = input_ids.shape
     real = attention_mask.bool()
@@ -50,7 +53,8 @@ def answer_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor, ids: Sp
     last_close = torch.where(closes, pos, none).cummax(dim=1).values
     # Closes strictly before t: the closing token itself stays inside its span.
     prev_close = torch.cat([none[:, :1], last_close[:, :-1]], dim=1)
-    inside = (last_open > prev_close) & ~opens & real & (input_ids != ids.image)
+    opens_later = opens.flip(1).cummax(dim=1).values.flip(1)  # (B, T) an <answer> at or after t
+    inside = (last_open > prev_close) & ~opens & real & (input_ids != ids.image) & ~(closes & opens_later)
     return torch.where(inside, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
 
 
