@@ -14,7 +14,7 @@ shared tokens, `--item-ids semantic`).
     .venv/bin/python benchmarks/bench_item_ids.py quality --data DATA [--config CFG] [--epochs N | --max-steps N]
         (c) the same recipe trained with atomic and with semantic ids, each evaluated on rec with the full
             protocol (test split, whole catalogue, --exclude-history)
-    .venv/bin/python benchmarks/bench_item_ids.py cold --data DATA [--cold-share 0.05] [...]
+    .venv/bin/python benchmarks/bench_item_ids.py cold --data DATA [--cold-share 0.05] [--source text image] [...]
         cold start: a share of the items that are some user's last item is held out of training (every other
         occurrence removed, the folder re-prepared leave-one-out), then HR@10 / NDCG@10 on the test instances
         whose target is such an item, atomic vs semantic
@@ -88,8 +88,9 @@ def write_codes(root: Path, seed: int = 0) -> None:
     (root / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
 
-def with_codes(data: Path, work: Path, synthetic: bool, env: dict) -> Path:
-    """`data` if it has item codes; else tokenize-items on it, or (synthetic) a copy with random codes."""
+def with_codes(data: Path, work: Path, synthetic: bool, env: dict, sources: list[str] | None = None) -> Path:
+    """`data` if it has item codes; else tokenize-items on it (`sources`: its --source, default its own), or
+    (synthetic) a copy with random codes."""
     manifest = json.loads((data / "manifest.json").read_text())
     if "item_codes" in manifest:
         return data
@@ -103,7 +104,7 @@ def with_codes(data: Path, work: Path, synthetic: bool, env: dict) -> Path:
     if not has_command("tokenize-items"):
         raise SystemExit(f"{data} has no item codes and this unimp has no `tokenize-items`; pass --synthetic-codes "
                          "for a plumbing check")
-    run(unimp_cmd() + ["tokenize-items", "--data", str(data)], env)
+    run(unimp_cmd() + ["tokenize-items", "--data", str(data)] + (["--source", *sources] if sources else []), env)
     return data
 
 
@@ -331,7 +332,7 @@ def quality(args) -> None:
     env = dict(os.environ)
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    data = with_codes(args.data.resolve(), work, args.synthetic_codes, env)
+    data = with_codes(args.data.resolve(), work, args.synthetic_codes, env, args.source)
     results = train_and_evaluate(data, work / "runs", args, env)
     first = results["atomic"]["rec"]
     print(f"\n{data}: rec, test split, whole catalogue, history items excluded, {first['users']} users"
@@ -392,7 +393,7 @@ def cold(args) -> None:
     env = dict(os.environ)
     work = args.work.resolve()
     cold_ids = cold_folder(args.data.resolve(), work / "cold", args.cold_share, args.seed, env)
-    data = with_codes(work / "cold" / "data", work, args.synthetic_codes, env)
+    data = with_codes(work / "cold" / "data", work, args.synthetic_codes, env, args.source)
     items = pl.read_parquet(data / "items.parquet")
     cold_items = set(items.filter(pl.col("source_id").is_in(sorted(cold_ids)))["item_id"].to_list())
     results = train_and_evaluate(data, work / "cold" / "runs", args, env)
@@ -433,6 +434,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None,
                     help="quality, cold: evaluate the first N test instances only (the same N users for both kinds)")
     ap.add_argument("--cold-share", type=float, default=0.05)
+    ap.add_argument("--source", nargs="+", default=None,
+                    help="quality, cold: tokenize-items --source for a folder without codes (e.g. text image)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     if args.mode in ("rank", "quality", "cold") and args.data is None:

@@ -275,9 +275,9 @@ def _ranking_fields(loaded, spec: GenerateSpec, recommendations: list[dict[str, 
 def ranking_answer(loaded, batch: dict[str, Any], spec: GenerateSpec, items: pl.DataFrame,
                    history: list[int]) -> dict[str, Any]:
     """rec / search (a token model's collated prompt): the top-k items over the whole catalogue, with their probabilities."""
-    from .model.openflamingo import batch_scores
+    from .model.openflamingo import batch_scores, cold_items
 
-    scores = batch_scores(loaded.bundle, loaded.bundle.model, batch)  # (1, N)
+    scores = batch_scores(loaded.bundle, loaded.bundle.model, batch, cold=cold_items(loaded.setup))  # (1, N)
     return _ranking_fields(loaded, spec, rank_items(loaded, scores, [history], [spec.k], [spec.exclude_history], items)[0])
 
 

@@ -132,3 +132,38 @@ def test_an_lm_that_ignores_the_tree_mask_fails_in_one_line(setup, monkeypatch):
     monkeypatch.setattr(lm, "_unimp_tree_checked", False)
     with pytest.raises(UnimpError, match="differ from a plain forward pass.*--decode beam"):
         R.checked_path_scores(bundle.model, batch, R.code_tree(ids.item_tokens), ids.item_tokens)
+
+
+def test_cold_items_take_a_share_of_their_longest_trained_prefix():
+    tokens = np.array([[10, 20, 30], [10, 20, 31], [10, 21, 30], [11, 22, 30], [12, 23, 30]])
+    trained = np.array([True, False, True, False, True])
+    cold = R.ColdItems.build(tokens, trained)
+    # item 1 shares (10, 20) with item 0: two items under it; item 3's (11) is no trained item's: the root
+    assert cold.items.tolist() == [1, 3] and cold.depth.tolist() == [2, 0]
+    assert torch.allclose(cold.log_count.exp(), torch.tensor([2.0, 5.0]))
+    assert R.ColdItems.build(tokens, np.ones(5, dtype=bool)) is None
+    prefixes = torch.log(torch.tensor([[[1.0, 1.0], [0.6, 0.2], [0.5, 0.1]]]))  # (1, D, K): lengths 0, 1, 2
+    scores = cold.apply(torch.zeros(1, 5), prefixes)
+    torch.testing.assert_close(scores[0, [1, 3]].exp(), torch.tensor([0.25, 0.2]))
+    assert scores[0, [0, 2, 4]].tolist() == [0.0, 0.0, 0.0]
+
+
+def test_cold_scores_are_the_models_prefix_probabilities(setup):
+    bundle, samples, collate = setup
+    batch = collate(samples)
+    ids = bundle.ids
+    tree = R.code_tree(ids.item_tokens)
+    tokens = ids.item_tokens.numpy()
+    trained = np.ones(ids.n_items, dtype=bool)
+    trained[[3, 17]] = False
+    cold = R.ColdItems.build(tokens, trained)
+    plain = R.path_scores(bundle.model, batch, tree)
+    scores = R.checked_path_scores(bundle.model, batch, tree, ids.item_tokens, cold=cold)
+    keep = np.setdiff1d(np.arange(ids.n_items), [3, 17])
+    torch.testing.assert_close(scores[:, keep], plain[:, keep])
+    for item, depth, log_count in zip(cold.items.tolist(), cold.depth.tolist(), cold.log_count.tolist()):
+        under = np.flatnonzero((tokens[:, :depth] == tokens[item, :depth]).all(axis=1))  # the prefix's items
+        assert np.isclose(np.log(len(under)), log_count)
+        # the prefix's probability is the sum of its items' (constrained decoding), split evenly
+        want = torch.logsumexp(plain[:, under], dim=1) - log_count
+        torch.testing.assert_close(scores[:, item], want, atol=1e-4, rtol=1e-4)

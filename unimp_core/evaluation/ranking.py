@@ -12,7 +12,9 @@ the codes that continue a real item from that prefix (`path_scores`). The scores
 over the catalogue, a level where the prefix has one continuation costs nothing, and the exact ranking is a
 few forward passes per batch (`CodeTree`): the prompt once (its KV cache kept), then every prefix that needs
 scoring, each depth in one pass whose tokens attend to the prompt and their own ancestors only (a tree
-attention mask).
+attention mask). An item that never occurred in training (cold start, `ColdItems`) has codes past its
+trained prefix that were never a target, so its full path says nothing; it gets an equal share of its
+longest trained prefix's probability instead (what TIGER does with a generated prefix, without its ε).
 
 Beam search is kept for two purposes: `constrained_beam` restricts every step to a prefix trie of valid
 item-token sequences, scored the same way (its top-k equals the exact ranking's when the beams hold every
@@ -268,14 +270,58 @@ def code_tree(item_tokens: torch.Tensor) -> CodeTree:
     return _TREES[key]
 
 
+@dataclass(eq=False)
+class ColdItems:
+    """The items the model never saw in training, and how each is scored: the log-probability of its longest
+    code prefix that some trained item shares, split evenly among all the items under that prefix.
+
+    Under decoding constrained to real items, a prefix's probability is the sum of its items'. The codes
+    after a cold item's trained prefix were never a target after that prefix, so the model's path score
+    for it is an accident of initialisation (trained models put it near the bottom); its share of the prefix
+    is what the model knows about it: its content neighbours' mean probability.
+    """
+
+    items: torch.Tensor  # (K,) cold item ids, ascending
+    depth: torch.Tensor  # (K,) tokens in each one's longest prefix shared with a trained item (0: none)
+    log_count: torch.Tensor  # (K,) log of the catalogue items under that prefix
+
+    @classmethod
+    def build(cls, item_tokens: np.ndarray, trained: np.ndarray) -> "ColdItems | None":
+        """`item_tokens` (N, D), `trained` (N,) bool; None when every item was trained."""
+        seqs = np.asarray(item_tokens, dtype=np.int64)
+        cold = np.flatnonzero(~np.asarray(trained, dtype=bool))
+        if not len(cold):
+            return None
+        n, depth = seqs.shape
+        best = np.zeros(len(cold), dtype=np.int64)
+        count = np.full(len(cold), n, dtype=np.int64)  # depth 0: the whole catalogue
+        for d in range(1, depth):  # a full path is one item's own: never shared with a trained item
+            node = np.unique(seqs[:, :d], axis=0, return_inverse=True)[1].reshape(-1)
+            shared = np.bincount(node[trained], minlength=node.max() + 1) > 0
+            hit = shared[node[cold]]
+            best[hit] = d
+            count[hit] = np.bincount(node)[node[cold][hit]]
+        return cls(torch.from_numpy(cold), torch.from_numpy(best), torch.from_numpy(np.log(count)).float())
+
+    def apply(self, scores: torch.Tensor, prefixes: torch.Tensor) -> torch.Tensor:
+        """`scores` (B, N) with the cold items' rows replaced; `prefixes` (B, D, K): the cold items' prefix
+        log-probabilities by length 0..D-1 (`path_scores(..., prefixes_of=self.items)`)."""
+        share = prefixes.gather(1, self.depth.to(prefixes.device)[None, None].expand(len(prefixes), 1, -1))[:, 0]
+        scores[:, self.items.to(scores.device)] = share - self.log_count.to(scores.device)
+        return scores
+
+
 @torch.no_grad()
-def path_scores(model, batch: dict[str, Any], tree: CodeTree, precision: str = "fp32") -> torch.Tensor:
+def path_scores(model, batch: dict[str, Any], tree: CodeTree, precision: str = "fp32",
+                prefixes_of: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """(B, N) float32: each item's log-probability under decoding constrained to real items.
 
     The prompt runs once with its KV cache kept; then, depth by depth, every fed prefix's last token runs in
     one pass (in chunks) whose attention mask lets it see the prompt and its own ancestors only, at the
     position it would have after the prompt. Equal, up to float error, to running prompt + prefix for every
     prefix (`reference_path_scores`), in a few passes instead of thousands.
+    With `prefixes_of` (K,) item ids, also returns (B, D, K): those items' prefix log-probabilities by
+    prefix length 0..D-1 (`ColdItems`).
     """
     ids, mask = batch["input_ids"], batch["attention_mask"]
     lm = model.lang_encoder
@@ -288,6 +334,9 @@ def path_scores(model, batch: dict[str, Any], tree: CodeTree, precision: str = "
     n_heads = int(getattr(lm.config, "num_attention_heads", None) or getattr(lm.config, "n_heads", 1))
     boolean = getattr(lm.config, "_attn_implementation", "eager") == "sdpa"
     cached_media = lm._use_cached_vision_x
+    prefixes = None if prefixes_of is None else torch.zeros(b, len(tree.levels), len(prefixes_of), device=device)
+    if prefixes_of is not None:
+        prefixes_of = prefixes_of.to(device)
     with autocast(device, precision):
         encode_images(model, batch["vision_x"], batch.get("image_ids"))
         try:
@@ -299,6 +348,8 @@ def path_scores(model, batch: dict[str, Any], tree: CodeTree, precision: str = "
             last_pos = mask.long().sum(dim=1) - 1  # (B,) position of each prompt's last token
             seen, offsets = 0, [0]  # prefixes in the cache; where each depth's kept prefixes start among them
             for d, level in enumerate(tree.levels[1:], start=1):
+                if prefixes is not None:
+                    prefixes[:, d] = scores[:, prefixes_of]  # levels 0..d-1 scored: the length-d prefixes
                 offsets.append(seen)
                 fed = len(level.tokens)
                 # kept prefixes stay in the cache (deeper ones attend to them); the others leave it after their
@@ -322,7 +373,7 @@ def path_scores(model, batch: dict[str, Any], tree: CodeTree, precision: str = "
         finally:
             lm._use_cached_vision_x = cached_media
             lm.clear_conditioned_layers()
-    return scores
+    return scores if prefixes is None else (scores, prefixes)
 
 
 def _drop_last(cache, n: int):
@@ -423,18 +474,20 @@ def reference_path_scores(model, batch: dict[str, Any], tree: CodeTree, item_tok
 
 
 def checked_path_scores(model, batch: dict[str, Any], tree: CodeTree, item_tokens: torch.Tensor,
-                        precision: str = "fp32") -> torch.Tensor:
+                        precision: str = "fp32", cold: ColdItems | None = None) -> torch.Tensor:
     """`path_scores`, checked once per model against `reference_path_scores` (first prompt, first and last
-    item): an LM whose attention ignores the tree mask (some remote code) fails in one line, never silently."""
+    item): an LM whose attention ignores the tree mask (some remote code) fails in one line, never silently.
+    With `cold`, the cold items' scores are their share of their trained prefix (`ColdItems`)."""
     lm = model.lang_encoder
     if getattr(lm, "_unimp_tree_checked", False):
-        return path_scores(model, batch, tree, precision)
+        return _with_cold(path_scores(model, batch, tree, precision, None if cold is None else cold.items), cold)
     hint = "evaluate it with --decode beam"
     try:
-        scores = path_scores(model, batch, tree, precision)
+        scores = path_scores(model, batch, tree, precision, None if cold is None else cold.items)
     except (TypeError, ValueError, RuntimeError) as exc:
         raise UnimpError(f"model: {type(lm).__name__} cannot score semantic ids with a tree attention mask "
                          f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); {hint}") from exc
+    scores, prefixes = scores if cold is not None else (scores, None)
     items = sorted({0, tree.n_items - 1})
     want = reference_path_scores(model, batch, tree, item_tokens, 0, items, precision)
     tol = 1e-3 if precision == "fp32" else 5e-2
@@ -443,7 +496,11 @@ def checked_path_scores(model, batch: dict[str, Any], tree: CodeTree, item_token
         raise UnimpError(f"model: {type(lm).__name__}'s semantic-id scores under a tree attention mask differ "
                          f"from a plain forward pass ({got.tolist()} vs {want.tolist()}); {hint}")
     lm._unimp_tree_checked = True
-    return scores
+    return scores if cold is None else cold.apply(scores, prefixes)
+
+
+def _with_cold(out, cold: ColdItems | None) -> torch.Tensor:
+    return out if cold is None else cold.apply(*out)
 
 
 # --------------------------------------------------------------------------------- valid item sequences

@@ -86,15 +86,35 @@ def rank_scores(setup, model, samples, *, device, max_tokens: int, precision: st
     from ..evaluation import ranking as R
 
     batch = R.to_device(setup.collator(max_tokens, padding_side="left")(list(samples)), device)
-    return batch_scores(setup.bundle, model, batch, precision)
+    return batch_scores(setup.bundle, model, batch, precision, cold_items(setup))
 
 
-def batch_scores(bundle: ModelBundle, model, batch: dict[str, Any], precision: str = "fp32"):
+def batch_scores(bundle: ModelBundle, model, batch: dict[str, Any], precision: str = "fp32", cold=None):
     """(B, N) CPU scores of every item for a left-padded batch of prompts ending at `<answer>`: the item
-    tokens' logits (atomic ids), or each item's code-path log-probability (semantic ids, `ranking.path_scores`)."""
+    tokens' logits (atomic ids), or each item's code-path log-probability (semantic ids, `ranking.path_scores`;
+    `cold`: the items never trained, `cold_items`, scored by their trained prefix)."""
     from ..evaluation import ranking as R
 
     ids = bundle.ids
     if ids.semantic:
-        return R.checked_path_scores(model, batch, R.code_tree(ids.item_tokens), ids.item_tokens, precision).cpu()
+        return R.checked_path_scores(model, batch, R.code_tree(ids.item_tokens), ids.item_tokens, precision,
+                                     cold).cpu()
     return R.item_scores(R.answer_logits(model, batch, precision), ids.items).cpu()
+
+
+def cold_items(setup):
+    """Semantic ids: the dataset's items that no training history holds (`ranking.ColdItems`), computed once
+    per setup; None for atomic ids (an untrained item token cannot be helped) or when every item trained."""
+    ids = setup.bundle.ids
+    if not ids.semantic:
+        return None
+    if not hasattr(setup, "_cold_items"):
+        import numpy as np
+
+        from ..evaluation.ranking import ColdItems
+        from ..itemcodes.embed import training_histories
+
+        trained = np.zeros(len(ids.item_tokens), dtype=bool)
+        trained[training_histories(setup.dataset)[0]] = True
+        setup._cold_items = ColdItems.build(ids.item_tokens.cpu().numpy(), trained)
+    return setup._cold_items
