@@ -114,7 +114,7 @@ def test_sasrec_spec_refuses_what_does_not_apply(sample_data, tmp_path):
     assert (spec.optim.lr, spec.optim.batch_size, spec.run.epochs, spec.data.tasks) == (1e-3, 128, 15.0, ["rec"])
     assert spec.model.loss == "ce" and spec.run.eval_every == 350
     bce = TrainSpec.model_validate({**base, "model": {"family": "sasrec", "loss": "bce"}})
-    assert (bce.run.epochs, bce.run.eval_every) == (200.0, 2000)
+    assert (bce.run.epochs, bce.run.eval_every) == (250.0, 2000)
     assert TrainSpec.model_validate_json(spec.model_dump_json()) == spec  # a saved spec reads back
     for section, value, message in [("data", {"tasks": ["rec", "exp"]}, "SASRec trains task rec only"),
                                     ("data", {"history_len": 9}, "data.history_len does not apply to SASRec"),

@@ -86,7 +86,7 @@ class RunSpec(Spec):
 
     out: Path = Field(description="Run folder (spec, tokenizer, checkpoints, final weights, metrics log).")
     epochs: float | None = Field(
-        default=None, gt=0, description="Passes over the training samples (ignored with max_steps; default 1; SASRec: 15 with ce, 200 with bce)."
+        default=None, gt=0, description="Passes over the training samples (ignored with max_steps; default 1; SASRec: 15 with ce, 250 with bce)."
     )
     max_steps: int | None = Field(default=None, ge=1, description="Optimizer steps to train for (overrides epochs).")
     seed: int = Field(default=42, description="Seed for weights of new parameters, sampling and data order.")
@@ -168,7 +168,7 @@ class TrainSpec(Spec):
         if self.init_from is not None:
             raise ValueError("finetuning starts from an OpenFlamingo run; SASRec trains from scratch")
         # measured on Amazon Beauty (README): ce converges in far fewer (dearer) epochs than bce
-        epochs, every = (15.0, 350) if self.model.loss == "ce" else (200.0, 2000)
+        epochs, every = (15.0, 350) if self.model.loss == "ce" else (250.0, 2000)
         defaults = {("optim", "lr"): 1e-3, ("optim", "batch_size"): 128, ("run", "epochs"): epochs,
                     ("run", "eval_every"): every}
         for (section, name), value in defaults.items():
