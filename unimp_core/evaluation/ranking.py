@@ -479,28 +479,26 @@ def checked_path_scores(model, batch: dict[str, Any], tree: CodeTree, item_token
     item): an LM whose attention ignores the tree mask (some remote code) fails in one line, never silently.
     With `cold`, the cold items' scores are their share of their trained prefix (`ColdItems`)."""
     lm = model.lang_encoder
-    if getattr(lm, "_unimp_tree_checked", False):
-        return _with_cold(path_scores(model, batch, tree, precision, None if cold is None else cold.items), cold)
+    checked = getattr(lm, "_unimp_tree_checked", False)
     hint = "evaluate it with --decode beam"
     try:
-        scores = path_scores(model, batch, tree, precision, None if cold is None else cold.items)
+        out = path_scores(model, batch, tree, precision, None if cold is None else cold.items)
     except (TypeError, ValueError, RuntimeError) as exc:
+        if checked:
+            raise
         raise UnimpError(f"model: {type(lm).__name__} cannot score semantic ids with a tree attention mask "
                          f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); {hint}") from exc
-    scores, prefixes = scores if cold is not None else (scores, None)
-    items = sorted({0, tree.n_items - 1})
-    want = reference_path_scores(model, batch, tree, item_tokens, 0, items, precision)
-    tol = 1e-3 if precision == "fp32" else 5e-2
-    got = scores[0, items].cpu()
-    if not torch.allclose(got, want, atol=tol, rtol=tol):
-        raise UnimpError(f"model: {type(lm).__name__}'s semantic-id scores under a tree attention mask differ "
-                         f"from a plain forward pass ({got.tolist()} vs {want.tolist()}); {hint}")
-    lm._unimp_tree_checked = True
-    return scores if cold is None else cold.apply(scores, prefixes)
-
-
-def _with_cold(out, cold: ColdItems | None) -> torch.Tensor:
-    return out if cold is None else cold.apply(*out)
+    scores = out if cold is None else out[0]
+    if not checked:
+        items = sorted({0, tree.n_items - 1})
+        want = reference_path_scores(model, batch, tree, item_tokens, 0, items, precision)
+        tol = 1e-3 if precision == "fp32" else 5e-2
+        got = scores[0, items].cpu()
+        if not torch.allclose(got, want, atol=tol, rtol=tol):
+            raise UnimpError(f"model: {type(lm).__name__}'s semantic-id scores under a tree attention mask differ "
+                             f"from a plain forward pass ({got.tolist()} vs {want.tolist()}); {hint}")
+        lm._unimp_tree_checked = True
+    return scores if cold is None else cold.apply(*out)
 
 
 # --------------------------------------------------------------------------------- valid item sequences
