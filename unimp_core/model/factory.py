@@ -278,24 +278,20 @@ def reads_images(model) -> bool:
     return any(layer.gated_cross_attn_layer is not None for layer in model.lang_encoder._get_decoder_layers())
 
 
-def skip_vision(model, vision_x: torch.Tensor) -> None:
-    """Condition a model without cross-attention on a placeholder: nothing reads images, so the vision
-    tower and the Perceiver (a third of a training step on the tiny preset) are not run at all."""
-    placeholder = vision_x.new_zeros(vision_x.shape[0], max(vision_x.shape[1], 1), 1, 1)  # (B, T_img, 1, 1)
-    for layer in model.lang_encoder._get_decoder_layers():
-        layer.condition_vis_x(placeholder)
-
-
 class _NoImageBatchMixin:
     """Accept a batch in which no sample has an image (vision_x (B, 0, F, C, H, W)).
 
     open_flamingo cannot encode zero images; one blank image per sample is encoded instead. No
     `<image>` token refers to it, so the text attends to nothing, exactly as without images.
+    A model without cross-attention reads no images at all: its layers are conditioned on a placeholder
+    and the vision tower and the Perceiver (a third of a training step on the tiny preset) never run.
     """
 
     def _encode_vision_x(self, vision_x: torch.Tensor):
         if not reads_images(self):
-            skip_vision(self, vision_x)
+            placeholder = vision_x.new_zeros(vision_x.shape[0], max(vision_x.shape[1], 1), 1, 1)  # (B, T_img, 1, 1)
+            for layer in self.lang_encoder._get_decoder_layers():
+                layer.condition_vis_x(placeholder)
             return
         if vision_x.ndim == 6 and vision_x.shape[1] == 0:
             b, _, f, c, h, w = vision_x.shape

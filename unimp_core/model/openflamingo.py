@@ -15,7 +15,7 @@ from ..data.store import Dataset
 from ..progress import Progress
 from ..specs.train import TrainSpec
 from ..tokens import ADDED_TOKEN_RE
-from .factory import ModelBundle, build_model, load_bundle, save_bundle
+from .factory import ModelBundle, build_model, load_bundle, reads_images, save_bundle
 
 NAME = "openflamingo"
 
@@ -50,12 +50,13 @@ def load(run_dir: Path, meta: dict[str, Any], progress: Progress) -> ModelBundle
 def inputs(bundle: ModelBundle, spec: TrainSpec, ds: Dataset, run_dir: Path,
            progress: Progress) -> tuple[Callable, tuple[int, ...]]:
     """item_id -> pixels (C, H, W); with `run.cache_vision_features` -> cached vision features (v, d),
-    computed into the run folder once, and the model switched to take them."""
+    computed into the run folder once, and the model switched to take them (not for a model without
+    cross-attention: nothing would read them)."""
     from ..run_folder import FEATURES
     from .vision_cache import ItemImages, build_feature_cache, use_cached_features
 
     images = ItemImages(ds, bundle.image_transform)
-    if not spec.run.cache_vision_features:
+    if not spec.run.cache_vision_features or not reads_images(bundle.model):
         return images, (3, bundle.image_size, bundle.image_size)
     features = build_feature_cache(bundle.model, ds, images, Path(run_dir) / FEATURES, progress=progress)
     use_cached_features(bundle.model)

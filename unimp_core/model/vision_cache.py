@@ -123,9 +123,7 @@ class CachedFeaturesMixin:
     """
 
     def _encode_vision_x(self, vision_x: torch.Tensor):
-        from .factory import reads_images
-
-        if vision_x.ndim != 5 or not reads_images(self):
+        if vision_x.ndim != 5:
             return super()._encode_vision_x(vision_x)
         if vision_x.shape[1] == 0:  # no sample has an image: one blank slot, never attended
             b, _, f, v, d = vision_x.shape
