@@ -93,8 +93,9 @@ def train(
     tasks: Optional[List[str]] = TASKS,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help=d(RS, "out")),
     model: Optional[str] = typer.Option(None, "--model", help=d(MS, "preset") + " | sasrec (the built-in SASRec baseline: "
-                                        "item ids only, task rec, its own defaults: lr 1e-3, batch 128; ce: 15 epochs, "
-                                        "validation every 350 steps; bce: 250 epochs (still improving at 200 on Beauty), every 2000)."),
+                                        "item ids only, task rec, its own defaults: lr 1e-3, batch 128; ce: at most 200 epochs, "
+                                        "validation every epoch; bce: at most 250 epochs, validation every 2000 steps; both "
+                                        "stop early after --patience validations without improvement)."),
     loss: Optional[str] = typer.Option(None, "--loss", help="SASRec: " + d(SS, "loss")),
     vision: Optional[str] = typer.Option(None, help=d(MS, "vision")),
     lm: Optional[str] = typer.Option(None, help=d(MS, "lm")),

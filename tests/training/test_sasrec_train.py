@@ -70,7 +70,7 @@ def test_sasrec_resumes_after_a_crash_with_the_same_weights(sample_data, tmp_pat
     from unimp_core.model import sasrec as S
     from unimp_core.training.train import run_train
 
-    straight = run_train(sasrec_spec(sample_data, tmp_path / "a", patience=None))
+    straight = run_train(sasrec_spec(sample_data, tmp_path / "a", patience=0))
     real_loss, calls = S.loss, {"n": 0}
 
     def dies_at_step_5(*args, **kwargs):
@@ -108,11 +108,21 @@ def test_early_stopping_and_selection_settings(sample_data, tmp_path):
     assert RF.best_record(run)["metric"] == "HR@20"
 
 
+def test_ce_validates_once_per_epoch_by_default(sample_data, tmp_path):
+    from unimp_core.training.train import run_train
+
+    spec = TrainSpec.model_validate({
+        "model": {"family": "sasrec", "hidden": 16, "max_len": 10}, "data": {"path": str(sample_data)},
+        "optim": {"batch_size": 16}, "run": {"out": str(tmp_path / "run"), "epochs": 2, "patience": 0}})
+    valid = [r for r in read_metrics(run_train(spec)) if "valid_rank" in r]
+    assert [r["epoch"] for r in valid] == [1.0, 2.0]
+
+
 def test_sasrec_spec_refuses_what_does_not_apply(sample_data, tmp_path):
     base = {"model": {"family": "sasrec"}, "data": {"path": str(sample_data)}, "run": {"out": str(tmp_path)}}
     spec = TrainSpec.model_validate(base)
-    assert (spec.optim.lr, spec.optim.batch_size, spec.run.epochs, spec.data.tasks) == (1e-3, 128, 15.0, ["rec"])
-    assert spec.model.loss == "ce" and spec.run.eval_every == 350
+    assert (spec.optim.lr, spec.optim.batch_size, spec.run.epochs, spec.data.tasks) == (1e-3, 128, 200.0, ["rec"])
+    assert spec.model.loss == "ce" and spec.run.eval_every is None and spec.run.patience == 5
     bce = TrainSpec.model_validate({**base, "model": {"family": "sasrec", "loss": "bce"}})
     assert (bce.run.epochs, bce.run.eval_every) == (250.0, 2000)
     assert TrainSpec.model_validate_json(spec.model_dump_json()) == spec  # a saved spec reads back

@@ -86,7 +86,8 @@ class RunSpec(Spec):
 
     out: Path = Field(description="Run folder (spec, tokenizer, checkpoints, final weights, metrics log).")
     epochs: float | None = Field(
-        default=None, gt=0, description="Passes over the training samples (ignored with max_steps; default 1; SASRec: 15 with ce, 250 with bce)."
+        default=None, gt=0, description="Passes over the training samples, at most (ignored with max_steps; default 1; SASRec: 200 with ce, 250 with bce; "
+        "early stopping usually ends a run sooner, see patience)."
     )
     max_steps: int | None = Field(default=None, ge=1, description="Optimizer steps to train for (overrides epochs).")
     seed: int = Field(default=42, description="Seed for weights of new parameters, sampling and data order.")
@@ -95,7 +96,7 @@ class RunSpec(Spec):
     keep_last: int = Field(default=2, ge=1, description="Checkpoints kept (older ones are deleted).")
     eval_every: int | None = Field(
         default=None, ge=1,
-        description="Validate every this many optimizer steps (default 200; SASRec: 350 with ce, 2000 with bce) and at the end: the validation "
+        description="Validate every this many optimizer steps (default 200; SASRec: once per epoch with ce, 2000 steps with bce) and at the end: the validation "
         "loss, and for a run that trains rec the rank metrics of the valid split (whole catalogue, history items "
         "excluded) that select the best checkpoint.",
     )
@@ -107,8 +108,10 @@ class RunSpec(Spec):
         description="Rank only the first N valid-split rec instances at each validation (default: all; 0: no rank "
         "validation and no best checkpoint).",
     )
-    patience: int | None = Field(
-        default=None, ge=1, description="Stop after this many validations without a better selection metric (default: never)."
+    patience: int = Field(
+        default=5, ge=0,
+        description="Stop after this many validations in a row without a better selection metric (0: never): "
+        "training runs until validation stops improving, with epochs (or max_steps) as the cap.",
     )
     log_every: int = Field(default=10, ge=1, description="Write a metrics line every this many optimizer steps.")
     resume: bool = Field(default=False, description="Continue the run in `out` from its last checkpoint.")
@@ -167,8 +170,9 @@ class TrainSpec(Spec):
             raise ValueError(f"SASRec trains task rec only (got tasks {', '.join(self.data.tasks)})")
         if self.init_from is not None:
             raise ValueError("finetuning starts from an OpenFlamingo run; SASRec trains from scratch")
-        # measured on Amazon Beauty (README): ce converges in far fewer (dearer) epochs than bce
-        epochs, every = (15.0, 350) if self.model.loss == "ce" else (250.0, 2000)
+        # Caps, not budgets: early stopping on the valid split ends the run (ce peaked near epoch 32 on Beauty).
+        # ce validates once per epoch (the loop knows its size), whatever the dataset's size.
+        epochs, every = (200.0, None) if self.model.loss == "ce" else (250.0, 2000)
         defaults = {("optim", "lr"): 1e-3, ("optim", "batch_size"): 128, ("run", "epochs"): epochs,
                     ("run", "eval_every"): every}
         for (section, name), value in defaults.items():

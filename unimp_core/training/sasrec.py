@@ -70,7 +70,8 @@ class _Loop:
         self.per_epoch = math.ceil(len(self.inputs) / spec.optim.batch_size)
         self.total = spec.run.max_steps or max(1, math.ceil(spec.run.epochs * self.per_epoch))
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=spec.optim.lr, betas=BETAS)
-        self.selection = Selection(metric_name(spec.run.select_metric), spec.run.patience)
+        self.eval_every = spec.run.eval_every or self.per_epoch
+        self.selection = Selection(metric_name(spec.run.select_metric), spec.run.patience or None)
         valid = build_eval_samples(ds, "rec", "valid", 1, ctx) if "rec" in ds.instances else []
         self.valid = valid[: spec.run.select_users]
         self.step = 0
@@ -125,7 +126,7 @@ class _Loop:
                 if self.step % spec.run.log_every == 0 or last:
                     self._log({"loss": float(np.mean(losses)), "lr": spec.optim.lr, "samples_per_s": rate})
                     losses = []
-                if self.valid and (self.step % spec.run.eval_every == 0 or last):
+                if self.valid and (self.step % self.eval_every == 0 or last):
                     stopped = self._validate()
                 if self.step % spec.run.save_every == 0 and not (last or stopped):
                     self._save_checkpoint()
