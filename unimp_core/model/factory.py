@@ -62,6 +62,7 @@ class ModelBundle:
     n_items: int
     checkpoint: dict[str, Any] | None = None  # what loading the OpenFlamingo checkpoint filled (None: none loaded)
     item_codes: "ItemCodes | None" = None  # semantic item ids: every item's code tuple (None: atomic ids)
+    item_attributes: "tuple[list[str], list[list[int]]] | None" = None  # added to the item tokens (item_content)
 
 
 def build_model(
@@ -74,6 +75,7 @@ def build_model(
     tokenizer: "PreTrainedTokenizerBase | None" = None,
     progress: Progress | None = None,
     item_codes: "ItemCodes | None" = None,
+    item_attributes: "tuple[list[str], list[list[int]]] | None" = None,
 ) -> ModelBundle:
     """Build the OpenFlamingo model a spec names, with its vocabulary extended for `n_items` items.
 
@@ -89,6 +91,8 @@ def build_model(
         item_codes: the items' code tuples; required when `spec.item_ids` is semantic (the vocabulary then
             holds code tokens, no `item_<i>`), refused otherwise (auto builds atomic ids: the choice is
             `unimp_core.model.item_ids.choose_item_ids`'s).
+        item_attributes: (attribute vocabulary, each item's attribute indices): their embeddings are added to
+            the item tokens' rows (`model.item_content`; atomic ids only).
     Returns:
         A ModelBundle; its `trainable` count was checked against the modules meant to train.
     """
@@ -121,13 +125,26 @@ def build_model(
             resize_embeddings(model.lang_encoder, len(tok), std=new_row_std(preset, lm))
             _set_generation_tokens(model.lang_encoder, tok)
             ids = vocab_ids(tok, n_items, spec.image_gen_codes, item_codes)
+            if item_attributes is not None:
+                _add_item_content(model.lang_encoder, ids, item_attributes, new_row_std(preset, lm) or 0.02)
             trainable = freeze(model, train_lm=spec.train_lm)
             advance(1)
     if not meta and torch.device(device).type != "cpu":
         model.to(device)
     total = sum(p.numel() for p in model.parameters())
     progress.log(f"model {spec.preset}: {trainable:,} trainable of {total:,} parameters")
-    return ModelBundle(model, tok, transform, ids, image_size, trainable, total, spec, n_items, report, item_codes)
+    return ModelBundle(model, tok, transform, ids, image_size, trainable, total, spec, n_items, report, item_codes,
+                       item_attributes)
+
+
+def _add_item_content(lm, ids, item_attributes, std: float) -> None:
+    from .item_content import ItemContent, attach
+
+    if ids.semantic:
+        raise UnimpError("item attributes are added to atomic item ids (model.item_ids atomic), not to semantic ids")
+    vocab, per_item = item_attributes
+    hidden = lm.get_input_embeddings().embedding_dim
+    attach(lm, ItemContent(len(vocab), hidden, per_item, std=std), ids.items)
 
 
 def _check_item_codes(spec: ModelSpec, item_codes: "ItemCodes | None") -> None:
@@ -514,6 +531,8 @@ def trainable_modules(model: "Flamingo", train_lm: bool) -> list[nn.Module]:
     modules: list[nn.Module] = [model.perceiver, lm.gated_cross_attn_layers, lm.get_input_embeddings()]
     if lm.get_output_embeddings() is not None:
         modules.append(lm.get_output_embeddings())
+    if getattr(lm, "item_content", None) is not None:
+        modules.append(lm.item_content)
     if train_lm:
         modules.append(lm)
     return modules
@@ -542,11 +561,14 @@ def freeze(model: "Flamingo", train_lm: bool = False) -> int:
 def save_bundle(bundle: ModelBundle, run_dir: str | Path) -> None:
     """Write what rebuilds the model offline: `model.json` (family, spec, catalogue size), `tokenizer/` and the
     items' code tuples of semantic ids."""
+    from .item_content import save_run_attributes
     from .item_ids import save_run_codes
 
     save_tokenizer(bundle.tokenizer, run_dir)
     if bundle.item_codes is not None:
         save_run_codes(Path(run_dir), bundle.item_codes)
+    if bundle.item_attributes is not None:
+        save_run_attributes(Path(run_dir), *bundle.item_attributes)
     RF.write_model_meta(run_dir, "openflamingo", bundle.spec.model_dump(mode="json"), bundle.n_items)
 
 
@@ -554,6 +576,8 @@ def load_bundle(run_dir: str | Path, device: str | torch.device = "cpu",
                 progress: Progress | None = None) -> ModelBundle:
     """Rebuild a run's model and tokenizer from its folder (tiny: fully offline; presets: the LM and
     checkpoint come from the local cache). Trainable weights are loaded by the caller."""
+    from .item_content import RUN_FILE as RUN_ATTRIBUTES, load_run_attributes
+
     meta = RF.read_model_meta(run_dir)
     tokenizer_dir = RF.tokenizer_dir(run_dir)
     if not tokenizer_dir.is_dir():
@@ -569,5 +593,8 @@ def load_bundle(run_dir: str | Path, device: str | torch.device = "cpu",
         if spec.item_codes is None:
             raise UnimpError(f"{Path(run_dir) / RF.MODEL_META}: semantic item ids without their item_codes record")
         codes = load_run_codes(Path(run_dir), spec.item_codes, meta["n_items"])
+    attributes = None
+    if (Path(run_dir) / RUN_ATTRIBUTES).is_file():
+        attributes = load_run_attributes(Path(run_dir), meta["n_items"])
     return build_model(spec, n_items=meta["n_items"], device=device, tokenizer_dir=tokenizer_dir, progress=progress,
-                       item_codes=codes)
+                       item_codes=codes, item_attributes=attributes)

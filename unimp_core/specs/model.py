@@ -124,6 +124,11 @@ class ModelSpec(Spec):
         f"tokens shared by all items). auto: semantic above {AUTO_SEMANTIC_ITEMS:,} items when the dataset has item "
         "codes, else atomic.",
     )
+    item_attributes: bool = Field(
+        default=True,
+        description="When the dataset's items have attributes (`prepare --items`), add the mean of their shared "
+        "attribute embeddings to each item token's input and output rows (atomic ids).",
+    )
     item_codes: ItemCodesRecord | None = Field(
         default=None,
         description="Semantic ids: their levels and codes, set from the dataset's item codes when training starts "

@@ -1,0 +1,68 @@
+"""Item attributes in the item's own rows: shared embeddings added where items are read and scored."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from unimp_core.errors import UnimpError
+from unimp_core.model.factory import build_model, load_bundle, save_bundle
+from unimp_core.model.item_content import ItemContent, attach
+from unimp_core.specs.model import ModelSpec
+
+from .conftest import N_ITEMS
+
+# items 0..29: brand (i % 4), category (i % 3); item 29 has none
+ATTRIBUTES = ([f"b{k}" for k in range(4)] + [f"c{k}" for k in range(3)],
+              [[i % 4, 4 + i % 3] for i in range(N_ITEMS - 1)] + [[]])
+
+
+def test_content_is_the_mean_of_the_attribute_rows():
+    content = ItemContent(3, 2, [[0, 2], [1], []])
+    with torch.no_grad():
+        content.attributes.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 4.0], [3.0, 2.0]]))
+    assert torch.equal(content(), torch.tensor([[2.0, 1.0], [0.0, 4.0], [0.0, 0.0]]))
+
+
+@pytest.fixture(scope="module")
+def content_bundle(dataset):
+    return build_model(ModelSpec(), items_text=dataset, n_items=N_ITEMS, item_attributes=ATTRIBUTES)
+
+
+def test_item_rows_are_read_and_scored_with_their_attributes(content_bundle):
+    model, ids = content_bundle.model, content_bundle.ids
+    lm = model.lang_encoder
+    plain_in = lm.get_input_embeddings().weight[ids.items]  # (N, d)
+    content = lm.item_content()  # (N, d)
+    with torch.no_grad():
+        got_in = lm.get_input_embeddings()(ids.items)
+        assert torch.allclose(got_in, plain_in + content)
+        hidden = torch.randn(5, plain_in.shape[1])
+        logits = lm.get_output_embeddings()(hidden)  # (5, V)
+        assert torch.allclose(logits[:, ids.items], hidden @ (lm.get_output_embeddings().weight[ids.items] + content).T,
+                              atol=1e-5)
+        other = torch.tensor([ids.answer, ids.eoc])
+        assert torch.equal(lm.get_input_embeddings()(other), lm.get_input_embeddings().weight[other])
+    # the item without attributes keeps its own row alone; two items sharing both attributes share the content
+    assert torch.equal(content[N_ITEMS - 1], torch.zeros_like(content[0]))
+    assert torch.equal(content[0], content[12])
+
+
+def test_attribute_embeddings_train(content_bundle):
+    names = [n for n, p in content_bundle.model.named_parameters() if p.requires_grad]
+    assert any("item_content.attributes" in n for n in names)
+
+
+def test_a_run_folder_rebuilds_the_same_content(content_bundle, tmp_path):
+    save_bundle(content_bundle, tmp_path)
+    again = load_bundle(tmp_path)
+    assert again.item_attributes == ATTRIBUTES
+    again.model.load_state_dict(content_bundle.model.state_dict())
+    lm, lm2 = content_bundle.model.lang_encoder, again.model.lang_encoder
+    assert torch.equal(lm.item_content(), lm2.item_content())
+
+
+def test_attributes_need_contiguous_atomic_item_tokens(tiny_bundle):
+    content = ItemContent(1, tiny_bundle.model.lang_encoder.get_input_embeddings().embedding_dim, [[0]] * 3)
+    with pytest.raises(UnimpError, match="items described"):
+        attach(tiny_bundle.model.lang_encoder, content, tiny_bundle.ids.items)
