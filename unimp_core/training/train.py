@@ -244,7 +244,7 @@ def _setup_data(run: Run, ds: Dataset, setup: Setup) -> None:
 
         lengths = run_history_lengths(spec.data, ["rec"])
         run.select_samples = build_eval_samples(ds, "rec", "valid", lengths, setup.ctx)[: spec.run.select_users]
-        run.selection = Selection(metric_name(spec.run.select_metric), spec.run.patience) if run.select_samples else None
+        run.selection = Selection(metric_name(spec.run.select_metric), spec.run.patience or None) if run.select_samples else None
     shards = validation_samples(spec, ds, acc.process_index, acc.num_processes, run.progress, setup.ctx)
     run.valid = {t: DataLoader(SampleDataset(s), batch_size=spec.optim.batch_size, collate_fn=collate)
                  for t, s in shards.items()}
