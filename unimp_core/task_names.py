@@ -6,13 +6,17 @@ The built-in tasks are listed here; `unimp_core.tasks.register` adds a new task'
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator
 
 BUILTIN_TASKS: tuple[str, ...] = ("rec", "search", "exp", "img_sel", "img_gen")
 DEFAULT_TRAIN_TASKS: tuple[str, ...] = ("rec", "search", "exp", "img_sel")
 DEFAULT_TASK_WEIGHTS: dict[str, float] = {"rec": 2.0}  # unlisted tasks: 1.0 (rec 2.0, as the paper's code)
+
+# How a rec prompt lays out the history (tasks/rec.py): the items back to back, each predicting the next,
+# or the paper's chunks (each item followed by `<answer> item <|endofchunk|>`, the question last).
+RecPrompt = Literal["sequence", "chunks"]
 
 _names: list[str] = list(BUILTIN_TASKS)
 

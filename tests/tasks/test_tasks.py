@@ -59,6 +59,28 @@ def test_rec_training_sample_exact_text():
     assert s.image_items == images
 
 
+def test_rec_sequence_layout_exact_text():
+    """The items back to back in one answer span, each followed by its content; the eval prompt stops
+    right after the last history item's content, where training predicted every next item."""
+    ctx = TaskContext.from_dataset(tiny_dataset()).with_rec_prompt("sequence")
+    seq = ctx.sequences[0]
+    train = TASKS["rec"].training(ctx, np.random.default_rng(0), 2)[0]
+    t = train.meta["target"]
+    prefix = "What is the next item recommended to the user? <answer> "
+    if t == 2:
+        hist = "item_0 <image> Category Hats Price 9.50 Brand Acme Title Red Hat item_1 Category Mugs Title Blue Mug"
+        images = [0]
+    else:
+        hist = "item_1 Category Mugs Title Blue Mug item_2 <image> Price 3.00 Brand Zed"
+        images = [2]
+    assert train.text == f"{prefix}{hist} item_{t}<|endofchunk|>" and train.image_items == images
+    from unimp_core.tasks import rec
+
+    ask = rec.make_sample(ctx, 0, seq, 2, 2, train=False)
+    assert ask.text == prefix + "item_0 <image> Category Hats Price 9.50 Brand Acme Title Red Hat item_1 Category Mugs Title Blue Mug"
+    assert ask.answer == "item_2"
+
+
 def test_semantic_ids_name_every_item_by_its_code_tuple():
     """Every task names items through TaskContext.item_name: rec/search answer with the target's code tuple,
     the histories (rec, search, img_sel) reconstruct each item's; no item_<i> is left."""

@@ -192,11 +192,11 @@ def test_collator_pickles_for_worker_processes():
 def test_answer_labels_eos_closes_a_span_and_pad_equal_to_eos_is_masked():
     from unimp_core.training.collate import SpecialIds
 
-    ids = SpecialIds(image=5, eoc=6, answer=7, pad=0, bos=1, eos=2)
+    ids = SpecialIds(image=5, eoc=6, answer=7, pad=0, bos=1, eos=2, item_range=None)
     x = torch.tensor([[1, 7, 9, 2, 9, 0, 0]])
     m = torch.tensor([[1, 1, 1, 1, 1, 0, 0]])
     assert answer_labels(x, m, ids).tolist() == [[-100, -100, 9, 2, -100, -100, -100]]
-    same = SpecialIds(image=5, eoc=6, answer=7, pad=2, bos=1, eos=2)
+    same = SpecialIds(image=5, eoc=6, answer=7, pad=2, bos=1, eos=2, item_range=None)
     x = torch.tensor([[1, 7, 9, 2, 2]])
     m = torch.tensor([[1, 1, 1, 1, 0]])
     # eos == pad: eos does not close (it cannot be told from padding), padding is never a label
@@ -250,3 +250,15 @@ def test_training_stream_through_a_dataloader_with_curriculum():
                                                                               keep_samples=True))))
     assert (batch["input_ids"][:, -1] == tok.convert_tokens_to_ids("<answer>")).all()
     assert [s.answer for s in batch["samples"]] == [s.answer for s in evals.samples[:3]]
+
+
+def test_a_span_naming_items_labels_the_items_and_its_end_not_their_content():
+    from unimp_core.training.collate import SpecialIds
+
+    # items are ids 20..29; rec's sequence layout: <answer> item text text item item <eoc>
+    ids = SpecialIds(image=5, eoc=6, answer=7, pad=0, bos=1, eos=2, item_range=(20, 30))
+    x = torch.tensor([[1, 9, 7, 21, 5, 11, 12, 22, 23, 6, 7, 13, 14, 6]])
+    m = torch.ones_like(x)
+    keep = [-100, -100, -100, 21, -100, -100, -100, 22, 23, -100, -100, 13, 14, 6]
+    # the item span's <eoc> is not the row's last span's; a text answer (13 14) keeps every token
+    assert answer_labels(x, m, ids).tolist() == [keep]

@@ -110,3 +110,12 @@ def test_logits_of_the_label_positions_only_give_the_same_loss():
         picked = answer_loss_parts(logits[at], labels, torch.tensor([1.0, 2.0]), gamma)
         assert picked.loss == pytest.approx(float(full.loss), rel=1e-6)
         assert torch.equal(picked.sample_sums, full.sample_sums) and torch.equal(picked.sample_tokens, full.sample_tokens)
+
+
+def test_an_item_label_is_scored_against_the_items_alone_by_hand():
+    # V = 3, item tokens [1, 3): sample 0's label 2 is an item, p = e^0 / (e^0 + e^0) = 1/2 over items 1, 2
+    # (1/3 over the whole vocabulary); its label 0 is not an item and keeps the whole-vocabulary softmax (3/5)
+    logits, labels = _batch()
+    loss = answer_loss_parts(logits, labels, item_range=(1, 3)).loss
+    # sample 1's label 1: p = 4 / (4 + 1) over the items
+    assert loss.item() == pytest.approx((math.log(2) + math.log(5 / 3) + math.log(5 / 4)) / 3)

@@ -267,14 +267,15 @@ def test_validation_loss_matches_a_direct_computation(sample_data, tmp_path):
     setup = S.setup_model(spec, ds, run, fresh=False, progress=Progress())
     S.load_trainable(setup.bundle.model, S.load_weights(run), "final")
     collate = make_collator(setup.bundle.tokenizer, max_length=256, images=setup.images, image_shape=setup.image_shape)
-    samples = validation_samples(spec, ds)["rec"]
+    samples = validation_samples(spec, ds, ctx=setup.ctx)["rec"]  # the run's rec layout
     assert len(samples) == 6
     setup.bundle.model.eval()
     with torch.no_grad():
         batch = collate(list(SampleDataset(samples)))
         logits = setup.bundle.model(vision_x=batch["vision_x"], lang_x=batch["input_ids"],
                                     attention_mask=batch["attention_mask"]).logits
-        parts = answer_loss_parts(logits, batch["labels"], None, spec.optim.gamma)
+        parts = answer_loss_parts(logits, batch["labels"], None, spec.optim.gamma,
+                                  item_range=setup.bundle.ids.item_range)  # optim.item_softmax
     expected = float(parts.sample_sums.sum() / parts.sample_tokens.sum())
     assert logged == pytest.approx(expected, rel=1e-5)
 
@@ -375,7 +376,7 @@ def test_finetune_starts_from_the_runs_final_weights(sample_data, tmp_path):
     setup = S.setup_model(spec, ds, ft, fresh=False, progress=Progress())
     collate = make_collator(setup.bundle.tokenizer, max_length=spec.data.max_tokens, images=setup.images,
                             image_shape=setup.image_shape, task_weights=spec.data.task_weights)
-    batch = collate([TrainingSamples(ds, ["rec"], spec.data.history_len, spec.run.seed)[i] for i in range(4)])
+    batch = collate([TrainingSamples(setup.ctx, ["rec"], spec.data.history_len, spec.run.seed)[i] for i in range(4)])
 
     def first_loss(weights):
         if weights is not None:
@@ -383,11 +384,12 @@ def test_finetune_starts_from_the_runs_final_weights(sample_data, tmp_path):
         with torch.no_grad():
             logits = setup.bundle.model(vision_x=batch["vision_x"], lang_x=batch["input_ids"],
                                         attention_mask=batch["attention_mask"]).logits
-        return float(answer_loss_parts(logits, batch["labels"], batch["weights"], spec.optim.gamma).loss)
+        return float(answer_loss_parts(logits, batch["labels"], batch["weights"], spec.optim.gamma,
+                                       item_range=setup.bundle.ids.item_range).loss)
 
     untrained = first_loss(None)
     assert first["loss"] == pytest.approx(first_loss(S.load_weights(source)), rel=1e-5)
-    assert first["loss"] != pytest.approx(untrained, rel=1e-3)
+    assert first["loss"] != pytest.approx(untrained, rel=1e-5)
 
 
 def test_finetune_needs_a_finished_run(sample_data, tmp_path):

@@ -70,7 +70,8 @@ def setup_model(spec: TrainSpec, ds: Dataset, run_dir: Path, fresh: bool, progre
     if fresh:
         fam.save(bundle, run_dir)
     images, shape = fam.inputs(bundle, spec, ds, Path(run_dir), progress)
-    return Setup(ds, bundle, images, shape, fam, context(ds, getattr(bundle, "item_codes", None)))
+    ctx = context(ds, getattr(bundle, "item_codes", None)).with_rec_prompt(getattr(bundle.spec, "rec_prompt", "chunks"))
+    return Setup(ds, bundle, images, shape, fam, ctx)
 
 
 def load_weights(run_dir: Path, checkpoint: str = RF.FINAL) -> dict[str, torch.Tensor]:

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..errors import UnimpError
-from ..tokens import (ANSWER, EOC, IMAGE as MEDIA, N_SLOTS, PAD, RATINGS, answer_span, image_code_token, item_token,
+from ..tokens import (ANSWER, EOC, IMAGE as MEDIA, ITEM_RE, N_SLOTS, PAD, RATINGS, SEMANTIC_TOKEN_RE, answer_span,
+                      image_code_token, item_token,
                       rate_token, semantic_item, semantic_token, semantic_vocabulary, slot_token)
 
 if TYPE_CHECKING:
@@ -69,6 +70,18 @@ class SpecialIds:
     pad: int
     bos: int | None
     eos: int | None
+    # [lo, hi): the tokens that name items (atomic `item_<i>`, or semantic code tokens), when they are one
+    # contiguous block of the vocabulary, as unimp adds them; None otherwise
+    item_range: tuple[int, int] | None
+
+
+def item_token_range(tokenizer: Any) -> tuple[int, int] | None:
+    """[lo, hi) of the item-naming tokens when every id in it is one (and there is at least one)."""
+    ids = [i for t, i in tokenizer.get_added_vocab().items() if ITEM_RE.fullmatch(t) or SEMANTIC_TOKEN_RE.fullmatch(t)]
+    if not ids:
+        return None
+    lo, hi = min(ids), max(ids) + 1
+    return (lo, hi) if hi - lo == len(ids) else None
 
 
 def special_ids(tokenizer: Any) -> SpecialIds:
@@ -85,7 +98,7 @@ def special_ids(tokenizer: Any) -> SpecialIds:
     if pad is None:
         pad = eos if eos is not None else 0  # pad ids are masked everywhere, any id will do
     return SpecialIds(image=lookup(MEDIA), eoc=lookup(EOC), answer=lookup(ANSWER), pad=int(pad),
-                      bos=tokenizer.bos_token_id, eos=eos)
+                      bos=tokenizer.bos_token_id, eos=eos, item_range=item_token_range(tokenizer))
 
 
 @dataclass(frozen=True)
@@ -210,6 +223,7 @@ def vocab_ids(tokenizer: "PreTrainedTokenizerBase", n_items: int, image_gen_code
     base = special_ids(tokenizer)
     return VocabIds(
         image=base.image, eoc=base.eoc, answer=base.answer, pad=base.pad, bos=base.bos, eos=base.eos,
+        item_range=base.item_range,
         rates=[single_token_id(tokenizer, rate_token(r)) for r in RATINGS],
         slots=[single_token_id(tokenizer, slot_token(s)) for s in range(N_SLOTS)],
         items=items,

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import Discriminator, Field, Tag, model_validator
 
+from ..task_names import RecPrompt
 from .base import Spec
 
 Preset = Literal["tiny", "3b", "3b-instruct", "4b", "4b-instruct", "9b", "custom"]
@@ -123,6 +124,13 @@ class ModelSpec(Spec):
         "embedding row each) or semantic (the item's code tuple from `unimp tokenize-items`, <a_12><b_7><c_201><d_0>: "
         f"tokens shared by all items). auto: semantic above {AUTO_SEMANTIC_ITEMS:,} items when the dataset has item "
         "codes, else atomic.",
+    )
+    rec_prompt: RecPrompt = Field(
+        default="sequence",
+        description="How rec prompts lay out the history: sequence (the question, then the items back to back, "
+        "each item's last token predicting the next item, as a sequential recommender reads them; an atomic item is "
+        "one token) or chunks (the paper's: each item followed by `<answer> item <|endofchunk|>`, the question last; "
+        "three tokens an item). Other tasks keep their prompts.",
     )
     item_attributes: bool = Field(
         default=True,

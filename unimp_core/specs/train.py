@@ -16,7 +16,7 @@ from .model import AnyModelSpec, ModelSpec
 # setting one for a SASRec run is an error rather than silently ignored.
 NOT_FOR_SASREC = {
     "data": ("task_weights", "history_len", "task_history_len", "max_tokens", "curriculum", "valid_users"),
-    "optim": ("weight_decay", "schedule", "warmup_ratio", "grad_clip", "grad_accum", "gamma"),
+    "optim": ("weight_decay", "schedule", "warmup_ratio", "grad_clip", "grad_accum", "gamma", "item_softmax"),
     "run": ("precision", "distributed", "accelerate_config", "cache_vision_features", "trackers", "num_workers"),
 }
 
@@ -78,6 +78,11 @@ class OptimSpec(Spec):
     grad_accum: int = Field(default=1, ge=1, description="Micro-batches per optimizer step.")
     batch_size: int | None = Field(default=None, ge=1, description="Samples per micro-batch per process (default: 8; "
                                    "SASRec: 128 sequences, the paper's).")
+    item_softmax: bool = Field(
+        default=True,
+        description="An answer that names an item is scored by a softmax over the item tokens alone (the "
+        "catalogue, as SASRec), not over the whole vocabulary (the paper's).",
+    )
     gamma: float = Field(default=2.0, ge=0, description="Focal term (1-p)^gamma on each answer token's loss (0: plain cross-entropy).")
 
 
@@ -96,7 +101,7 @@ class RunSpec(Spec):
     keep_last: int = Field(default=2, ge=1, description="Checkpoints kept (older ones are deleted).")
     eval_every: int | None = Field(
         default=None, ge=1,
-        description="Validate every this many optimizer steps (default 200; SASRec: once per epoch with ce, 2000 steps with bce) and at the end: the validation "
+        description="Validate every this many optimizer steps (default: once per epoch; SASRec with bce: every 2000 steps) and at the end: the validation "
         "loss, and for a run that trains rec the rank metrics of the valid split (whole catalogue, history items "
         "excluded) that select the best checkpoint.",
     )
@@ -151,8 +156,6 @@ class TrainSpec(Spec):
             self.optim.__dict__["batch_size"] = 8
         if self.run.epochs is None:
             self.run.__dict__["epochs"] = 1.0
-        if self.run.eval_every is None:
-            self.run.__dict__["eval_every"] = 200
         # img_gen's codebook size (model.image_gen_codes) is not checked here: `run_train` sets it from the
         # dataset's manifest (its image_tokens record), never from a hand-set value.
         return self
@@ -171,7 +174,6 @@ class TrainSpec(Spec):
         if self.init_from is not None:
             raise ValueError("finetuning starts from an OpenFlamingo run; SASRec trains from scratch")
         # Caps, not budgets: early stopping on the valid split ends the run (ce peaked near epoch 32 on Beauty).
-        # ce validates once per epoch (the loop knows its size), whatever the dataset's size.
         epochs, every = (200.0, None) if self.model.loss == "ce" else (250.0, 2000)
         defaults = {("optim", "lr"): 1e-3, ("optim", "batch_size"): 128, ("run", "epochs"): epochs,
                     ("run", "eval_every"): every}

@@ -29,6 +29,7 @@ import polars as pl
 from ..data.store import Dataset
 from ..errors import UnimpError
 
+from ..task_names import RecPrompt
 from ..tokens import ANSWER, EOC, IMAGE, MARKERS_RE, answer_span, item_token, semantic_item
 
 if TYPE_CHECKING:
@@ -90,6 +91,8 @@ class TaskContext:
     image_codes: dict[int, list[int]] = field(default_factory=dict)
     # semantic item ids: every item's code tuple (a run's, `unimp_core.model.item_ids`); None: atomic ids
     item_codes: "ItemCodes | None" = None
+    # how rec prompts lay out the history (the run's model.rec_prompt; see tasks/rec.py)
+    rec_prompt: RecPrompt = "chunks"
 
     @property
     def n_items(self) -> int:
@@ -153,6 +156,10 @@ class TaskContext:
     def with_item_codes(self, codes: "ItemCodes | None") -> "TaskContext":
         """The same context naming items by `codes` (semantic ids; None: atomic ids)."""
         return self if codes is self.item_codes else replace(self, item_codes=codes)
+
+    def with_rec_prompt(self, layout: RecPrompt) -> "TaskContext":
+        """The same context laying out rec prompts as `layout`."""
+        return self if layout == self.rec_prompt else replace(self, rec_prompt=layout)
 
     def item_name(self, item_id: int) -> str:
         """How prompts and answers name an item: `item_<i>`, or its code tuple `<a_12><b_7><c_201><d_0>`."""

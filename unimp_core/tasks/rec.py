@@ -3,13 +3,19 @@
 Training draws one window of `history_len` items per training user and epoch; evaluation reads
 the stored `eval/rec.parquet` instances (history = sequence[:position], target = sequence[position]).
 
-Every history item is followed by `<answer> item_<i> <|endofchunk|>` (context reconstruction; semantic ids:
-`<answer> <a_12><b_7><c_201><d_0> <|endofchunk|>`, the answer is then the target's code tuple), so one
-sample trains the next-item prediction at every position of its window in one forward pass, as
-SASRec does for a whole sequence. A user shorter than the window therefore trains on their whole
-usable prefix (the window ending at its last item holds all the shorter ones): with a long
-`history_len` (e.g. `task_history_len: {rec: 50}`) one epoch sees every next-item position of every
-training user.
+Two layouts (`model.rec_prompt`, carried by the TaskContext); both train next-item prediction at
+every position of the window in one forward pass, as SASRec does for a whole sequence:
+- sequence (the default): `<question> <answer> item_3 item_9 item_4<|endofchunk|>`. The items follow
+  each other inside one answer span, so each item's (last) token predicts the next item and the final
+  answer is predicted exactly where every history item was; an atomic item costs one token. An item's
+  content (`<image>`, its description) follows its name and is read, never predicted (the collator labels
+  only the item tokens of such a span).
+- chunks (the paper's): every history item is followed by `<answer> item_<i> <|endofchunk|>` (context
+  reconstruction), the question comes last and the answer after it.
+Semantic ids spell an item as its code tuple `<a_12><b_7><c_201><d_0>` in either layout.
+A user shorter than the window trains on their whole usable prefix (the window ending at its last item
+holds all the shorter ones): with a long `history_len` (e.g. `task_history_len: {rec: 50}`) one epoch
+sees every next-item position of every training user.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from ..tokens import ANSWER, answer_span
 from .base import Request, Sample, Task, TaskContext, assemble, lazy, pick_target
 
 NAME = "rec"
@@ -27,9 +34,21 @@ def make_sample(ctx: TaskContext, user_id: int, seq: np.ndarray, position: int, 
                 train: bool, meta: dict | None = None) -> Sample:
     """The prompt for predicting `seq[position]` from the `history_len` items before it."""
     target = int(seq[position])
-    history = ctx.history(seq[max(0, position - history_len):position])
+    window = seq[max(0, position - history_len):position]
     meta = {"user_id": user_id, "position": position, "target": target, **(meta or {})}
-    return assemble(NAME, [history, (QUESTION, [])], ctx.item_name(target), train, meta)
+    if ctx.rec_prompt == "chunks":
+        return assemble(NAME, [ctx.history(window), (QUESTION, [])], ctx.item_name(target), train, meta)
+    # sequence: one answer span holding the history's items, then (training) the target and its end marker
+    parts, images = [QUESTION, ANSWER], []
+    for item in window:
+        item = int(item)
+        parts += [ctx.item_name(item), ctx.item_text(item)]
+        images += ctx.image_of(item)
+    text = " ".join(p for p in parts if p)
+    answer = ctx.item_name(target)
+    if train:
+        return Sample(NAME, f"{text} {answer_span(answer)}", images, None, meta)
+    return Sample(NAME, text, images, answer, meta)
 
 
 def training(ctx: TaskContext, rng: np.random.Generator, history_len: int) -> list[Sample]:

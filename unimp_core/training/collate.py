@@ -36,7 +36,8 @@ def answer_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor, ids: Sp
 
     A span is every token strictly after an `<answer>` up to and including the next
     `<|endofchunk|>` or eos (or the end of the row). Padding, `<image>` and `<answer>` tokens are
-    never labels. The closing token is a label only in the row's last span: after the history's
+    never labels; in a span that holds item tokens only those and its closing token are (the text of
+    items' content between them is read, not taught). The closing token is a label only in the row's last span: after the history's
     reconstructions it teaches nothing the final answer does not, and each label costs the output
     head over the whole vocabulary (half of that work in a rec prompt, where every history item is a
     one-token span). Computed with running maxima instead of a loop over tokens.
@@ -55,6 +56,15 @@ def answer_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor, ids: Sp
     prev_close = torch.cat([none[:, :1], last_close[:, :-1]], dim=1)
     opens_later = opens.flip(1).cummax(dim=1).values.flip(1)  # (B, T) an <answer> at or after t
     inside = (last_open > prev_close) & ~opens & real & (input_ids != ids.image) & ~(closes & opens_later)
+    if ids.item_range is not None:
+        # A span that names items (rec's sequence layout: items back to back, each with its content after it)
+        # teaches the items and its end, never the content text read between them.
+        lo, hi = ids.item_range
+        is_item = (input_ids >= lo) & (input_ids < hi)
+        span = opens.long().cumsum(dim=1)  # (B, T) index of the latest <answer>
+        names_items = torch.zeros(B, T + 1, dtype=torch.long, device=input_ids.device).scatter_reduce(
+            1, span, (is_item & inside).long(), reduce="amax").gather(1, span).bool()  # (B, T)
+        inside &= ~names_items | is_item | closes
     return torch.where(inside, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
 
 

@@ -7,6 +7,10 @@ predicts token t):
 
 with p_t the model's probability of the label, w_b the sample's task weight and N the number of
 answer tokens (unweighted, as the paper's code). gamma = 0 is plain cross-entropy.
+
+With `item_range`, p_t of an item label is a softmax over the item tokens alone (the catalogue, as
+SASRec scores it), not over the whole vocabulary: text tokens never compete with items for an answer
+that can only be an item, and ranking (item logits) is unchanged by it.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ def answer_loss_parts(
     weights: torch.Tensor | None = None,
     gamma: float = 0.0,
     normalizer: float | torch.Tensor | None = None,
+    item_range: tuple[int, int] | None = None,
 ) -> LossParts:
     """The loss and its per-sample pieces (for per-task logging).
 
@@ -38,6 +43,7 @@ def answer_loss_parts(
     order (what a model computing its head there alone returns); labels (B, T) with IGNORE_INDEX
     outside answers, weights (B,) (default 1).
     `normalizer` replaces the token count N (e.g. the count over all accumulation micro-batches).
+    `item_range` [lo, hi): the item tokens; an item label's softmax runs over them alone.
     """
     B = labels.shape[0]
     shift_labels = labels[:, 1:]  # (B, T-1) token predicted at each position
@@ -45,7 +51,7 @@ def answer_loss_parts(
     # Only answer positions reach the softmax: a few tokens instead of (B, T, V) in float32.
     picked = (logits if logits.ndim == 2 else logits[:, :-1][mask]).float()  # (N, V)
     targets = shift_labels[mask]  # (N,)
-    logp = F.log_softmax(picked, dim=-1).gather(1, targets[:, None]).squeeze(1)  # (N,)
+    logp = _label_log_probs(picked, targets, item_range)  # (N,)
     token_loss = -logp
     if gamma:
         token_loss = token_loss * (1.0 - logp.exp()).pow(gamma)
@@ -61,6 +67,19 @@ def answer_loss_parts(
     sample_sums = torch.zeros(B, dtype=torch.float32, device=logits.device)
     sample_sums.index_add_(0, mask.nonzero()[:, 0], token_loss.detach().float())
     return LossParts(loss, sample_sums, n_tokens)
+
+
+def _label_log_probs(picked: torch.Tensor, targets: torch.Tensor, item_range: tuple[int, int] | None) -> torch.Tensor:
+    """(N,) log p of each label: over the whole vocabulary, or over the item tokens for an item label
+    (each row's softmax computed once, over the columns it needs: most rec labels are items)."""
+    if item_range is None:
+        return -F.cross_entropy(picked, targets, reduction="none")
+    lo, hi = item_range
+    is_item = (targets >= lo) & (targets < hi)  # (N,)
+    items, others = is_item.nonzero().squeeze(1), (~is_item).nonzero().squeeze(1)
+    logp = picked.new_zeros(targets.shape)
+    logp = logp.index_put((items,), -F.cross_entropy(picked[items, lo:hi], targets[items] - lo, reduction="none"))
+    return logp.index_put((others,), -F.cross_entropy(picked[others], targets[others], reduction="none"))
 
 
 def label_positions(labels: torch.Tensor) -> torch.Tensor:

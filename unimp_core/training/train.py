@@ -34,7 +34,7 @@ from .optim import build_optimizer, build_scheduler
 from .samples import SampleDataset, TrainingSamples
 from .sharded import load_sharded_optimizer, save_sharded_optimizer
 from .selection import Selection, metric_name
-from .stream import EpochStream, epoch_sizes, planned_steps, validation_samples
+from .stream import EpochStream, epoch_sizes, planned_steps, steps_per_epoch, validation_samples
 
 
 # ------------------------------------------------------------------------------------------ the run
@@ -85,6 +85,8 @@ class Run:
     stream: EpochStream | None = None
     valid: dict[str, DataLoader] = field(default_factory=dict)
     total: int = 0
+    eval_every: int = 1  # optimizer steps between validations (the spec's, else one epoch's)
+    item_range: tuple[int, int] | None = None  # item tokens whose answers the softmax runs over (optim.item_softmax)
     n_epochs: int = 1
     trainable_names: list[str] = field(default_factory=list)
     resume: dict | None = None  # the checkpoint resumed from
@@ -230,7 +232,13 @@ def _setup_data(run: Run, ds: Dataset, setup: Setup) -> None:
                               group_batch=spec.optim.batch_size if spec.data.group_by_length else 0)
     if len(samples) == 0:
         raise UnimpError(f"{ds.root}: no training samples for tasks {spec.data.tasks}")
-    run.total = planned_steps(spec, epoch_sizes(samples, run.n_epochs), acc.num_processes)
+    sizes = epoch_sizes(samples, run.n_epochs)
+    run.total = planned_steps(spec, sizes, acc.num_processes)
+    run.eval_every = spec.run.eval_every or steps_per_epoch(sizes(0), spec.optim.batch_size, acc.num_processes,
+                                                            spec.optim.grad_accum)
+    ids = getattr(setup.bundle, "ids", None)
+    if spec.optim.item_softmax and ids is not None and not ids.semantic:
+        run.item_range = ids.item_range
     if spec.run.max_steps is not None:
         run.n_epochs = 10**9  # as many passes as the steps need
     run.stream = EpochStream(samples)
@@ -315,7 +323,8 @@ def _micro_step(run: Run, batch: dict) -> LossParts:
     with acc.accumulate(run.model):
         with acc.autocast():
             logits = run.setup.forward(run.model, batch)  # (B, T, V) or (N, V) at the label positions
-        parts = answer_loss_parts(logits, batch["labels"], batch["weights"], run.spec.optim.gamma)
+        parts = answer_loss_parts(logits, batch["labels"], batch["weights"], run.spec.optim.gamma,
+                                  item_range=run.item_range)
         acc.backward(parts.loss)
         if acc.sync_gradients:
             acc.clip_grad_norm_(run.model.parameters(), run.spec.optim.grad_clip)
@@ -344,14 +353,14 @@ def _after_step(run: Run, meter: Meter, clock: dict, advance) -> Meter:
     if pos.step % spec.run.log_every == 0 or last:
         _log_train(run, meter, lr, rate)
         meter = Meter()
-    if run.valid and (pos.step % spec.run.eval_every == 0 or last):
-        losses = validation_loss(run.model, run.valid, spec.optim.gamma, acc, run.setup.forward)
+    if run.valid and (pos.step % run.eval_every == 0 or last):
+        losses = validation_loss(run.model, run.valid, spec.optim.gamma, acc, run.setup.forward, run.item_range)
         if run.main:
             RF.append_metrics(run.out, {"step": pos.step, "epoch": pos.epoch, "valid_loss": losses})
             acc.log({f"valid/{k}": v for k, v in losses.items()}, step=pos.step)
             shown = ", ".join(f"{k} {v:.4f}" for k, v in losses.items())
             run.progress.log(f"step {pos.step}: validation loss {shown}")
-    if run.selection is not None and (pos.step % spec.run.eval_every == 0 or last):
+    if run.selection is not None and (pos.step % run.eval_every == 0 or last):
         _select(run)
     if pos.step % spec.run.save_every == 0 and not (last or run.stopped):
         _save_checkpoint(run)
@@ -413,7 +422,7 @@ def _log_train(run: Run, meter: Meter, lr: float, rate: float) -> None:
 
 
 def validation_loss(model, loaders: dict[str, Any], gamma: float, accelerator,
-                    forward: Callable) -> dict[str, float]:
+                    forward: Callable, item_range: tuple[int, int] | None = None) -> dict[str, float]:
     """Mean answer-token loss per task (no task weights) over every process's share of the validation
     instances. Every process must call it (the sums are reduced across processes)."""
     net = accelerator.unwrap_model(model)
@@ -425,7 +434,7 @@ def validation_loss(model, loaders: dict[str, Any], gamma: float, accelerator,
                 batch = {n: v.to(accelerator.device) if torch.is_tensor(v) else v for n, v in batch.items()}
                 with accelerator.autocast():
                     logits = forward(net, batch)  # (B, T, V) or (N, V) at the label positions
-                parts = answer_loss_parts(logits, batch["labels"], None, gamma)
+                parts = answer_loss_parts(logits, batch["labels"], None, gamma, item_range=item_range)
                 sums[2 * k] += float(parts.sample_sums.sum())
                 sums[2 * k + 1] += float(parts.sample_tokens.sum())
     net.train()
