@@ -49,7 +49,8 @@ def evaluate(
     config: Optional[Path] = typer.Option(None, "--config", exists=True, dir_okay=False, help=CONFIG_HELP),
     dry_run: bool = typer.Option(False, "--dry-run", help=DRY_RUN_HELP),
 ) -> None:
-    """Evaluate a run: HR/NDCG/MRR over the whole catalogue (rec, search) against popularity, rating and
+    """Evaluate a run: HR/NDCG/MRR over the whole catalogue (rec, search) against popularity, overall and by
+    how often the target occurs in the training data (<5, 5-19, 20+), rating and
     explanation metrics (exp), selection precision/recall/F1 (img_sel), code accuracy, PSNR and SSIM of generated
     images (img_gen). Runs under `accelerate launch` too."""
     overrides = {"run": run, "checkpoint": checkpoint, "split": split, "tasks": tasks, "data": data, "compare": compare,
