@@ -49,7 +49,8 @@ def evaluate(
     config: Optional[Path] = typer.Option(None, "--config", exists=True, dir_okay=False, help=CONFIG_HELP),
     dry_run: bool = typer.Option(False, "--dry-run", help=DRY_RUN_HELP),
 ) -> None:
-    """Evaluate a run: HR/NDCG/MRR over the whole catalogue (rec, search) against popularity, rating and
+    """Evaluate a run: HR/NDCG/MRR over the whole catalogue (rec, search) against popularity, overall and by
+    how often the target occurs in the training data (<5, 5-19, 20+), rating and
     explanation metrics (exp), selection precision/recall/F1 (img_sel), code accuracy, PSNR and SSIM of generated
     images (img_gen). Runs under `accelerate launch` too."""
     overrides = {"run": run, "checkpoint": checkpoint, "split": split, "tasks": tasks, "data": data, "compare": compare,
@@ -108,9 +109,26 @@ def print_compare(con, result: dict[str, Any]) -> None:
         for name in names:
             table.add_row(name, *[fmt(r["metrics"].get(name)) for r in res["runs"]], fmt(res["popularity"].get(name)))
         con.print(table)
+        con.print(_compare_by_popularity(task, res, heads, names))
         con.print(f"  [dim]{protocol_line(res['protocol'])}[/]", soft_wrap=True)
         for row in res["runs"]:
             con.print(f"{row['run']}: {row['folder']}/metrics.json", soft_wrap=True)
+
+
+def _compare_by_popularity(task: str, res: dict[str, Any], heads: list[str], names: list[str]):
+    """The runs and popularity side by side again, a section per popularity bucket of the target."""
+    from rich.table import Table
+
+    from unimp_core.terminal import bucket_head, fmt
+
+    table = Table("metric", *heads, "popularity", title=f"{task}, by the target's interactions in the training data")
+    for label, baseline in res["popularity_by_popularity"].items():
+        table.add_row(f"[bold]{bucket_head(label, baseline['users'])}[/]")
+        for name in names:
+            table.add_row(f"  {name}", *[fmt(r["by_popularity"][label].get(name)) for r in res["runs"]],
+                          fmt(baseline.get(name)))
+        table.add_section()
+    return table
 
 
 def print_report(con, report: dict[str, Any]) -> None:

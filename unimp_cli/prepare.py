@@ -106,6 +106,10 @@ def _summary(con, path: Path, m: dict) -> None:
     t.add_row("users / items / interactions", f"{c['users']} / {c['items']} / {c['interactions']}")
     for key, per in c["per_split"].items():
         t.add_row(f"{key} per split", ", ".join(f"{k} {v}" for k, v in sorted(per.items())))
+    attrs = c.get("attributes") or {}
+    if attrs.get("items_with_attributes"):
+        t.add_row("items with attributes", f"{attrs['items_with_attributes']} ({attrs['distinct_attributes']} distinct, "
+                  f"{attrs['mean_per_item']:.1f} per item)")
     img = m["images"]
     t.add_row("images ok / missing", f"{img['ok']} / {img['missing']}")
     if img["failed"]:

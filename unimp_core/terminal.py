@@ -50,7 +50,31 @@ def ranking_report(res: dict[str, Any], report: dict[str, Any]) -> tuple[Any, li
     from .evaluation.compare import protocol, protocol_line
 
     notes.append(protocol_line(protocol(report, res)))
-    return table, notes
+    if not res.get("by_popularity"):
+        return table, notes
+    from rich.console import Group
+
+    return Group(table, popularity_table(res["by_popularity"], res["popularity_by_popularity"], ks)), notes
+
+
+def bucket_head(label: str, users: int) -> str:
+    """A popularity bucket's name in a table: "<5 (1,234 users)"."""
+    return f"{label} ({users:,} users)"
+
+
+def popularity_table(by_model: dict[str, dict], by_baseline: dict[str, dict], ks: list[int]):
+    """HR and NDCG@k over the users whose target falls in each popularity bucket (a column each), each
+    beside the popularity baseline's."""
+    from rich.table import Table
+
+    table = Table("metric", *[bucket_head(label, b["users"]) for label, b in by_model.items()],
+                  title="by the target's interactions in the training data")
+    for metric in ("HR", "NDCG"):
+        for k in ks:
+            name = f"{metric}@{k}"
+            table.add_row(f"[bold]{name}[/]", *[fmt(b.get(name)) for b in by_model.values()])
+            table.add_row("  popularity", *[fmt(b.get(name)) for b in by_baseline.values()], style="dim")
+    return table
 
 
 def exp_report(res: dict[str, Any], report: dict[str, Any]) -> tuple[Any, list[str]]:

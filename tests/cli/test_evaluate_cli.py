@@ -47,7 +47,9 @@ def test_unknown_checkpoint_names_the_existing_ones(cli, run):
 def test_table_and_json(cli, run):
     res = cli("evaluate", "--run", run, "--tasks", "rec", "--k", "1,10", "--limit", "5", "--batch-size", "2")
     assert res.exit_code == 0, res.output
+    table = res.output
     assert "popularity" in res.output and "HR" in res.output and "@10" in res.output and "SYNTHETIC" in res.output
+    assert "by the target's interactions in the training data" in res.output
     assert "final-test-first5/metrics.json" in res.output
     res = cli("evaluate", "--run", run, "--tasks", "rec", "--k", "1,10", "--limit", "5", "--json")
     assert res.exit_code == 0, res.output
@@ -56,6 +58,12 @@ def test_table_and_json(cli, run):
         "HR@1", "HR@10", "NDCG@1", "NDCG@10", "MRR@1", "MRR@10"}
     saved = json.loads((run / "evaluations" / "final-test-first5" / "metrics.json").read_text())
     assert saved["tasks"]["rec"]["metrics"] == report["tasks"]["rec"]["metrics"]
+    by = report["tasks"]["rec"]["by_popularity"]
+    assert saved["tasks"]["rec"]["by_popularity"] == by and list(by) == ["<5", "5-19", "20+"]
+    assert sum(b["users"] for b in by.values()) == 5
+    for label, b in by.items():  # the terminal table names each bucket with its users
+        assert set(b) == {"users", "HR@1", "HR@10", "NDCG@1", "NDCG@10", "MRR@1", "MRR@10"}
+        assert f"{label} ({b['users']:,} users)" in table
 
 
 def test_beam_decoding_from_the_command_line(cli, run):

@@ -141,3 +141,33 @@ def test_files_source_with_images_dir_and_explanations_file(cli, tmp_path):
         assert image == f"images/{item_id}.jpg"
         with Image.open(tmp_path / "ds" / image) as placed, Image.open(photos / f"pic{i}.jpg") as original:
             assert placed.size == (40, 40) and placed.tobytes() == original.tobytes()
+
+
+def test_files_source_with_item_attributes(cli, tmp_path):
+    """`--items` given a JSON object of item id -> attribute list (the S3-Rec form): the items table's
+    `attributes` column, the manifest's figures and the summary line; a bad value under --strict is one
+    line naming the file and the key."""
+    from unimp_core.data.store import load_dataset
+
+    rows = ["user,item,timestamp"] + [f"{u},{1 + (u + k) % 12},{k}" for u in range(30) for k in range(9)]
+    (tmp_path / "seq.csv").write_text("\n".join(rows) + "\n")
+    attrs = {str(i): [i % 4, 10 + i % 3] for i in range(1, 13)} | {"99": [1]}
+    (tmp_path / "item2attributes.json").write_text(json.dumps(attrs))
+    args = ["prepare", "--source", "files", "--interactions", tmp_path / "seq.csv", "--items",
+            tmp_path / "item2attributes.json", "--protocol", "leave-one-out", "--no-images",
+            "--cache-dir", tmp_path / "c"]
+    res = cli(*args, "--out", tmp_path / "ds")
+    assert res.exit_code == 0, res.output + res.stderr
+    assert "items with attributes" in res.output and "12 (7 distinct, 2.0 per item)" in res.output
+    ds = load_dataset(tmp_path / "ds")
+    assert ds.manifest["counts"]["attributes"] == {"items_with_attributes": 12, "distinct_attributes": 7,
+                                                   "mean_per_item": 2.0}
+    assert ds.manifest["skipped"] == {"item2attributes.json: key matches no interacted item": 1}
+    got = dict(ds.items.select("source_id", "attributes").iter_rows())
+    assert got["5"] == ["1", "12"] and got["12"] == ["0", "10"]
+
+    (tmp_path / "item2attributes.json").write_text(json.dumps(attrs | {"7": "[3, 4"}))
+    res = cli(*args, "--out", tmp_path / "strict", "--strict")
+    assert res.exit_code == 1
+    line = res.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: ") and "item2attributes.json: key '7': attributes:" in line

@@ -143,9 +143,19 @@ def test_compare_from_the_command_line(cli, data, tmp_path):
         assert res.exit_code == 0, res.output
     res = cli("evaluate", "--run", tmp_path / "a", "--compare", tmp_path / "b", "--exclude-history", "--k", "5,10")
     assert res.exit_code == 0, res.output
-    for text in ("NDCG@10", "popularity", "history items excluded", "ties pessimistic", "users"):
-        assert text in res.output, text
+    table = res.output
+    for text in ("NDCG@10", "popularity", "history items excluded", "ties pessimistic", "users",
+                 "by the target's interactions in the training data"):
+        assert text in table, text
     res = cli("evaluate", "--run", tmp_path / "a", "--compare", tmp_path / "b", "--json")
     assert res.exit_code == 0, res.output
     result = json.loads(res.output[res.output.index("{"):])
-    assert len(result["tasks"]["rec"]["runs"]) == 2 and result["tasks"]["rec"]["protocol"]["history_excluded"] is False
+    rec = result["tasks"]["rec"]
+    assert len(rec["runs"]) == 2 and rec["protocol"]["history_excluded"] is False
+    users = {label: b["users"] for label, b in rec["popularity_by_popularity"].items()}
+    assert list(users) == ["<5", "5-19", "20+"] and sum(users.values()) == rec["protocol"]["users"]
+    for row in rec["runs"]:  # each run's figures per bucket, over the same users
+        assert {label: b["users"] for label, b in row["by_popularity"].items()} == users
+        assert set(row["by_popularity"]["20+"]) == {"users", *row["metrics"]}
+    for label, n in users.items():  # the table: a section per bucket, named with its users
+        assert f"{label} ({n:,} users)" in table, label

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from unimp_core.errors import UnimpError
-from unimp_core.evaluation.metrics import (ABSENT, RANK_KS, item_counts, parse_exp_output, parse_rating, parse_slots,
+from unimp_core.evaluation.metrics import (ABSENT, POPULARITY_EDGES, RANK_KS, item_counts, metrics_by_popularity,
+                                           parse_exp_output, parse_rating, parse_slots, popularity_buckets,
                                            popularity_metrics, popularity_order, popularity_ranks, ranking_metrics,
                                            ranking_per_user, rating_metrics, selection_metrics,
                                            selection_per_sample, target_ranks)
@@ -133,6 +134,46 @@ def test_popularity_metrics_hand_computed():
     assert m["HR@3"] == pytest.approx(2 / 3)
     assert m["NDCG@3"] == pytest.approx((1 + 1 / math.log2(3)) / 3)
     assert m["MRR@3"] == pytest.approx((1 + 1 / 2) / 3)
+
+
+# -------------------------------------------------------------------------- by the target's popularity
+
+
+def test_popularity_bucket_labels():
+    assert POPULARITY_EDGES == (5, 20) and popularity_buckets() == ["<5", "5-19", "20+"]
+    assert popularity_buckets((1, 2, 10)) == ["<1", "1", "2-9", "10+"]
+    for bad in ((), (0, 5), (5, 5), (20, 5)):
+        with pytest.raises(UnimpError, match="increasing positive"):
+            popularity_buckets(bad)
+
+
+def test_metrics_by_popularity_hand_computed():
+    # six users; their targets were seen 0, 4, 5, 19, 20 and 300 times in training
+    ranks = [0, 3, ABSENT, 1, 0, 12]
+    seen = [0, 4, 5, 19, 20, 300]
+    by = metrics_by_popularity(ranks, seen, ks=(1, 5))
+    assert list(by) == ["<5", "5-19", "20+"]
+    assert by["<5"] == pytest.approx({"users": 2, "HR@1": 1 / 2, "HR@5": 2 / 2, "NDCG@1": 1 / 2,
+                                      "NDCG@5": (1 + 1 / math.log2(5)) / 2, "MRR@1": 1 / 2,
+                                      "MRR@5": (1 + 1 / 4) / 2})
+    assert by["5-19"] == pytest.approx({"users": 2, "HR@1": 0.0, "HR@5": 1 / 2, "NDCG@1": 0.0,
+                                        "NDCG@5": (1 / math.log2(3)) / 2, "MRR@1": 0.0, "MRR@5": (1 / 2) / 2})
+    assert by["20+"] == pytest.approx({"users": 2, "HR@1": 1 / 2, "HR@5": 1 / 2, "NDCG@1": 1 / 2, "NDCG@5": 1 / 2,
+                                       "MRR@1": 1 / 2, "MRR@5": 1 / 2})
+    # the buckets' users add up, and their user-weighted means give back the overall figure
+    overall = ranking_metrics(ranks, ks=(1, 5))
+    for name, value in overall.items():
+        assert sum(b["users"] * b[name] for b in by.values()) / len(ranks) == pytest.approx(value)
+
+
+def test_metrics_by_popularity_empty_bucket_and_bad_input():
+    by = metrics_by_popularity([0, 1], [30, 40], ks=(10,))
+    assert by["<5"] == {"users": 0, "HR@10": None, "NDCG@10": None, "MRR@10": None}
+    assert by["5-19"]["users"] == 0 and by["20+"] == {"users": 2, "HR@10": 1.0,
+                                                      "NDCG@10": pytest.approx((1 + 1 / math.log2(3)) / 2),
+                                                      "MRR@10": 0.75}
+    with pytest.raises(UnimpError, match="3 target counts for 2 ranks"):
+        metrics_by_popularity([0, 1], [1, 2, 3], ks=(10,))
 
 
 # ------------------------------------------------------------------------------------------ rating

@@ -145,6 +145,61 @@ def test_popularity_baseline_from_raw_interaction_counts(run, full):
         assert popularity[f"MRR@{k}"] == pytest.approx(np.mean(hit / (ranks + 1)))
 
 
+def test_rank_metrics_by_target_popularity_in_training(run, full):
+    """by_popularity recomputed by hand: each test target's count among the training users' interactions
+    (the popularity baseline's counts), the users bucketed <5 / 5-19 / 20+, the metrics from the stored
+    ranks; the popularity baseline's per bucket the same way from its own ranks."""
+    from unimp_core.data.store import load_dataset
+
+    root = Path(json.loads((run / "train_spec.json").read_text())["data"]["path"])
+    ds = load_dataset(root)
+    train_users = ds.users.filter(pl.col("split") == "train")["user_id"].to_list()
+    train_items = ds.interactions.filter(pl.col("user_id").is_in(train_users))["item_id"].to_list()
+    count = np.bincount(train_items, minlength=ds.items.height)
+    res = full["tasks"]["rec"]
+    for by in (res["by_popularity"], res["popularity_by_popularity"]):
+        assert list(by) == ["<5", "5-19", "20+"] and sum(b["users"] for b in by.values()) == res["users"]
+    records = _lines(run / "evaluations" / "final-test" / "predictions" / "rec.jsonl")
+    seen = np.array([count[r["target"]] for r in records])
+    ranks = np.array([r["rank"] for r in records])
+    for label, chosen in (("<5", seen < 5), ("5-19", (seen >= 5) & (seen < 20)), ("20+", seen >= 20)):
+        b = res["by_popularity"][label]
+        assert b["users"] == int(chosen.sum()) == res["popularity_by_popularity"][label]["users"]
+        assert set(b) == {"users", *res["metrics"]}
+        if not chosen.any():
+            assert b["HR@10"] is None
+            continue
+        hit = ranks[chosen] < 10
+        assert b["HR@10"] == pytest.approx(hit.mean())
+        assert b["NDCG@10"] == pytest.approx(np.mean(hit / np.log2(ranks[chosen] + 2)))
+    assert sum(b["users"] > 0 for b in res["by_popularity"].values()) >= 2  # more than one bucket is checked
+    saved = json.loads((run / "evaluations" / "final-test" / "metrics.json").read_text())["tasks"]["rec"]
+    assert saved["by_popularity"] == res["by_popularity"]
+
+
+def test_ranking_summary_by_popularity_hand_computed(tmp_path):
+    """Six users, item t the target of user t; the training data holds items 0..5 0, 4, 5, 19, 20 and 300
+    times. The model's ranks are given; the popularity list is 5, 4, 3, 2, 1, 0."""
+    from unimp_core.evaluation.scoring import EvalContext, ranking_summary
+
+    counts = np.array([0, 4, 5, 19, 20, 300])
+    records = [{"index": t, "target": t, "rank": r} for t, r in enumerate([0, 3, 7, 1, 0, 12])]
+    ev = EvalContext(None, EvaluateSpec(run=tmp_path, ks=[1, 5]), tmp_path, counts, [])
+    out = ranking_summary(records, [], ev)
+    model, baseline = out["by_popularity"], out["popularity_by_popularity"]
+    assert [b["users"] for b in model.values()] == [b["users"] for b in baseline.values()] == [2, 2, 2]
+    assert [(b["HR@1"], b["HR@5"]) for b in model.values()] == [(0.5, 1.0), (0.0, 0.5), (0.5, 0.5)]
+    assert model["5-19"]["NDCG@5"] == pytest.approx(1 / np.log2(3) / 2)
+    # popularity ranks: items 0, 1 at 5, 4; items 2, 3 at 3, 2; items 4, 5 at 1, 0
+    assert [(b["HR@1"], b["HR@5"]) for b in baseline.values()] == [(0.0, 0.5), (0.0, 1.0), (0.5, 1.0)]
+    assert baseline["<5"]["MRR@5"] == pytest.approx(1 / 5 / 2)
+    # a beam search of 3 cannot measure @5: null per bucket as overall, the users stay
+    beam = ranking_summary(records, [], EvalContext(None, EvaluateSpec(run=tmp_path, ks=[1, 5], decode="beam",
+                                                                       num_beams=3), tmp_path, counts, []))
+    assert beam["metrics"]["HR@5"] is None and all(b["HR@5"] is None for b in beam["by_popularity"].values())
+    assert [b["users"] for b in beam["by_popularity"].values()] == [2, 2, 2]
+
+
 def test_leave_one_out_training_prefix():
     from tests.tasks.synthetic import make_dataset
 
@@ -163,6 +218,10 @@ def test_beam_decoding_reproduces_the_exact_ranking(run, full):
         for m in ("HR", "NDCG", "MRR"):
             assert res["metrics"][f"{m}@{k}"] == pytest.approx(full["tasks"]["rec"]["metrics"][f"{m}@{k}"])
     assert res["metrics"]["HR@20"] is None and "beams" in res["note"]
+    for label, b in res["by_popularity"].items():  # per bucket too: the same numbers, nothing beyond the beams
+        assert b["HR@20"] is None and b["users"] == full["tasks"]["rec"]["by_popularity"][label]["users"]
+        if b["users"]:
+            assert b["HR@10"] == pytest.approx(full["tasks"]["rec"]["by_popularity"][label]["HR@10"])
     ranked = _lines(run / "evaluations" / "final-test" / "predictions" / "rec.jsonl")
     beamed = _lines(Path(beam["folder"]) / "predictions" / "rec.jsonl")
     for a, b in zip(ranked, beamed):

@@ -148,6 +148,8 @@ def test_compare_runs_side_by_side(sample_data, tmp_path):
     for row in rec["runs"]:  # each run's own evaluation, with the same popularity and users
         saved = json.loads((Path(row["folder"]) / "metrics.json").read_text())["tasks"]["rec"]
         assert saved["metrics"] == row["metrics"] and saved["popularity"] == rec["popularity"]
+        assert saved["by_popularity"] == row["by_popularity"]
+        assert saved["popularity_by_popularity"] == rec["popularity_by_popularity"]
     p = rec["protocol"]
     assert p["history_excluded"] and p["split"] == "test" and p["users"] == saved["users"]
     assert protocol_line(p).startswith("protocol: test split (user-split), candidates: the whole catalogue (")

@@ -14,6 +14,7 @@ from ..progress import Progress
 from ..specs.data import PrepareSpec
 from . import images as image_io
 from . import process
+from .attributes import attribute_counts
 from .raw import RawData
 from .sources import load_source
 from .fetch import mirror_folder
@@ -63,6 +64,7 @@ def build_dataset(raw: RawData, spec: PrepareSpec, keep_splits: pl.DataFrame | N
         "items": items.height,
         "interactions": inter.height,
         "per_split": process.split_counts(users, instances),
+        "attributes": attribute_counts(items),
     }
     return ds, {"counts": counts, "explanation_source": explanation_source}
 

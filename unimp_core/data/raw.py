@@ -9,7 +9,7 @@ from typing import Any
 import polars as pl
 
 # Columns every source produces (missing text is null). `image_path` is an absolute local file
-# (H&M, Netflix, files); `image_url` is downloaded.
+# (H&M, Netflix, files); `image_url` is downloaded; `attributes` are tokens (see `attributes.py`).
 RAW_INTERACTIONS = {
     "user_key": pl.Utf8,
     "source_id": pl.Utf8,
@@ -29,6 +29,7 @@ RAW_ITEMS = {
     "description": pl.Utf8,
     "image_url": pl.Utf8,
     "image_path": pl.Utf8,
+    "attributes": pl.List(pl.Utf8),
 }
 
 

@@ -3,7 +3,8 @@
 Layout (names other steps rely on):
     manifest.json          schema version, sources, parameters, counts, image counts, skips
     prepare_spec.json      the resolved spec that produced the folder
-    items.parquet          item_id, source_id, domain, title, brand, category, price, description, image_url, image
+    items.parquet          item_id, source_id, domain, title, brand, category, price, description, image_url, image,
+                           attributes (list of tokens, null when none; `attributes.item_attributes` reads them)
     interactions.parquet   user_id, user_key, item_id, timestamp, rating, review, summary, explanation (time order per user)
     users.parquet          user_id, user_key, domain, length, split
     eval/<task>.parquet    evaluation instances drawn once (rec, search, exp, img_sel)
@@ -48,7 +49,10 @@ DATASET_ENTRIES = frozenset({
 ITEMS_SCHEMA = {
     "item_id": pl.Int64, "source_id": pl.Utf8, "domain": pl.Utf8, "title": pl.Utf8, "brand": pl.Utf8,
     "category": pl.Utf8, "price": pl.Float64, "description": pl.Utf8, "image_url": pl.Utf8, "image": pl.Utf8,
+    "attributes": pl.List(pl.Utf8),
 }
+# item columns added after schema version 1 was fixed: a folder written before holds none (read as null)
+LATER_ITEM_COLUMNS = ("attributes",)
 INTERACTIONS_SCHEMA = {
     "user_id": pl.Int64, "user_key": pl.Utf8, "item_id": pl.Int64, "timestamp": pl.Int64, "rating": pl.Float64,
     "review": pl.Utf8, "summary": pl.Utf8, "explanation": pl.Utf8,
@@ -213,7 +217,10 @@ def load_dataset(root: str | os.PathLike) -> Dataset:
     root = Path(root)
     manifest = read_manifest(root)
     instances = {p.stem: _read_table(p) for p in sorted((root / "eval").glob("*.parquet"))}
-    items = _read_table(root / "items.parquet", ITEMS_SCHEMA)
+    required = {c: t for c, t in ITEMS_SCHEMA.items() if c not in LATER_ITEM_COLUMNS}
+    items = _read_table(root / "items.parquet", required)
+    items = items.with_columns(pl.lit(None, dtype=ITEMS_SCHEMA[c]).alias(c) for c in LATER_ITEM_COLUMNS
+                               if c not in items.columns)
     interactions = _read_table(root / "interactions.parquet", INTERACTIONS_SCHEMA)
     n, used = items.height, interactions["item_id"].cast(pl.Int64, strict=False)
     if items["item_id"].cast(pl.Int64, strict=False).to_list() != list(range(n)) or (

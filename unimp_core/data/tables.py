@@ -45,7 +45,7 @@ def file_record(path: str | os.PathLike) -> dict:
     return {"file": str(path.resolve()), "url": None, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
-def _text_bytes(path: Path, compression: str | None) -> bytes:
+def text_bytes(path: Path, compression: str | None) -> bytes:
     """The file's text as UTF-8 bytes; Latin-1 files (common in old dumps) are re-encoded."""
     opener = gzip.open if compression == "gzip" else open
     try:
@@ -83,8 +83,8 @@ def read_table(path: str | os.PathLike, *, strict: bool = True, skipped: Counter
                 except pl.exceptions.ComputeError as exc:
                     if "utf-8" not in str(exc).lower():
                         raise
-            return pl.read_csv(_text_bytes(path, compression), separator=sep, infer_schema=False)
-        data = _text_bytes(path, compression)
+            return pl.read_csv(text_bytes(path, compression), separator=sep, infer_schema=False)
+        data = text_bytes(path, compression)
         if data.lstrip()[:1] == b"[":
             return pl.DataFrame(json.loads(data))
         try:

@@ -2,7 +2,8 @@
 
 Every run is evaluated by `run_evaluate` with one EvaluateSpec (its own default checkpoint: best
 when it kept one), so each also gets its ordinary metrics.json; the comparison is one table with the
-popularity baseline, under a protocol line that states the split, the candidates, whether history
+popularity baseline (and one more by the target's popularity in training: each run's `by_popularity`,
+the baseline's `popularity_by_popularity`, as `scoring.ranking_summary` describes them), under a protocol line that states the split, the candidates, whether history
 items are excluded, the tie policy and the number of users. Runs trained on different datasets
 (another manifest: rebuilt, re-indexed or another source) are refused before anything is evaluated.
 """
@@ -71,6 +72,8 @@ def run_compare(spec: EvaluateSpec, progress: Progress | None = None) -> dict[st
             out["tasks"][task] = {"users": 0, "note": first.get("note", "no instances")}
             continue
         rows = [{"run": str(rep["run"]), "model": rep.get("model_family"), "checkpoint": rep["checkpoint"],
-                 "metrics": rep["tasks"][task]["metrics"], "folder": rep["folder"]} for rep in reports]
-        out["tasks"][task] = {"protocol": protocol(reports[0], first), "runs": rows, "popularity": first["popularity"]}
+                 "metrics": rep["tasks"][task]["metrics"], "by_popularity": rep["tasks"][task]["by_popularity"],
+                 "folder": rep["folder"]} for rep in reports]
+        out["tasks"][task] = {"protocol": protocol(reports[0], first), "runs": rows, "popularity": first["popularity"],
+                              "popularity_by_popularity": first["popularity_by_popularity"]}
     return out

@@ -190,6 +190,51 @@ def popularity_metrics(counts, targets, ks: Iterable[int] = RANK_KS, exclude=Non
     return ranking_metrics(popularity_ranks(counts, targets, exclude), ks)
 
 
+# -------------------------------------------------------------------------- by the target's popularity
+
+# Where the popularity buckets split: a target seen c times in the training data falls in the first bucket
+# whose upper edge exceeds c. (5, 20) gives "<5" (rare items), "5-19" and "20+".
+POPULARITY_EDGES: tuple[int, ...] = (5, 20)
+
+
+def popularity_buckets(edges: Sequence[int] = POPULARITY_EDGES) -> list[str]:
+    """The bucket labels for `edges`, e.g. (5, 20) -> ["<5", "5-19", "20+"]."""
+    edges = [int(e) for e in edges]
+    if not edges or edges[0] < 1 or any(b <= a for a, b in zip(edges, edges[1:])):
+        raise UnimpError(f"metrics: popularity edges must be increasing positive integers, got {edges}")
+    inner = [f"{a}-{b - 1}" if b - 1 > a else f"{a}" for a, b in zip(edges, edges[1:])]
+    return [f"<{edges[0]}", *inner, f"{edges[-1]}+"]
+
+
+def metrics_by_popularity(ranks, target_counts, ks: Iterable[int] = RANK_KS,
+                          edges: Sequence[int] = POPULARITY_EDGES) -> dict[str, dict[str, float | int | None]]:
+    """HR/NDCG/MRR@k (as `ranking_metrics`) over the users whose target falls in each popularity bucket.
+
+    Args:
+        ranks: (B,) 0-based ranks of the targets (`ABSENT`: not retrieved).
+        target_counts: (B,) how often each user's target occurs in the training data.
+        ks, edges: the cut-offs and the bucket edges (`POPULARITY_EDGES`).
+
+    Returns:
+        {"<5": {"users": n, "HR@1": float, ..., "MRR@20": float}, "5-19": {...}, "20+": {...}}, every bucket
+        present, in order; a bucket without users has "users": 0 and every metric None.
+    """
+    per_user = ranking_per_user(ranks, ks)
+    counts = np.asarray(target_counts, dtype=np.int64).reshape(-1)
+    n = next(iter(per_user.values())).shape[0]
+    if counts.shape[0] != n:
+        raise UnimpError(f"metrics: {counts.shape[0]} target counts for {n} ranks")
+    labels = popularity_buckets(edges)
+    bucket = np.searchsorted(np.asarray(edges), counts, side="right")  # (B,) index into labels
+    out: dict[str, dict[str, float | int | None]] = {}
+    for b, label in enumerate(labels):
+        chosen = bucket == b
+        users = int(chosen.sum())
+        out[label] = {"users": users, **{name: float(values[chosen].mean()) if users else None
+                                         for name, values in per_user.items()}}
+    return out
+
+
 # ------------------------------------------------------------------------------------------ rating
 
 def _answer_part(text: str | None) -> str:

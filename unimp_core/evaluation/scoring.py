@@ -274,20 +274,33 @@ def image_summary(records: list[dict], samples, ev: EvalContext) -> dict:
 
 
 def ranking_summary(records: list[dict], samples, ev: EvalContext) -> dict:
-    """HR/NDCG/MRR@k of the target's rank, and the popularity baseline on the same instances."""
+    """HR/NDCG/MRR@k of the target's rank, and the popularity baseline on the same instances, overall and by
+    the target's popularity in training.
+
+    The entry (the task's part of metrics.json) holds, beside the protocol fields:
+        "metrics":    {"HR@1": float, ..., "MRR@20": float}   the model, every user
+        "popularity": {"HR@1": ..., ...}                       the most-popular baseline, every user
+        "by_popularity": {"<5": {"users": n, "HR@1": ..., ..., "MRR@20": ...}, "5-19": {...}, "20+": {...}}
+            the model over the users whose target the training data holds fewer than 5 times, 5 to 19
+            times, 20 times or more (`metrics.POPULARITY_EDGES`); the same metric names as "metrics"; every
+            bucket present, in that order; an empty bucket has "users": 0 and null metrics
+        "popularity_by_popularity": the same for the popularity baseline
+    "Training data" is what the popularity baseline counts (`runner.training_interactions`). A metric that
+    cannot be measured (k beyond the beams) is null in every one of them.
+    """
     spec, counts = ev.spec, ev.counts
     ranks = np.array([r["rank"] for r in records], dtype=np.int64)
-    targets = [r["target"] for r in records]
+    targets = np.array([r["target"] for r in records], dtype=np.int64)
     exclude = [samples[r["index"]].meta["history"] for r in records] if spec.exclude_history else None
     out: dict[str, Any] = {"decode": spec.decode, "exclude_history": spec.exclude_history}
+    # a beam search returns num_beams items: deeper cut-offs cannot be measured
+    ks = list(spec.ks) if spec.decode == "rank" else [k for k in spec.ks if k <= spec.num_beams]
+    measured = {f"{m}@{k}" for m in M.RANK_METRICS for k in ks}
+    values = M.ranking_metrics(ranks, ks) if ks else {}
+    out["metrics"] = {f"{m}@{k}": values.get(f"{m}@{k}") for m in M.RANK_METRICS for k in spec.ks}
     if spec.decode == "rank":
-        out["metrics"] = M.ranking_metrics(ranks, spec.ks)
         out["ties"] = "pessimistic: items scoring exactly the target's score count as ranked above it"
     else:
-        # a beam search returns num_beams items: deeper cut-offs cannot be measured
-        ks = [k for k in spec.ks if k <= spec.num_beams]
-        values = M.ranking_metrics(ranks, ks) if ks else {}
-        out["metrics"] = {f"{m}@{k}": values.get(f"{m}@{k}") for m in M.RANK_METRICS for k in spec.ks}
         out["num_beams"] = spec.num_beams
         if len(ks) < len(spec.ks):
             out["note"] = f"k > {spec.num_beams} not measurable with {spec.num_beams} beams (null)"
@@ -295,7 +308,13 @@ def ranking_summary(records: list[dict], samples, ev: EvalContext) -> dict:
         outputs = sum(len(r["outputs"]) for r in records)
         out["invalid_share"] = sum(r["invalid"] for r in records) / max(outputs, 1)
         out["invalid_top1_share"] = float(np.mean([r["top"][0][0] is None if r["top"] else True for r in records]))
-    out["popularity"] = M.popularity_metrics(counts, targets, spec.ks, exclude)
+    popularity_ranks = M.popularity_ranks(counts, targets, exclude)
+    out["popularity"] = M.ranking_metrics(popularity_ranks, spec.ks)
+    seen = counts[targets]  # (B,) how often each target occurs in the training data
+    by_model = M.metrics_by_popularity(ranks, seen, spec.ks)
+    out["by_popularity"] = {label: {name: v if name == "users" or name in measured else None for name, v in b.items()}
+                            for label, b in by_model.items()}
+    out["popularity_by_popularity"] = M.metrics_by_popularity(popularity_ranks, seen, spec.ks)
     out["candidates"] = (f"the whole catalogue ({len(counts):,} items)" if spec.decode == "rank"
                          else f"the {spec.num_beams} items of a {spec.decode} beam search")
     return out

@@ -13,19 +13,23 @@ from .base import Spec
 
 # Column roles a user's own files can map; user/item/timestamp are required.
 INTERACTION_COLUMNS = ("user", "item", "timestamp", "rating", "review", "summary")
-ITEM_COLUMNS = ("title", "brand", "category", "price", "description", "image_url", "image_path")
+ITEM_COLUMNS = ("title", "brand", "category", "price", "description", "image_url", "image_path", "attributes")
 
 
 class FilesSpec(Spec):
     """A user's own tables (`--source files`)."""
 
     interactions: Path = Field(description="Interactions table: CSV, TSV, JSON lines or Parquet (by extension).")
-    items: Path | None = Field(default=None, description="Optional items table (same formats), keyed by the item column.")
+    items: Path | None = Field(
+        default=None,
+        description="Optional items table (same formats), keyed by the item column; its attributes column holds a "
+        "list of attribute ids or words per item (in CSV/TSV: separated by '|' when the text holds one, else by "
+        "spaces). Or a JSON file that is one object of item id -> list of attributes.")
     images: Path | None = Field(default=None, description="Folder that relative image_path values are read from (default: the folder of the table that names them).")
     columns: dict[str, str] = Field(
         default_factory=dict,
         description="Column mapping role=column; roles: user item timestamp rating review summary "
-        "(interactions) and item title brand category price description image_url image_path (items). "
+        "(interactions) and item title brand category price description image_url image_path attributes (items). "
         "Unmapped roles default to a column of the same name when present.",
     )
     domain: str = Field(default="files", description="Domain name recorded for these items and user keys.")

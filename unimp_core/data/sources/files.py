@@ -18,7 +18,9 @@ from ...errors import UnimpError
 from ...progress import Progress
 from ...specs.data import INTERACTION_COLUMNS, ITEM_COLUMNS, FilesSpec, PrepareSpec
 from ..raw import RawData
-from ..tables import as_text, epoch_seconds, file_record, first_bad_row, pick_columns, read_table, resolve_images
+from ..attributes import attribute_column, read_attribute_map
+from ..tables import (as_text, epoch_seconds, file_record, first_bad_row, pick_columns, read_table, resolve_images,
+                      table_kind, text_bytes)
 
 REQUIRED = ("user", "item", "timestamp")
 
@@ -97,19 +99,33 @@ def _items(
 ) -> pl.DataFrame:
     """One row per interacted item with whatever item roles `table` has (first row per item wins).
 
-    `own_table` is False when the item roles are looked for in the interactions table itself.
+    `own_table` is False when the item roles are looked for in the interactions table itself; in an items
+    table of its own every row is kept or counted (no item id, a repeated item, an item never interacted).
     """
     roles = pick_columns(table, path, ("item",) + ITEM_COLUMNS, fs.columns, ("item",) if own_table else ())
     attrs = [r for r in ITEM_COLUMNS if r in roles]
-    if not attrs:
+    if not attrs and not own_table:
         return item_ids.with_columns(pl.lit(fs.domain).alias("domain"))
-    exprs = [as_text(pl.col(roles["item"])).alias("source_id")]
+    exprs = [as_text(pl.col(roles["item"])).alias("source_id"), pl.int_range(1, pl.len() + 1).alias("_row")]
     for role in attrs:
+        if role == "attributes":
+            continue  # lists: read below, for the kept rows only
         col = roles[role]
         value = _number(col, table.schema[col]) if role == "price" else as_text(pl.col(col))
         exprs.append(value.alias(role))
-    found = table.select(exprs).drop_nulls("source_id").unique(subset="source_id", keep="first", maintain_order=True)
-    items = item_ids.join(found, on="source_id", how="left").with_columns(pl.lit(fs.domain).alias("domain"))
+    rows = table.select(exprs)
+    found = rows.drop_nulls("source_id").unique(subset="source_id", keep="first", maintain_order=True)
+    kept = found.filter(pl.col("source_id").is_in(item_ids["source_id"].implode()))
+    if own_table:
+        missing = rows["source_id"].null_count()
+        _count(skipped, path, {"no item id (row ignored)": missing,
+                               "repeated item (the first row kept)": rows.height - missing - found.height,
+                               "item never in the interactions (row ignored)": found.height - kept.height})
+    if "attributes" in attrs:
+        kept = kept.with_columns(attribute_column(table, path, roles["attributes"], kept["_row"], kept["source_id"],
+                                                  strict, skipped))
+    items = item_ids.join(kept.drop("_row"), on="source_id", how="left").with_columns(
+        pl.lit(fs.domain).alias("domain"))
     if "image_path" in attrs:
         root = fs.images if fs.images is not None else path.parent
         rels = items["image_path"].to_list()
@@ -119,6 +135,29 @@ def _items(
             raise UnimpError(f"{path}: {exc}") from exc
         items = items.with_columns(pl.Series("image_path", resolved, dtype=pl.Utf8))
     return items
+
+
+def _count(skipped: Counter, path: Path, reasons: dict[str, int]) -> None:
+    for reason, n in reasons.items():
+        if n:
+            skipped[f"{path.name}: {reason}"] += n
+
+
+def _item_table(fs: FilesSpec, item_ids: pl.DataFrame, spec: PrepareSpec, skipped: Counter,
+                progress: Progress) -> pl.DataFrame:
+    """The --items file: an item id -> attributes JSON object, or a table of item roles."""
+    path = fs.items
+    kind, compression = table_kind(path)
+    if kind == "jsonl":
+        item_column = fs.columns.get("item", "item")
+        with progress.task(f"reading {path.name}"):
+            items = read_attribute_map(text_bytes(path, compression), path, item_column, item_ids, spec.strict,
+                                       skipped)
+        if items is not None:
+            return items.with_columns(pl.lit(fs.domain).alias("domain"))
+    with progress.task(f"reading {path.name}"):
+        table = read_table(path, strict=spec.strict, skipped=skipped)
+    return _items(table, path, fs, item_ids, spec.strict, skipped, progress, own_table=True)
 
 
 def load(spec: PrepareSpec, progress: Progress) -> RawData:
@@ -134,9 +173,7 @@ def load(spec: PrepareSpec, progress: Progress) -> RawData:
     item_ids = inter.select("source_id").drop_nulls().unique(maintain_order=True)
     sources = [file_record(fs.interactions)]
     if fs.items is not None:
-        with progress.task(f"reading {fs.items.name}"):
-            item_table = read_table(fs.items, strict=spec.strict, skipped=skipped)
-        items = _items(item_table, fs.items, fs, item_ids, spec.strict, skipped, progress, own_table=True)
+        items = _item_table(fs, item_ids, spec, skipped, progress)
         sources.append(file_record(fs.items))
     else:
         items = _items(table, fs.interactions, fs, item_ids, spec.strict, skipped, progress, own_table=False)
