@@ -1,23 +1,27 @@
-"""Benchmark (not a test): recommendation quality on real sequences, unimp's recipe beside SASRec and
-popularity, with training time and training throughput, all through the CLI a user runs.
+"""Benchmark (not a test): recommendation quality on real sequences, unimp from item ids alone and with
+item content beside SASRec and popularity, with training time and training throughput, all through the
+CLI a user runs.
 
-    .venv/bin/python benchmarks/bench_quality.py --sequences ../shared/data/amazon2014-seq/Beauty.txt
-        [--work bench-quality] [--config examples/train-beauty-ids.yaml] [--epochs N] [--skip-sasrec]
-        [--threads N]
+    .venv/bin/python benchmarks/bench_quality.py --sequences ../shared/data/amazon2014-seq/Beauty.txt \
+        --items ../shared/data/amazon2014-attributes/Beauty_item2attributes.json --threads 1 --jobs 2
+        [--work bench-quality] [--ids-config examples/train-beauty-ids.yaml]
+        [--content-config examples/train-beauty-attributes.yaml] [--epochs N] [--skip-sasrec]
 
 Steps (each printed as the exact command it runs):
 1. the sequence file (one `user item item ...` line per user, in time order) becomes a user,item,timestamp
    CSV (timestamp = position), then `unimp prepare --source files ... --protocol leave-one-out
-   --user-core 5 --item-core 5 --no-images`;
-2. `unimp train --config examples/train-beauty-ids.yaml` (the tiny unimp model);
-3. `unimp train --model sasrec` when the sasrec model family is installed (unimp_core.model.families);
-   otherwise the row says so;
-4. `unimp evaluate --run RUN --tasks rec --exclude-history --json` on the test split (full catalogue,
+   --user-core 5 --item-core 5 --no-images` (with `--items FILE` when given: the item attributes);
+2. the trainings, `--jobs` at a time (each with `--threads` torch threads): `unimp train --config
+   IDS_CONFIG` (the unimp model from item ids alone: the config turns item attributes off), `unimp train
+   --config CONTENT_CONFIG` (the same model reading the items' attributes; only with --items) and
+   `unimp train --model sasrec` (its defaults);
+3. `unimp evaluate --run RUN --tasks rec --exclude-history --json` on the test split (full catalogue,
    every test user), for each run; popularity comes from the same evaluation.
 Steps whose output is already in --work (data/manifest.json, runs/<name>/final/) are not redone.
-The table gives HR@5, NDCG@5, HR@10, NDCG@10, training wall time and training samples/s (whole run,
-from metrics.jsonl: prompts/s for unimp, sequences/s for SASRec: one sample per training user
-either way), with the machine's load average at the start and the end.
+Two tables: HR@5, NDCG@5, HR@10, NDCG@10, training wall time and training samples/s (whole run, from
+metrics.jsonl: prompts/s for unimp, sequences/s for SASRec: one sample per training user either way),
+with the machine's load average at the start and the end; then NDCG@10 by the target item's popularity
+in training (evaluate's `by_popularity`).
 """
 
 from __future__ import annotations
@@ -94,19 +98,32 @@ def rec_metrics(report: dict) -> dict:
     return tasks["rec"]
 
 
-def sasrec_available() -> bool:
-    from unimp_core.model.families import FAMILIES
-
-    return "sasrec" in FAMILIES
+def train_all(commands: list[list[str]], env: dict[str, str], jobs: int) -> None:
+    """Run the training commands, `jobs` at a time; any failure stops the benchmark."""
+    waiting, running = list(commands), []
+    while waiting or running:
+        while waiting and len(running) < jobs:
+            cmd = waiting.pop(0)
+            print("$", " ".join(shlex.quote(c) for c in cmd), flush=True)
+            running.append((cmd, subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)))
+        time.sleep(5)
+        for cmd, proc in list(running):
+            if proc.poll() is not None:
+                running.remove((cmd, proc))
+                if proc.returncode:
+                    raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sequences", type=Path, default=ROOT.parent / "shared/data/amazon2014-seq/Beauty.txt")
+    ap.add_argument("--items", type=Path, default=None, help="item attributes for `prepare --items` (adds the content row)")
     ap.add_argument("--work", type=Path, default=Path("bench-quality"))
-    ap.add_argument("--config", type=Path, default=ROOT / "examples/train-beauty-ids.yaml")
-    ap.add_argument("--epochs", type=float, default=None, help="override the recipe's epochs")
+    ap.add_argument("--ids-config", type=Path, default=ROOT / "examples/train-beauty-ids.yaml")
+    ap.add_argument("--content-config", type=Path, default=ROOT / "examples/train-beauty-attributes.yaml")
+    ap.add_argument("--epochs", type=float, default=None, help="override the unimp recipes' epochs (a cap)")
     ap.add_argument("--skip-sasrec", action="store_true")
+    ap.add_argument("--jobs", type=int, default=1, help="trainings run at once (one per core: --threads 1 --jobs 2)")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads (OMP_NUM_THREADS); 1 avoids oversubscription on a busy machine")
     args = ap.parse_args()
@@ -121,48 +138,65 @@ def main() -> None:
         csv = work / "sequences.csv"
         users, rows = sequences_to_csv(args.sequences, csv)
         print(f"{args.sequences}: {users} users, {rows} interactions")
+        items = ["--items", str(args.items)] if args.items else []
         run(unimp_cmd() + ["prepare", "--source", "files", "--interactions", str(csv), "--domain", "seq",
                            "--out", str(data), "--protocol", "leave-one-out", "--user-core", "5", "--item-core", "5",
-                           "--no-images"], env)
+                           "--no-images"] + items, env)
 
-    rows = []
-    unimp_run = work / "runs" / "unimp"
-    if not (unimp_run / "final").is_dir():
-        extra = ["--epochs", str(args.epochs)] if args.epochs else []
-        run(unimp_cmd() + ["train", "--config", str(args.config), "--data", str(data),
-                            "--out", str(unimp_run)] + extra, env)
-    rows.append(("unimp tiny (recipe)", unimp_run))
-
-    sasrec_run = work / "runs" / "sasrec"
-    if args.skip_sasrec:
-        pass
-    elif sasrec_available():
-        if not (sasrec_run / "final").is_dir():
-            run(unimp_cmd() + ["train", "--data", str(data), "--model", "sasrec", "--tasks", "rec",
-                                "--out", str(sasrec_run)], env)
-        rows.append(("SASRec (built in)", sasrec_run))
-    else:
-        print("SASRec: the sasrec model family is not installed yet (unimp_core.model.families); row skipped")
+    extra = ["--epochs", str(args.epochs)] if args.epochs else []
+    # in this order, so that with --jobs 2 the ids recipe and SASRec (whose times are compared) share the machine
+    runs = [("unimp tiny, item ids", work / "runs" / "unimp-ids",
+             ["train", "--config", str(args.ids_config)] + extra)]
+    if not args.skip_sasrec:
+        runs.append(("SASRec (built in, defaults)", work / "runs" / "sasrec", ["train", "--model", "sasrec"]))
+    if args.items:
+        runs.append(("unimp tiny, ids + attributes", work / "runs" / "unimp-content",
+                     ["train", "--config", str(args.content_config)] + extra))
+    todo = [unimp_cmd() + cmd + ["--data", str(data), "--out", str(run_dir)]
+            for _, run_dir, cmd in runs if not (run_dir / "final").is_dir()]
+    train_all(todo, env, args.jobs)
 
     results = []
     popularity = None
-    for name, run_dir in rows:
+    for name, run_dir, _ in runs:
         rec = rec_metrics(evaluate(run_dir, env))
-        popularity = popularity or (rec["popularity"], rec["users"])
-        results.append((name, rec["metrics"], train_seconds(run_dir), mean_rate(run_dir), rec["users"]))
+        popularity = popularity or rec
+        results.append((name, rec, train_seconds(run_dir), mean_rate(run_dir)))
     load_end = os.getloadavg()[0]
 
     print(f"\nleave-one-out test split, full catalogue, history items excluded, pessimistic ties, "
-          f"{results[0][4]} users; load average {load_start:.1f} -> {load_end:.1f} on {os.cpu_count()} CPUs")
+          f"{results[0][1]['users']} users; load average {load_start:.1f} -> {load_end:.1f} on {os.cpu_count()} CPUs")
     print("| model | " + " | ".join(KS) + " | training | samples/s |")
     print("|---|" + "---|" * (len(KS) + 2))
-    for name, metrics, seconds, rate, _ in results:
+    for name, rec, seconds, rate in results:
         took = f"{seconds / 60:.1f} min" if seconds is not None else "-"
         speed = f"{rate:.0f}" if rate is not None else "-"
-        print(f"| {name} | " + " | ".join(f"{metrics[k]:.4f}" for k in KS) + f" | {took} | {speed} |")
+        print(f"| {name} | " + " | ".join(f"{rec['metrics'][k]:.4f}" for k in KS) + f" | {took} | {speed} |")
     if popularity is not None:
-        print("| popularity | " + " | ".join(f"{popularity[0][k]:.4f}" for k in KS) + " | - | - |")
+        print("| popularity | " + " | ".join(f"{popularity['popularity'][k]:.4f}" for k in KS) + " | - | - |")
+    buckets = popularity_table(results)
+    if buckets:
+        print("\n" + buckets)
 
+
+def popularity_table(results: list) -> str:
+    """NDCG@10 / HR@10 by the target item's training popularity, one row per run and popularity
+    (evaluate's by_popularity and popularity_by_popularity)."""
+    first = results[0][1].get("by_popularity")
+    if not first:
+        return ""
+    labels = list(first)
+    rows = [(name, rec["by_popularity"]) for name, rec, _, _ in results]
+    rows.append(("popularity", results[0][1]["popularity_by_popularity"]))
+
+    def cell(b: dict) -> str:
+        return "-" if b.get("NDCG@10") is None else f"{b['NDCG@10']:.4f} / {b['HR@10']:.4f}"
+
+    lines = ["NDCG@10 / HR@10 by how often the target item occurs in training (test users per bucket)",
+             "| model | " + " | ".join(f"{b} ({first[b]['users']})" for b in labels) + " |",
+             "|---|" + "---|" * len(labels)]
+    lines += [f"| {name} | " + " | ".join(cell(buckets.get(b, {})) for b in labels) + " |" for name, buckets in rows]
+    return "\n".join(lines)
 
 if __name__ == "__main__":
     main()

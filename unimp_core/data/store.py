@@ -236,13 +236,3 @@ def load_dataset(root: str | os.PathLike) -> Dataset:
         root=root,
     )
 
-
-def item_attributes(ds: Dataset) -> tuple[list[str], list[list[int]]] | None:
-    """(attribute vocabulary, each item's attribute indices in item-id order) from the items table's
-    `attributes` lists; None when no item has any."""
-    if "attributes" not in ds.items.columns:
-        return None
-    lists = ds.items.sort("item_id")["attributes"].to_list()
-    vocab: dict[str, int] = {}
-    per_item = [[vocab.setdefault(str(a), len(vocab)) for a in (attrs or [])] for attrs in lists]
-    return (list(vocab), per_item) if vocab else None

@@ -35,9 +35,11 @@ def build(spec: TrainSpec, ds: Dataset, progress: Progress) -> ModelBundle:
 
     choose_item_ids(spec.model, ds, progress.log)  # resolved already when run_train built the spec
     codes = dataset_codes(spec.model, ds) if spec.model.item_ids == "semantic" else None
-    from ..data.store import item_attributes
+    from ..data.attributes import item_attributes
 
     attributes = item_attributes(ds) if spec.model.item_attributes else None
+    if attributes is not None and not attributes[0]:
+        attributes = None  # no item has any
     if attributes is not None:
         progress.log(f"item attributes: {len(attributes[0]):,} shared embeddings added to the item tokens")
     return build_model(spec.model, items_text=tokenizer_texts(ds, spec.run.seed), n_items=ds.items.height,
