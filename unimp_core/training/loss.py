@@ -60,10 +60,12 @@ def answer_loss_parts(
         token_loss = token_loss * weights.to(token_loss.dtype)[rows]
     n_tokens = mask.sum(dim=1)  # (B,)
     denom = mask.sum().clamp(min=1) if normalizer is None else normalizer
-    # The empty slice adds 0 but keeps the graph (and every rank's gradients) alive for a batch
-    # without answer tokens, e.g. when truncation removed them all (0 * logits.sum() would turn
-    # an overflowed logit into NaN).
-    loss = token_loss.sum() / denom + logits[..., :0].sum()
+    loss = token_loss.sum() / denom
+    if not len(targets):
+        # The empty slice adds 0 but keeps the graph (and every rank's gradients) alive for a batch
+        # without answer tokens, e.g. when truncation removed them all (0 * logits.sum() would turn
+        # an overflowed logit into NaN). Only then: its backward is a zero-filled copy of the logits.
+        loss = loss + logits[..., :0].sum()
     sample_sums = torch.zeros(B, dtype=torch.float32, device=logits.device)
     sample_sums.index_add_(0, mask.nonzero()[:, 0], token_loss.detach().float())
     return LossParts(loss, sample_sums, n_tokens)
@@ -71,15 +73,14 @@ def answer_loss_parts(
 
 def _label_log_probs(picked: torch.Tensor, targets: torch.Tensor, item_range: tuple[int, int] | None) -> torch.Tensor:
     """(N,) log p of each label: over the whole vocabulary, or over the item tokens for an item label
-    (each row's softmax computed once, over the columns it needs: most rec labels are items)."""
-    if item_range is None:
-        return -F.cross_entropy(picked, targets, reduction="none")
-    lo, hi = item_range
-    is_item = (targets >= lo) & (targets < hi)  # (N,)
-    items, others = is_item.nonzero().squeeze(1), (~is_item).nonzero().squeeze(1)
-    logp = picked.new_zeros(targets.shape)
-    logp = logp.index_put((items,), -F.cross_entropy(picked[items, lo:hi], targets[items] - lo, reduction="none"))
-    return logp.index_put((others,), -F.cross_entropy(picked[others], targets[others], reduction="none"))
+    (the other columns masked out of that row's softmax: one fused pass over (N, V), no gathers)."""
+    if item_range is not None:
+        lo, hi = item_range
+        is_item = (targets >= lo) & (targets < hi)  # (N,)
+        columns = torch.arange(picked.shape[1], device=picked.device)
+        not_item_column = (columns < lo) | (columns >= hi)  # (V,)
+        picked = picked.masked_fill(is_item[:, None] & not_item_column[None, :], float("-inf"))
+    return -F.cross_entropy(picked, targets, reduction="none")
 
 
 def label_positions(labels: torch.Tensor) -> torch.Tensor:
