@@ -138,21 +138,35 @@ def lock_file(path: str | os.PathLike) -> Path:
 
 @contextmanager
 def folder_lock(path: str | os.PathLike) -> Iterator[None]:
-    """Hold the exclusive right to write folder `path`; a second writer fails at once with one line
-    (waiting could mean hours behind a download)."""
+    """Hold the exclusive right to write folder `path`; a second writer fails at once with one line that
+    names the first (waiting could mean hours behind a download or a training run)."""
+    import shlex
+    import sys
+    import time
+
     from filelock import FileLock, Timeout
 
     from .errors import UnimpError
 
-    lock = FileLock(lock_file(path), timeout=0)
+    lock_path = lock_file(path)
+    holder = lock_path.with_suffix(".holder")  # the lock file itself is truncated by every try to take it
+    lock = FileLock(lock_path, timeout=0)
     try:
         lock.acquire()
     except Timeout:
-        raise UnimpError(f"{path}: another unimp command is writing this folder; wait for it to finish "
+        try:
+            first = " (" + holder.read_text().strip() + ")"
+        except OSError:
+            first = ""
+        raise UnimpError(f"{path}: another unimp command is writing this folder{first}; wait for it to finish "
                          "or choose another folder") from None
     try:
+        command = " ".join(shlex.quote(a) for a in ["unimp", *sys.argv[1:]])
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
+        holder.write_text(f"pid {os.getpid()}, since {started}: {command[:200]}\n")
         yield
     finally:
+        holder.unlink(missing_ok=True)
         lock.release()
 
 

@@ -56,6 +56,40 @@ def test_train_bad_values_are_one_line(cli, config, tmp_path):
     assert "missing" in line and "dataset folder not found" in line
 
 
+@pytest.mark.parametrize("flags, setting", [
+    (("--lr", "inf"), "optim.lr: Input should be a finite number"),
+    (("--lr", "nan"), "optim.lr: Input should be a finite number"),
+    (("--gamma", "inf"), "optim.gamma: Input should be a finite number"),
+    (("--epochs", "nan"), "run.epochs: Input should be a finite number"),
+    (("--task-weight", "rec=nan"), "data.task_weights.rec: Input should be a finite number"),
+    (("--task-weight", "rec=-5"), "task_weights: weights must be >= 0 (got {'rec': -5.0})"),
+    (("--tasks", "rec", "--task-weight", "rec=0"), "every trained task has weight 0"),
+    (("--seed", "-1"), "run.seed: Input should be greater than or equal to 0"),
+])
+def test_settings_outside_their_domain_are_refused_by_dry_run(cli, config, tmp_path, flags, setting):
+    # issue 22, fault 7: --lr inf and --task-weight rec=nan trained on NaN; rec=-5 passed --dry-run
+    line = one_error_line(cli("train", "--config", config, "--out", tmp_path / "r", *flags, "--dry-run"))
+    assert setting in line
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_loss_that_turns_nan_stops_the_run_before_saving(cli, config, tmp_path, monkeypatch):
+    from unimp_core.training import train as train_mod
+
+    real = train_mod.answer_loss_parts
+
+    def nan_loss(*args, **kwargs):
+        parts = real(*args, **kwargs)
+        return parts._replace(loss=parts.loss * float("nan"))
+
+    monkeypatch.setattr(train_mod, "answer_loss_parts", nan_loss)
+    run = tmp_path / "run"
+    line = one_error_line(cli("train", "--config", config, "--out", run, "--save-every", 1, "--log-every", 1))
+    assert "step 1: the training loss is nan (not a finite number)" in line and "--lr" in line
+    assert not (run / "checkpoints").exists() and not (run / "final").exists()
+    assert "NaN" not in (run / "metrics.jsonl").read_text() if (run / "metrics.jsonl").exists() else True
+
+
 def test_train_tiny_run_resume_and_existing_run(cli, config, tmp_path):
     run = tmp_path / "run"
     res = cli("train", "--config", config, "--out", run, "--max-steps", 2, "--save-every", 1, "--log-every", 1)

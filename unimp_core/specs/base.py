@@ -19,9 +19,10 @@ S = TypeVar("S", bound="Spec")
 
 
 class Spec(BaseModel):
-    """Base of every run spec: unknown keys are rejected, assignments re-validated."""
+    """Base of every run spec: unknown keys are rejected, assignments re-validated, and every number is
+    finite (no setting means NaN or infinity; `--lr inf` is refused, not trained on)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False)
 
     def save(self, path: str | Path) -> None:
         """Write the resolved spec as JSON (atomically)."""

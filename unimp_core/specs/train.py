@@ -54,6 +54,11 @@ class DataSpec(Spec):
         unknown = set(self.task_weights) - set(task_names())
         if unknown:
             raise ValueError(f"task_weights: unknown task(s) {sorted(unknown)}")
+        negative = {t: w for t, w in self.task_weights.items() if w < 0}
+        if negative:
+            raise ValueError(f"task_weights: weights must be >= 0 (got {negative})")
+        if all(self.task_weights.get(t, 1.0) == 0 for t in self.tasks):
+            raise ValueError("task_weights: every trained task has weight 0; nothing would be learned")
         unknown = set(self.task_history_len) - set(task_names())
         if unknown:
             raise ValueError(f"task_history_len: unknown task(s) {sorted(unknown)}")
@@ -89,7 +94,7 @@ class RunSpec(Spec):
         default=None, gt=0, description="Passes over the training samples (ignored with max_steps; default 1; SASRec: 15 with ce, 250 with bce)."
     )
     max_steps: int | None = Field(default=None, ge=1, description="Optimizer steps to train for (overrides epochs).")
-    seed: int = Field(default=42, description="Seed for weights of new parameters, sampling and data order.")
+    seed: int = Field(default=42, ge=0, description="Seed for weights of new parameters, sampling and data order.")
     precision: Literal["fp32", "bf16", "fp16"] = Field(default="fp32", description="Mixed precision (bf16 is the paper's setting on GPUs).")
     save_every: int = Field(default=200, ge=1, description="Save a checkpoint every this many optimizer steps.")
     keep_last: int = Field(default=2, ge=1, description="Checkpoints kept (older ones are deleted).")
