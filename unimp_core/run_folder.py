@@ -263,9 +263,9 @@ def writer_lock(folder: Path):
 
 
 def holds_run(run: Path) -> bool:
-    """Anything of a run is there (its spec, a checkpoint, final weights)."""
-    run = Path(run)
-    return (run / SPEC_FILE).is_file() or (run / FINAL).exists() or (run / CHECKPOINTS).exists() or (run / BEST).exists()
+    """A run is there: its spec, the first thing a run writes (a folder of the user's that merely has a
+    `checkpoints/` or `final/` subfolder is not a run, and `--resume` could not continue it)."""
+    return (Path(run) / SPEC_FILE).is_file()
 
 
 # -------------------------------------------------------------------------------------- evaluations

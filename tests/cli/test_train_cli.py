@@ -109,6 +109,39 @@ def test_train_tiny_run_resume_and_existing_run(cli, config, tmp_path):
     assert "optim.lr" in line
 
 
+def test_out_errors_say_what_the_folder_is(cli, config, tmp_path):
+    # issue 22, fault 8: a folder of the user's with a checkpoints/ subfolder was "a run already there; add
+    # --resume" (and --resume then found nothing to resume); --out FILE said only "File exists"
+    mine = tmp_path / "mine"
+    (mine / "checkpoints").mkdir(parents=True)
+    (mine / "checkpoints" / "notes.txt").write_text("mine")
+    line = one_error_line(cli("train", "--config", config, "--out", mine, "--max-steps", 1))
+    assert "folder is not empty and holds no run" in line and "--resume" not in line
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    line = one_error_line(cli("train", "--config", config, "--out", afile, "--max-steps", 1))
+    assert line == f"error: --out {afile}: is a file, not a folder; name a folder for the run"
+    assert afile.read_text() == "mine" and (mine / "checkpoints" / "notes.txt").read_text() == "mine"
+
+
+def test_finetune_takes_a_config_file(cli, tmp_path, tmp_path_factory):
+    # issue 22, fault 8: `finetune --config` was "No such option" though --help lists config-only fields
+    from tests.evaluation.trained import trained_run
+
+    source = trained_run(tmp_path_factory)
+    config = tmp_path / "ft.yaml"
+    config.write_text("optim:\n  lr: 0.0005\n  schedule: linear\nrun:\n  max_steps: 3\n  keep_last: 1\n")
+    res = cli("finetune", "--from", source, "--out", tmp_path / "ft", "--config", config, "--max-steps", 2, "--dry-run")
+    assert res.exit_code == 0, res.output
+    spec = json.loads(res.output)
+    assert spec["optim"]["lr"] == 0.0005 and spec["optim"]["schedule"] == "linear"  # the file over the run's
+    assert spec["run"]["max_steps"] == 2 and spec["run"]["keep_last"] == 1  # the flag over the file
+    assert spec["data"]["tasks"] == ["rec"] and spec["init_from"] == str(source.resolve())
+    config.write_text("optim:\n  lr: -1\n")
+    line = one_error_line(cli("finetune", "--from", source, "--out", tmp_path / "ft", "--config", config, "--dry-run"))
+    assert f"{config}: invalid spec: optim.lr" in line
+
+
 def test_finetune_dry_run_real_run_and_errors(cli, config, tmp_path):
     source = tmp_path / "base"
     assert cli("train", "--config", config, "--out", source).exit_code == 0

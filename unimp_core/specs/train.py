@@ -182,11 +182,13 @@ class TrainSpec(Spec):
         return self
 
 
-def finetune_spec(source: Path, overrides: dict) -> TrainSpec:
+def finetune_spec(source: Path, overrides: dict, config: Path | None = None) -> TrainSpec:
     """`unimp finetune --from RUN`: the run's model and data, its final weights, `rec` alone and a
-    constant schedule (as the paper's finetune script) unless overridden."""
+    constant schedule (as the paper's finetune script) unless a `config` file or the flags (`overrides`,
+    which win) say otherwise."""
     from .. import run_folder as RF
     from ..errors import UnimpError
+    from .base import deep_merge, load_config
 
     source = Path(source)
     base = RF.read_train_spec_dict(source)
@@ -197,4 +199,6 @@ def finetune_spec(source: Path, overrides: dict) -> TrainSpec:
     base["optim"]["schedule"] = "constant"
     kept = ("precision", "distributed", "seed", "cache_vision_features", "num_workers", "trackers")
     base["run"] = {k: v for k, v in base.get("run", {}).items() if k in kept}
-    return merge_spec(TrainSpec, base, overrides, "finetune options")
+    if config is not None:
+        base = deep_merge(base, load_config(config))
+    return merge_spec(TrainSpec, base, overrides, str(config) if config else "finetune options")

@@ -119,7 +119,10 @@ def run_train(spec: TrainSpec, progress: Progress | None = None) -> Path:
     """Train (or resume, or finetune) the run described by `spec`; returns the run folder.
 
     One command writes a run folder at a time: a second one (a `--resume` started twice) fails at once."""
-    with RF.writer_lock(Path(spec.run.out)):
+    out = Path(spec.run.out)
+    if out.exists() and not out.is_dir():
+        raise UnimpError(f"--out {out}: is a file, not a folder; name a folder for the run")
+    with RF.writer_lock(out):
         if spec.model.family == "sasrec":
             from .sasrec import run_train_sasrec
 
