@@ -37,6 +37,7 @@ def generate(
     max_tokens: Optional[int] = typer.Option(None, help=d(GS, "max_tokens")),
     html: Optional[Path] = typer.Option(None, "--html", dir_okay=False, help=d(GS, "html")),
     out: Optional[Path] = typer.Option(None, "--out", dir_okay=False, help=d(GS, "out")),
+    force: Optional[bool] = typer.Option(None, "--force", help=d(GS, "force")),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
     config: Optional[Path] = typer.Option(None, "--config", exists=True, dir_okay=False, help=CONFIG_HELP),
     dry_run: bool = typer.Option(False, "--dry-run", help=DRY_RUN_HELP),
@@ -47,7 +48,7 @@ def generate(
                  "query": query, "item": item, "candidates": _ids(candidates), "k": k,
                  "exclude_history": exclude_history, "num_beams": num_beams, "max_new_tokens": max_new_tokens,
                  "checkpoint": checkpoint, "data": data, "history_len": history_len, "max_tokens": max_tokens,
-                 "html": html, "out": out}
+                 "html": html, "out": out, "force": force}
     spec = resolve(GS, config, overrides, dry_run)
 
     import json

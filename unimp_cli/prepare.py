@@ -100,6 +100,8 @@ def _list_datasets(release: str) -> None:
 def _summary(con, path: Path, m: dict) -> None:
     from rich.table import Table
 
+    from unimp_core.data.prepare import KCORE
+
     c = m["counts"]
     title = f"{path}" + ("  [bold yellow](SYNTHETIC sample data)[/]" if m.get("synthetic") else "")
     t = Table("", "value", title=title)
@@ -116,5 +118,9 @@ def _summary(con, path: Path, m: dict) -> None:
         t.add_row("images failed", ", ".join(f"{k}: {v}" for k, v in img["failed"].items()))
     if m["skipped"]:
         t.add_row("lines skipped", ", ".join(f"{k}: {v}" for k, v in m["skipped"].items()))
+    rows = m["rows"]
+    kcore = rows["skipped"].get(KCORE)
+    t.add_row("interaction rows", f"{rows['read']} read = {rows['kept']} kept + {sum(rows['skipped'].values())} "
+              "skipped" + (f" ({kcore} below the k-core)" if kcore else ""))
     t.add_row("explanations from", m["explanation_source"])
     con.print(t)

@@ -169,15 +169,18 @@ def finetune(
     log_every: Optional[int] = LOG_EVERY,
     distributed: Optional[str] = typer.Option(None, help=d(RS, "distributed") + " (default: the run's)"),
     resume: Optional[bool] = RESUME,
+    config: Optional[Path] = typer.Option(None, "--config", exists=True, dir_okay=False,
+                                          help="Spec file (YAML, TOML or JSON) over the run's settings; "
+                                          "command-line flags override it."),
     dry_run: bool = DRY_RUN,
 ) -> None:
     """Continue from a finished run's weights, by default on `rec` alone with a constant schedule."""
-    overrides = _overrides(**locals())
+    overrides = _overrides(**{k: v for k, v in locals().items() if k != "config"})
     import json
 
     from unimp_core.specs.train import finetune_spec
 
-    spec = finetune_spec(source, overrides)
+    spec = finetune_spec(source, overrides, config)
     if dry_run:
         typer.echo(json.dumps(spec.model_dump(mode="json"), indent=2))
         raise typer.Exit(0)

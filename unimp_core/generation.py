@@ -209,8 +209,8 @@ def run_generate(spec: GenerateSpec, progress: Progress | None = None) -> dict[s
     from .evaluation.runner import check_family_tasks, with_checkpoint
 
     progress = progress or Progress()
-    check_writable(spec.html, "--html")  # before the model is loaded, not after
-    check_writable(spec.out, "--out")
+    check_writable(spec.html, "--html", spec.force)  # before the model is loaded, not after
+    check_writable(spec.out, "--out", spec.force)
     spec, chosen = with_checkpoint(spec)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     loaded = load_run(spec.run, spec.checkpoint, spec.data, device=device, history_len=spec.history_len,
@@ -218,7 +218,7 @@ def run_generate(spec: GenerateSpec, progress: Progress | None = None) -> dict[s
     check_family_tasks(loaded, [spec.task])
     result = {**answer(loaded, spec), "checkpoint_note": chosen}
     if spec.html is not None:
-        write_html(result, loaded.dataset, spec.html)
+        write_html(result, loaded.dataset, spec.html, replace=spec.force)
         result["html"] = str(spec.html)
     if "image" in result:
         result["image"].pop("data_uri", None)  # only the page needs the pixels
@@ -324,7 +324,7 @@ def image_answer(loaded, batch: dict[str, Any], spec: GenerateSpec, items: pl.Da
                               pad_id=ids.pad, num_beams=spec.num_beams)  # (1, grid*grid)
     png = IG.png_bytes(vq.decode(codes)[0])
     if spec.out is not None:
-        write_bytes_atomic(spec.out, png)
+        write_output(spec.out, png, "--out", spec.force)
     return {"query": spec.query, "image": {
         "codes": codes[0].tolist(), "grid": vq.grid, "resolution": vq.resolution,
         "path": None if spec.out is None else str(spec.out),
@@ -391,9 +391,17 @@ def render_html(result: dict[str, Any], ds: Dataset) -> str:
     return "\n".join(parts)
 
 
-def write_html(result: dict[str, Any], ds: Dataset, path: Path) -> None:
-    """Write `render_html` atomically."""
-    write_bytes_atomic(path, render_html(result, ds).encode("utf-8"))
+def write_html(result: dict[str, Any], ds: Dataset, path: Path, replace: bool = False) -> None:
+    """Write `render_html` atomically (replacing an existing file only with `replace`)."""
+    write_output(path, render_html(result, ds).encode("utf-8"), "--html", replace)
+
+
+def write_output(path: Path, data: bytes, flag: str, replace: bool) -> None:
+    """A file the user named, written atomically; one that appeared since `check_writable` is kept."""
+    try:
+        write_bytes_atomic(path, data, replace=replace)
+    except FileExistsError:
+        raise UnimpError(f"{flag} {path}: the file exists; add --force to replace it") from None
 
 
 def ranking_html(result: dict[str, Any], card) -> str:

@@ -16,10 +16,12 @@ os.umask(_UMASK)
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, replace: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is renamed onto `path`.
 
-    On an exception the temporary file is removed and `path` is untouched.
+    On an exception the temporary file is removed and `path` is untouched. With `replace=False` a file
+    that appeared at `path` meanwhile is never replaced (the temporary file is linked, not renamed, into
+    place) and `FileExistsError` is raised.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -29,14 +31,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        os.replace(tmp_path, path)
+        if replace:
+            os.replace(tmp_path, path)
+        else:
+            os.link(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(path) as tmp:
+def write_bytes_atomic(path: str | os.PathLike, data: bytes, replace: bool = True) -> None:
+    with atomic_path(path, replace=replace) as tmp:
         tmp.write_bytes(data)
 
 
@@ -52,9 +57,10 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def check_writable(path: str | os.PathLike | None, flag: str) -> None:
-    """Refuse, before any work, an output file that could not be written: its folder cannot be made or
-    written to, or the path is a folder."""
+def check_writable(path: str | os.PathLike | None, flag: str, force: bool = False) -> None:
+    """Refuse, before any work, an output file that could not be written (its folder cannot be made or
+    written to, or the path is a folder) or, without `force`, one that already exists: a file the user
+    names is never replaced unless they say so."""
     from .errors import UnimpError
 
     if path is None:
@@ -62,6 +68,8 @@ def check_writable(path: str | os.PathLike | None, flag: str) -> None:
     path = Path(path)
     if path.is_dir():
         raise UnimpError(f"{flag} {path}: is a folder; name a file")
+    if not force and (path.exists() or path.is_symlink()):
+        raise UnimpError(f"{flag} {path}: the file exists; add --force to replace it")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -130,21 +138,35 @@ def lock_file(path: str | os.PathLike) -> Path:
 
 @contextmanager
 def folder_lock(path: str | os.PathLike) -> Iterator[None]:
-    """Hold the exclusive right to write folder `path`; a second writer fails at once with one line
-    (waiting could mean hours behind a download)."""
+    """Hold the exclusive right to write folder `path`; a second writer fails at once with one line that
+    names the first (waiting could mean hours behind a download or a training run)."""
+    import shlex
+    import sys
+    import time
+
     from filelock import FileLock, Timeout
 
     from .errors import UnimpError
 
-    lock = FileLock(lock_file(path), timeout=0)
+    lock_path = lock_file(path)
+    holder = lock_path.with_suffix(".holder")  # the lock file itself is truncated by every try to take it
+    lock = FileLock(lock_path, timeout=0)
     try:
         lock.acquire()
     except Timeout:
-        raise UnimpError(f"{path}: another unimp command is writing this folder; wait for it to finish "
+        try:
+            first = " (" + holder.read_text().strip() + ")"
+        except OSError:
+            first = ""
+        raise UnimpError(f"{path}: another unimp command is writing this folder{first}; wait for it to finish "
                          "or choose another folder") from None
     try:
+        command = " ".join(shlex.quote(a) for a in ["unimp", *sys.argv[1:]])
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
+        holder.write_text(f"pid {os.getpid()}, since {started}: {command[:200]}\n")
         yield
     finally:
+        holder.unlink(missing_ok=True)
         lock.release()
 
 

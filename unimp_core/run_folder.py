@@ -214,8 +214,13 @@ def checkpoint_dir(run: Path, name: str) -> Path:
 
 
 def weights_file(run: Path, name: str = FINAL) -> Path:
-    """The trainable weights of checkpoint `name`; an error names the checkpoints there are."""
+    """The trainable weights of checkpoint `name`. A checkpoint that is not there names the ones there are;
+    one that is there without its weights is named as damaged (never replaced by another)."""
     path = checkpoint_dir(run, name) / WEIGHTS
+    if path.parent.is_dir() and not path.is_file():
+        others = [n for n in checkpoint_names(run) if n != name and (checkpoint_dir(run, n) / WEIGHTS).is_file()]
+        raise UnimpError(f"{path.parent}: damaged checkpoint: {WEIGHTS} is missing"
+                         + (f" (--checkpoint picks another: {', '.join(others)})" if others else ""))
     if not path.is_file():
         raise UnimpError(f"{path.parent}: no such checkpoint (have: {', '.join(checkpoint_names(run)) or 'none'})")
     return path
@@ -228,8 +233,9 @@ def checkpoint_names(run: Path) -> list[str]:
 
 
 def default_checkpoint(run: Path) -> str:
-    """What evaluate and generate use when no --checkpoint is given: "best" when the run kept one, else "final"."""
-    return BEST if (Path(run) / BEST / WEIGHTS).is_file() else FINAL
+    """What evaluate and generate use when no --checkpoint is given: "best" when the run kept one (its
+    folder is there, whole or damaged: a damaged best/ is refused, not swapped for final/), else "final"."""
+    return BEST if (Path(run) / BEST).is_dir() else FINAL
 
 
 def best_record(run: Path) -> dict[str, Any] | None:
@@ -245,10 +251,21 @@ def is_finished(run: Path) -> bool:
     return (Path(run) / FINAL / WEIGHTS).is_file()
 
 
+def writer_lock(folder: Path):
+    """`folder_lock(folder)`, held by the main process: the processes of one `accelerate launch` are one
+    writer, and a second command writing `folder` fails at once with one line naming the first."""
+    import os
+    from contextlib import nullcontext
+
+    from .io import folder_lock
+
+    return folder_lock(folder) if os.environ.get("RANK", "0") == "0" else nullcontext()
+
+
 def holds_run(run: Path) -> bool:
-    """Anything of a run is there (its spec, a checkpoint, final weights)."""
-    run = Path(run)
-    return (run / SPEC_FILE).is_file() or (run / FINAL).exists() or (run / CHECKPOINTS).exists() or (run / BEST).exists()
+    """A run is there: its spec, the first thing a run writes (a folder of the user's that merely has a
+    `checkpoints/` or `final/` subfolder is not a run, and `--resume` could not continue it)."""
+    return (Path(run) / SPEC_FILE).is_file()
 
 
 # -------------------------------------------------------------------------------------- evaluations

@@ -50,6 +50,30 @@ def test_rec_table_json_and_html(cli, run, tmp_path):
     assert result["user"]["user_id"] == 3 and len(result["recommendations"]) == 4
 
 
+def test_an_existing_file_is_not_replaced_without_force(cli, run, tmp_path):
+    # issue 22, fault 2: --html replaced the user's own notes.txt with the page, exit 0
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    res = cli("generate", "--run", run, "--user", "5", "--html", notes)
+    assert res.exit_code == 1 and notes.read_text() == "my notes"
+    assert res.stderr.strip().splitlines()[-1] == f"error: --html {notes}: the file exists; add --force to replace it"
+    assert cli("generate", "--run", run, "--user", "5", "--html", notes, "--force").exit_code == 0
+    assert "<!doctype html>" in notes.read_text()
+
+
+def test_a_file_that_appears_during_the_run_is_kept(tmp_path):
+    from unimp_core.errors import UnimpError
+    from unimp_core.generation import write_output
+
+    page = tmp_path / "page.html"
+    page.write_text("made meanwhile")  # after check_writable, before the write
+    with pytest.raises(UnimpError, match="the file exists; add --force"):
+        write_output(page, b"<html>", "--html", replace=False)
+    assert page.read_text() == "made meanwhile" and [p.name for p in tmp_path.iterdir()] == ["page.html"]
+    write_output(page, b"<html>", "--html", replace=True)
+    assert page.read_text() == "<html>"
+
+
 def test_other_tasks(cli, run):
     res = cli("generate", "--run", run, "--history", "1,2,3", "--task", "exp", "--item", "5", "--max-new-tokens", "8")
     assert res.exit_code == 0, res.output

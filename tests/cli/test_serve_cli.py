@@ -31,6 +31,14 @@ def test_bad_options_are_one_line(cli, tmp_path):
         assert len(lines) == 1 and word in lines[0], (args, lines)
 
 
+def test_a_short_api_key_is_counted_in_characters(cli, tmp_path):
+    # issue 22, fault 8: it was "at least 8 items"
+    res = cli("serve", "--run", tmp_path, "--api-key", "short", "--dry-run")
+    assert res.exit_code == 1
+    assert "api_key: Value error, an API key needs at least 8 characters (this one has 5)" in res.stderr
+    assert "items" not in res.stderr and "short" not in res.stderr
+
+
 def test_a_folder_that_is_no_run_fails_in_one_line(cli, tmp_path):
     res = cli("serve", "--run", tmp_path, "--port", "0")
     assert res.exit_code == 1

@@ -56,6 +56,40 @@ def test_train_bad_values_are_one_line(cli, config, tmp_path):
     assert "missing" in line and "dataset folder not found" in line
 
 
+@pytest.mark.parametrize("flags, setting", [
+    (("--lr", "inf"), "optim.lr: Input should be a finite number"),
+    (("--lr", "nan"), "optim.lr: Input should be a finite number"),
+    (("--gamma", "inf"), "optim.gamma: Input should be a finite number"),
+    (("--epochs", "nan"), "run.epochs: Input should be a finite number"),
+    (("--task-weight", "rec=nan"), "data.task_weights.rec: Input should be a finite number"),
+    (("--task-weight", "rec=-5"), "task_weights: weights must be >= 0 (got {'rec': -5.0})"),
+    (("--tasks", "rec", "--task-weight", "rec=0"), "every trained task has weight 0"),
+    (("--seed", "-1"), "run.seed: Input should be greater than or equal to 0"),
+])
+def test_settings_outside_their_domain_are_refused_by_dry_run(cli, config, tmp_path, flags, setting):
+    # issue 22, fault 7: --lr inf and --task-weight rec=nan trained on NaN; rec=-5 passed --dry-run
+    line = one_error_line(cli("train", "--config", config, "--out", tmp_path / "r", *flags, "--dry-run"))
+    assert setting in line
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_loss_that_turns_nan_stops_the_run_before_saving(cli, config, tmp_path, monkeypatch):
+    from unimp_core.training import train as train_mod
+
+    real = train_mod.answer_loss_parts
+
+    def nan_loss(*args, **kwargs):
+        parts = real(*args, **kwargs)
+        return parts._replace(loss=parts.loss * float("nan"))
+
+    monkeypatch.setattr(train_mod, "answer_loss_parts", nan_loss)
+    run = tmp_path / "run"
+    line = one_error_line(cli("train", "--config", config, "--out", run, "--save-every", 1, "--log-every", 1))
+    assert "step 1: the training loss is nan (not a finite number)" in line and "--lr" in line
+    assert not (run / "checkpoints").exists() and not (run / "final").exists()
+    assert "NaN" not in (run / "metrics.jsonl").read_text() if (run / "metrics.jsonl").exists() else True
+
+
 def test_train_tiny_run_resume_and_existing_run(cli, config, tmp_path):
     run = tmp_path / "run"
     res = cli("train", "--config", config, "--out", run, "--max-steps", 2, "--save-every", 1, "--log-every", 1)
@@ -73,6 +107,39 @@ def test_train_tiny_run_resume_and_existing_run(cli, config, tmp_path):
     assert json.loads((run / "final" / "state.json").read_text())["step"] == 3
     line = one_error_line(cli("train", "--config", config, "--out", run, "--resume", "--lr", 0.5))
     assert "optim.lr" in line
+
+
+def test_out_errors_say_what_the_folder_is(cli, config, tmp_path):
+    # issue 22, fault 8: a folder of the user's with a checkpoints/ subfolder was "a run already there; add
+    # --resume" (and --resume then found nothing to resume); --out FILE said only "File exists"
+    mine = tmp_path / "mine"
+    (mine / "checkpoints").mkdir(parents=True)
+    (mine / "checkpoints" / "notes.txt").write_text("mine")
+    line = one_error_line(cli("train", "--config", config, "--out", mine, "--max-steps", 1))
+    assert "folder is not empty and holds no run" in line and "--resume" not in line
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    line = one_error_line(cli("train", "--config", config, "--out", afile, "--max-steps", 1))
+    assert line == f"error: --out {afile}: is a file, not a folder; name a folder for the run"
+    assert afile.read_text() == "mine" and (mine / "checkpoints" / "notes.txt").read_text() == "mine"
+
+
+def test_finetune_takes_a_config_file(cli, tmp_path, tmp_path_factory):
+    # issue 22, fault 8: `finetune --config` was "No such option" though --help lists config-only fields
+    from tests.evaluation.trained import trained_run
+
+    source = trained_run(tmp_path_factory)
+    config = tmp_path / "ft.yaml"
+    config.write_text("optim:\n  lr: 0.0005\n  schedule: linear\nrun:\n  max_steps: 3\n  keep_last: 1\n")
+    res = cli("finetune", "--from", source, "--out", tmp_path / "ft", "--config", config, "--max-steps", 2, "--dry-run")
+    assert res.exit_code == 0, res.output
+    spec = json.loads(res.output)
+    assert spec["optim"]["lr"] == 0.0005 and spec["optim"]["schedule"] == "linear"  # the file over the run's
+    assert spec["run"]["max_steps"] == 2 and spec["run"]["keep_last"] == 1  # the flag over the file
+    assert spec["data"]["tasks"] == ["rec"] and spec["init_from"] == str(source.resolve())
+    config.write_text("optim:\n  lr: -1\n")
+    line = one_error_line(cli("finetune", "--from", source, "--out", tmp_path / "ft", "--config", config, "--dry-run"))
+    assert f"{config}: invalid spec: optim.lr" in line
 
 
 def test_finetune_dry_run_real_run_and_errors(cli, config, tmp_path):

@@ -122,11 +122,14 @@ def test_malformed_lines_are_counted_and_strict_names_file_and_line(tmp_path):
     ]
     raw = category(tmp_path, reviews, [meta_2014("A1"), "{'asin': 'A1', 'title': 'x'", "{'title': 'no asin'}"])
     assert raw.interactions.height == 2
-    assert raw.skipped == Counter({
+    assert raw.row_skips == Counter({  # 7 review lines read (the empty one is no line) = 2 kept + 5 skipped
         "reviews_Beauty_5.json.gz: bad json": 2,
         "reviews_Beauty_5.json.gz: missing reviewerID or asin": 1,
         "reviews_Beauty_5.json.gz: non-numeric rating": 1,
         "reviews_Beauty_5.json.gz: duplicate review": 1,
+    })
+    assert raw.read == 7
+    assert raw.skipped == Counter({
         "meta_Beauty.json.gz: bad literal": 1,
         "meta_Beauty.json.gz: missing asin": 1,
     })
@@ -188,11 +191,12 @@ def test_paper_rule_drops_reviews_of_items_without_image_metadata(tmp_path, rele
     raw = category(tmp_path, reviews, metas, release=release, require_image_meta=True)
     assert raw.interactions["source_id"].to_list() == ["A1", "A1"]
     assert raw.items["source_id"].to_list() == ["A1"]
-    assert raw.skipped == Counter({"reviews_Beauty_5.json.gz: item has no metadata line": 3,
-                                   "reviews_Beauty_5.json.gz: item's metadata has no image URL": 1})
+    assert raw.row_skips == Counter({"reviews_Beauty_5.json.gz: item has no metadata line": 3,
+                                     "reviews_Beauty_5.json.gz: item's metadata has no image URL": 1})
+    assert raw.read == 6 and not raw.skipped
     kept = category(tmp_path, reviews, metas, release=release, require_image_meta=False)
     assert kept.interactions.height == 6 and sorted(kept.items["source_id"]) == ["A1", "A2", "A3", "A3x"]
-    assert not kept.skipped
+    assert not kept.skipped and not kept.row_skips and kept.read == 6
 
 
 # --- 2018 ----------------------------------------------------------------------------------------
@@ -298,7 +302,8 @@ def test_load_from_mirror_folder(tmp_path):
                                       review_2014("U0", "NOMETA0001", ts=99)])
     raw = load(spec(tmp_path, ["beauty"], mirror=str(folder)), Progress())
     assert raw.interactions.height == 10 and raw.items.height == 4  # the paper's rule: no meta line, no review
-    assert raw.skipped == Counter({"reviews_Beauty_5.json.gz: item has no metadata line": 1})
+    assert raw.row_skips == Counter({"reviews_Beauty_5.json.gz: item has no metadata line": 1})
+    assert raw.read == 11
     kept = load(spec(tmp_path, ["beauty"], mirror=str(folder), keep_items_without_meta=True), Progress())
     assert kept.interactions.height == 11 and kept.items.height == 5
     assert raw.sources[0]["url"] == str((folder / "reviews_Beauty_5.json.gz").resolve())

@@ -128,7 +128,7 @@ def test_timestamps_text_format_and_bad_values(tmp_path):
     raw = _load(interactions=inter, timestamp_format="%d/%m/%Y")
     # unparseable values are dropped and counted; empty ones stay null for the shared pipeline to count
     assert raw.interactions.select("source_id", "timestamp").rows() == [("a", 1614816000), ("c", None)]
-    assert raw.skipped == {"timestamp not parseable as format '%d/%m/%Y'": 1}
+    assert raw.row_skips == {"timestamp not parseable as format '%d/%m/%Y'": 1} and raw.read == 3
     with pytest.raises(UnimpError, match=r"inter\.csv: row 2: cannot parse timestamp 'garbage'"):
         files.load(PrepareSpec(source="files", strict=True,
                                files=FilesSpec(interactions=inter, timestamp_format="%d/%m/%Y")), Progress())

@@ -21,6 +21,17 @@ def test_check_image_reasons(tmp_path):
     assert Image.MAX_IMAGE_PIXELS is not None  # the guard is still on
 
 
+def test_a_bomb_is_counted_without_pillows_raw_warning(tmp_path, recwarn):
+    # issue 22, fault 8: filter-images printed Pillow's DecompressionBombWarning next to its own count
+    from unimp_core.data.images import verify_images
+    from unimp_core.progress import Progress
+
+    (tmp_path / "bomb.png").write_bytes(png_bomb(10_000))  # 100 MPx: in Pillow's warning band
+    assert verify_images([tmp_path / "bomb.png"], 16, Progress()) == ["decompression bomb"]
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
+    assert Image.MAX_IMAGE_PIXELS is not None  # the guard is still on
+
+
 @pytest.fixture
 def damaged(tmp_path):
     out = run_prepare(PrepareSpec(datasets=["sample"], out=tmp_path / "s", cache_dir=tmp_path / "c",

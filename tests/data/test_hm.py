@@ -53,7 +53,9 @@ def test_transactions_collapse_and_dates(tmp_path):
         ("hm:cust_b", "0110065001", EPOCH_2020_09_01),  # leading zero restored
         ("hm:cust_b", "0999999999", EPOCH_2020_09_01 + 3 * DAY),
     ]
-    assert raw.skipped == {"hm transaction with missing or malformed t_dat, customer_id or article_id": 1}
+    assert raw.row_skips == {"hm transaction with missing or malformed t_dat, customer_id or article_id": 1,
+                             "hm transaction repeating a purchase (the first is kept)": 1}
+    assert raw.read == 7  # the transactions file's data lines
     assert [s["file"].rsplit("/", 1)[1] for s in raw.sources] == ["transactions_train.csv", "articles.csv"]
 
 

@@ -177,6 +177,38 @@ def test_ratings_outside_the_scale_or_not_finite_are_skipped_or_rejected(cli, tm
     one_line_error(res, "strict.csv", "row 5", "not a finite number", "'inf'")
 
 
+def test_empty_ratings_are_kept_when_other_ratings_are_skipped(cli, tmp_path):
+    # issue 22, fault 1: an out-of-range rating elsewhere made every empty or non-numeric one vanish uncounted
+    text = "user,item,timestamp,rating\n" + "".join(
+        f"u{u},i{i},{100 * u + i},{r}\n" for u in range(3) for i, r in enumerate(["5", "", "7", "junk"]))
+    res = _files(cli, tmp_path, text)
+    assert res.exit_code == 0, res.output
+    m = read_manifest(tmp_path / "out-log")
+    assert m["counts"]["interactions"] == 9  # 12 read, the 3 sevens skipped
+    assert m["skipped"] == {"rating outside 1..5 (see --rating-scale)": 3}
+    ratings = pl.read_parquet(tmp_path / "out-log" / "interactions.parquet")["rating"].to_list()
+    assert sorted(ratings, key=lambda r: (r is None, r)) == [5.0] * 3 + [None] * 6
+
+
+def test_all_ratings_skipped_names_the_reason_not_the_k_core(cli, tmp_path):
+    # issue 22, fault 8: all-NaN ratings were reported as "lower --user-core/--item-core"
+    text = "user,item,timestamp,rating\n" + "".join(f"u{k % 3},i{k % 4},{k},nan\n" for k in range(12))
+    line = one_line_error(_files(cli, tmp_path, text), "all 12 rows read were skipped",
+                          "rating not a finite number: 12")
+    assert "--user-core" not in line
+
+
+def test_ragged_csv_lines_are_skipped_and_counted_with_their_line_numbers(cli, tmp_path):
+    # issue 22, fault 8: one ragged line refused the whole file without a line number
+    text = "user,item,timestamp\nu1,a,1\nu1,b,2,extra\nu1,c\nu2,a,4\nu2,b,5\n"
+    res = _files(cli, tmp_path, text, name="ragged.csv")
+    assert res.exit_code == 0, res.output
+    m = read_manifest(tmp_path / "out-ragged")
+    assert m["skipped"] == {"ragged.csv: not 3 fields like the header (lines 3, 4)": 2}
+    assert m["rows"]["read"] == 5 and m["counts"]["interactions"] == 3
+    one_line_error(_files(cli, tmp_path, text, "--strict", name="s.csv"), "s.csv:3", "4 fields where the header has 3")
+
+
 def test_rating_scale_maps_onto_one_to_five(cli, tmp_path):
     text = "user,item,timestamp,rating\nu1,a,1,0\nu1,b,2,10\nu2,a,3,5\nu2,b,4,11\n"
     res = _files(cli, tmp_path, text, "--rating-scale", 0, 10)

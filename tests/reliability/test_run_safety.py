@@ -140,3 +140,50 @@ def test_the_model_image_loader_stays_inside_the_dataset(tmp_path, run):
     ds.items = ds.items.with_columns(pl.lit("../../secret.jpg").alias("image"))
     with pytest.raises(UnimpError, match="escapes"):
         ItemImages(ds, transform=lambda img: img)(1)
+
+
+# ---------------------------------------------------------------- one writer per run folder (issue 22, fault 3)
+
+def test_a_second_writer_of_a_run_folder_fails_at_once_naming_the_first(cli, tmp_path, killed, run):
+    import os
+
+    from unimp_core.io import folder_lock
+
+    copy = _killed_copy(killed, tmp_path / "run")
+    before = snapshot(copy)
+    with folder_lock(copy):  # the first writer: a `train --resume` that is still running
+        line = one_line_error(cli("train", "--config", copy / "train_spec.json", "--out", copy, "--resume"),
+                              "another unimp command is writing this folder", f"pid {os.getpid()}")
+        one_line_error(cli("finetune", "--from", run, "--out", copy, "--max-steps", 1), "another unimp command")
+    assert "since" in line
+    assert snapshot(copy) == before
+    res = cli("train", "--config", copy / "train_spec.json", "--out", copy, "--resume")  # the lock went with it
+    assert res.exit_code == 0, res.output
+
+
+def test_two_evaluations_into_one_folder_are_refused(cli, tmp_path, run):
+    from unimp_core.io import folder_lock
+
+    with folder_lock(run / "evaluations" / "final-test-first2"):
+        one_line_error(cli("evaluate", "--run", run, "--checkpoint", "final", "--limit", 2),
+                       "final-test-first2: another unimp command is writing")
+
+
+# ---------------------------------------------------------------- the checkpoint asked for, or refused (fault 4)
+
+def test_a_damaged_best_checkpoint_is_refused_not_swapped_for_final(cli, tmp_path, run):
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    shutil.copytree(copy / "final", copy / "best")  # the run kept a best checkpoint
+    res = cli("generate", "--run", copy, "--user", 5, "--json")
+    assert res.exit_code == 0 and json.loads(res.stdout)["checkpoint"] == "best", res.output
+    (copy / "best" / "trainable.pt").unlink()
+    for command in (("generate", "--run", copy, "--user", 5), ("evaluate", "--run", copy, "--limit", 2)):
+        line = one_line_error(cli(*command), f"{copy / 'best'}: damaged checkpoint: trainable.pt is missing")
+        assert "--checkpoint picks another: step-3, final" in line
+    (copy / "final" / "trainable.pt").unlink()
+    line = one_line_error(cli("generate", "--run", copy, "--user", 5, "--checkpoint", "final"),
+                          f"{copy / 'final'}: damaged checkpoint: trainable.pt is missing")
+    assert "no such checkpoint" not in line
+    one_line_error(cli("generate", "--run", copy, "--user", 5, "--checkpoint", "step-99"),
+                   "step-99: no such checkpoint (have: step-3, best, final)")

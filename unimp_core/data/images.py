@@ -33,10 +33,22 @@ def cache_path(cache_dir: Path, url: str) -> Path:
     return Path(cache_dir) / "images" / digest[:2] / digest
 
 
+def _bombs_counted_not_warned() -> None:
+    """Pillow warns (on stderr) when it opens an image between 1x and 2x its pixel limit; unimp refuses
+    such images by size and counts them as "decompression bomb", so the warning would only be noise. Set
+    once, before any thread opens an image (warnings filters are process-wide and not thread-safe)."""
+    import warnings
+
+    from PIL import Image
+
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
 def identify(path: Path) -> str | None:
     """None if Pillow recognises the file as an image within the decompression-bomb limit, else a reason."""
     from PIL import Image
 
+    _bombs_counted_not_warned()
     try:
         with Image.open(path) as img:
             img.verify()
@@ -100,6 +112,7 @@ def open_small(path: Path | None, side: int):
 
 def verify_images(paths: "list[Path | None]", min_side: int, progress: Progress) -> list[str | None]:
     """`verify_image` for each path, in order, decoding on a few threads (Pillow releases the GIL)."""
+    _bombs_counted_not_warned()
     workers = max(1, min(8, os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(progress.track(pool.map(lambda p: verify_image(p, min_side), paths), "verifying images",

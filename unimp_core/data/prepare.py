@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from pathlib import Path
 
 import polars as pl
@@ -19,6 +20,9 @@ from .raw import RawData
 from .sources import load_source
 from .fetch import mirror_folder
 from .store import MANIFEST, Dataset, check_outside, check_replaceable, new_manifest, write_tables, writing_dataset
+
+# The reason for the rows the k-core removes, in the manifest's `rows.skipped`.
+KCORE = "below the k-core (--user-core/--item-core)"
 
 
 def attach_explanations(inter: pl.DataFrame, spec: PrepareSpec) -> tuple[pl.DataFrame, str]:
@@ -39,13 +43,21 @@ def build_dataset(raw: RawData, spec: PrepareSpec, keep_splits: pl.DataFrame | N
     `keep_splits` (user_key, split) re-uses an existing split and order (filter-images).
     """
     before = {"interactions": raw.interactions.height, "items": raw.items.height}
-    inter = process.order_interactions(raw.interactions, spec.seed, raw.skipped, tie_break=keep_splits is None)
+    row_skips = Counter(raw.row_skips)
+    inter = process.order_interactions(raw.interactions, spec.seed, row_skips, tie_break=keep_splits is None)
+    if inter.height == 0:
+        reasons = "; ".join(f"{k}: {v}" for k, v in row_skips.most_common())
+        raise UnimpError(f"no interactions to prepare: all {raw.read} rows read were skipped ({reasons or 'empty'})")
+    ordered = inter.height
     inter = process.kcore(inter, spec.user_core, spec.item_core)
     if inter.height == 0:
         raise UnimpError(
             f"no interactions left after the {spec.user_core}/{spec.item_core} k-core "
-            f"(from {before['interactions']}); lower --user-core/--item-core"
+            f"(from {ordered}); lower --user-core/--item-core"
         )
+    lines_skipped = raw.skipped + row_skips  # every line of every input file that was left out, by reason
+    if inter.height < ordered:
+        row_skips[KCORE] += ordered - inter.height
     if keep_splits is None:
         inter, explanation_source = attach_explanations(inter, spec)
     else:
@@ -58,6 +70,8 @@ def build_dataset(raw: RawData, spec: PrepareSpec, keep_splits: pl.DataFrame | N
     instances = process.eval_instances(inter, items, users, spec.protocol, spec.seed)
     ds = Dataset(items=items, interactions=inter.sort(["user_id", "timestamp"], maintain_order=True),
                  users=users, instances=instances)
+    rows = {"read": raw.read, "kept": inter.height, "skipped": dict(row_skips.most_common())}
+    check_accounting(rows)
     counts = {
         "raw": before,
         "users": users.height,
@@ -66,7 +80,15 @@ def build_dataset(raw: RawData, spec: PrepareSpec, keep_splits: pl.DataFrame | N
         "per_split": process.split_counts(users, instances),
         "attributes": attribute_counts(items),
     }
-    return ds, {"counts": counts, "explanation_source": explanation_source}
+    return ds, {"counts": counts, "explanation_source": explanation_source, "rows": rows,
+                "skipped": dict(sorted(lines_skipped.items()))}
+
+
+def check_accounting(rows: dict) -> None:
+    """Every interaction row read is kept or counted once under a reason; anything else is a bug."""
+    counted = rows["kept"] + sum(rows["skipped"].values())
+    if counted != rows["read"]:
+        raise AssertionError(f"interaction rows: {rows['read']} read but {counted} kept or skipped: {rows}")
 
 
 def check_paths(spec: PrepareSpec) -> None:
@@ -117,7 +139,6 @@ def run_prepare(spec: PrepareSpec, progress: Progress | None = None) -> Path:
             parameters=spec.model_dump(mode="json"),
             **info,
             images=image_counts,
-            skipped=dict(sorted(raw.skipped.items())),
             notes=raw.notes,
             seconds=round(time.time() - started, 2),
         )

@@ -51,20 +51,27 @@ class RawData:
     interactions: pl.DataFrame
     items: pl.DataFrame
     sources: list[dict[str, Any]] = field(default_factory=list)  # file, url, bytes, sha256
-    skipped: Counter = field(default_factory=Counter)  # reason -> lines skipped
+    skipped: Counter = field(default_factory=Counter)  # reason -> lines skipped that are not interaction rows
     synthetic: bool = False
     notes: dict[str, Any] = field(default_factory=dict)
+    # The accounting of interaction rows: read = interactions.height + sum(row_skips.values()).
+    read: int | None = None  # interaction rows read; None: every row read is in `interactions`
+    row_skips: Counter = field(default_factory=Counter)  # reason -> interaction rows skipped
 
     def __post_init__(self) -> None:
         self.interactions = conform(self.interactions, RAW_INTERACTIONS)
         self.items = conform(self.items, RAW_ITEMS)
+        if self.read is None:
+            self.read = self.interactions.height + sum(self.row_skips.values())
 
     @staticmethod
     def concat(parts: list["RawData"]) -> "RawData":
         """Several domains at once: histories stay per domain, items share one catalogue."""
         skipped: Counter = Counter()
+        row_skips: Counter = Counter()
         for p in parts:
             skipped.update(p.skipped)
+            row_skips.update(p.row_skips)
         items = pl.concat([p.items for p in parts]).unique(subset="source_id", keep="first", maintain_order=True)
         return RawData(
             interactions=pl.concat([p.interactions for p in parts]),
@@ -73,4 +80,6 @@ class RawData:
             skipped=skipped,
             synthetic=any(p.synthetic for p in parts),
             notes={k: v for p in parts for k, v in p.notes.items()},
+            read=sum(p.read for p in parts),
+            row_skips=row_skips,
         )

@@ -6,7 +6,9 @@ the only per-row Python loops are over item images, which are few compared with 
 
 from __future__ import annotations
 
+import csv
 import gzip
+import io
 import json
 import os
 from collections import Counter
@@ -64,8 +66,9 @@ def read_table(path: str | os.PathLike, *, strict: bool = True, skipped: Counter
     """Read a CSV / TSV / JSON lines / Parquet table (text formats may be gzipped).
 
     CSV and TSV columns are read as text so ids keep their leading zeros; callers cast by role.
-    A `.json` file may also hold one JSON array of records. A JSON line that is not an object raises
-    "<file>:<line>: ..." when `strict`, else it is skipped and counted in `skipped`.
+    A `.json` file may also hold one JSON array of records. A JSON line that is not an object, or a
+    CSV line whose number of fields differs from the header's, raises "<file>:<line>: ..." when
+    `strict`, else it is skipped and counted in `skipped`.
     """
     path = Path(path)
     if not path.is_file():
@@ -75,15 +78,9 @@ def read_table(path: str | os.PathLike, *, strict: bool = True, skipped: Counter
         if kind == "parquet":
             return pl.read_parquet(path)
         if kind in ("csv", "tsv"):
-            sep = "," if kind == "csv" else "\t"
-            # Polars reads a plain UTF-8 file straight from disk; anything else goes through memory.
-            if compression is None:
-                try:
-                    return pl.read_csv(path, separator=sep, infer_schema=False)
-                except pl.exceptions.ComputeError as exc:
-                    if "utf-8" not in str(exc).lower():
-                        raise
-            return pl.read_csv(text_bytes(path, compression), separator=sep, infer_schema=False)
+            data = text_bytes(path, compression)
+            return _delimited(data, "," if kind == "csv" else "\t", path, strict,
+                              Counter() if skipped is None else skipped)
         data = text_bytes(path, compression)
         if data.lstrip()[:1] == b"[":
             return pl.DataFrame(json.loads(data))
@@ -95,6 +92,32 @@ def read_table(path: str | os.PathLike, *, strict: bool = True, skipped: Counter
         raise
     except Exception as exc:  # polars/json errors carry the position; keep the message to one line
         raise UnimpError(f"{path}: cannot read as {kind}: {first_line(exc)}") from exc
+
+
+def _delimited(data: bytes, sep: str, path: Path, strict: bool, skipped: Counter) -> pl.DataFrame:
+    """A CSV/TSV table as text columns. Polars would pad a short line with nulls (and refuse a long one
+    outright), so the field count of every line is checked first: a ragged line is named (strict) or
+    skipped and counted under a reason that names its first line numbers."""
+    def lines():
+        return csv.reader(io.StringIO(data.decode("utf-8-sig"), newline=""), delimiter=sep)
+
+    rows = lines()
+    header = next(rows, None)
+    if header is None:
+        return pl.DataFrame()
+    ragged = []
+    for row in rows:
+        if row and len(row) != len(header):
+            if strict:
+                raise UnimpError(f"{path}:{rows.line_num}: {len(row)} fields where the header has {len(header)}")
+            ragged.append(rows.line_num)
+    if not ragged:
+        return pl.read_csv(data, separator=sep, infer_schema=False)
+    named = ", ".join(map(str, ragged[:5])) + (", ..." if len(ragged) > 5 else "")
+    skipped[f"{path.name}: not {len(header)} fields like the header (lines {named})"] += len(ragged)
+    kept = [row for row in lines() if row and len(row) == len(header)][1:]
+    return pl.DataFrame([list(col) for col in zip(*kept)] if kept else [[] for _ in header],
+                        schema={name: pl.Utf8 for name in header}, orient="col")
 
 
 def _json_lines(data: bytes, path: Path, strict: bool, skipped: Counter) -> pl.DataFrame:

@@ -205,46 +205,47 @@ def run_evaluate(spec: EvaluateSpec, progress: Progress | None = None) -> dict[s
     gather = gather_object if state.num_processes > 1 else None
     out_dir = RF.evaluation_dir(spec.run, evaluation_name(spec, loaded.train_spec.data.history_len, tasks))
 
-    results: dict[str, Any] = {}
-    ev = EvalContext(loaded, spec, out_dir, counts, train_ratings, state.is_main_process)
-    for task in tasks:  # fail before any task runs
-        steps = get_task(task)
-        steps.step("records"), steps.step("summary")
-        if steps.check is not None:
-            steps.check(ev)
-    lengths = run_history_lengths(loaded.train_spec.data, tasks, spec.history_len)
-    for task in tasks:
-        samples = build_eval_samples(loaded.dataset, task, spec.split, lengths, loaded.ctx)[: spec.limit]
-        if not samples:
-            results[task] = {"users": 0, "note": f"no {spec.split} instances"}
-            continue
-        mine = shard(len(samples), state.process_index, state.num_processes)
-        t0 = time.perf_counter()
-        with progress.task(f"evaluating {task}", total=len(mine)) as advance:
-            records = get_task(task).step("records")(ev, samples, mine, advance)
-        seconds = [time.perf_counter() - t0]
-        records = gather_records(records, len(samples), gather)
-        seconds = max(gather(seconds) if gather else seconds)  # the slowest process sets the pace
-        summary = get_task(task).step("summary")(records, samples, ev)
-        results[task] = {"users": len(samples), **summary, "seconds": round(seconds, 3),
-                         "users_per_s": round(len(samples) / max(seconds, 1e-9), 2),
-                         "predictions": f"{PREDICTIONS}/{task}.jsonl"}
-        if state.is_main_process:
-            _write_predictions(RF.predictions_file(out_dir, task), records)
+    with RF.writer_lock(out_dir):  # one evaluation writes this folder at a time
+        results: dict[str, Any] = {}
+        ev = EvalContext(loaded, spec, out_dir, counts, train_ratings, state.is_main_process)
+        for task in tasks:  # fail before any task runs
+            steps = get_task(task)
+            steps.step("records"), steps.step("summary")
+            if steps.check is not None:
+                steps.check(ev)
+        lengths = run_history_lengths(loaded.train_spec.data, tasks, spec.history_len)
+        for task in tasks:
+            samples = build_eval_samples(loaded.dataset, task, spec.split, lengths, loaded.ctx)[: spec.limit]
+            if not samples:
+                results[task] = {"users": 0, "note": f"no {spec.split} instances"}
+                continue
+            mine = shard(len(samples), state.process_index, state.num_processes)
+            t0 = time.perf_counter()
+            with progress.task(f"evaluating {task}", total=len(mine)) as advance:
+                records = get_task(task).step("records")(ev, samples, mine, advance)
+            seconds = [time.perf_counter() - t0]
+            records = gather_records(records, len(samples), gather)
+            seconds = max(gather(seconds) if gather else seconds)  # the slowest process sets the pace
+            summary = get_task(task).step("summary")(records, samples, ev)
+            results[task] = {"users": len(samples), **summary, "seconds": round(seconds, 3),
+                             "users_per_s": round(len(samples) / max(seconds, 1e-9), 2),
+                             "predictions": f"{PREDICTIONS}/{task}.jsonl"}
+            if state.is_main_process:
+                _write_predictions(RF.predictions_file(out_dir, task), records)
 
-    report = {
-        "run": str(spec.run), "checkpoint": spec.checkpoint, "checkpoint_note": chosen, "split": spec.split,
-        "protocol": loaded.ctx.protocol, "dataset": str(loaded.dataset.root),
-        "dataset_manifest_sha256": manifest_sha256(loaded.dataset.root), "model_family": loaded.setup.family.NAME,
-        "synthetic": bool(loaded.dataset.manifest.get("synthetic", False)),
-        "history_len": loaded.history_len, "task_history_len": lengths, "processes": state.num_processes,
-        "device": str(loaded.device),
-        "folder": str(out_dir), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "seconds": round(time.perf_counter() - started, 3), "spec": spec.model_dump(mode="json"),
-    }
-    report["evaluated"] = list(results)
-    report["tasks"] = _merge_previous(out_dir, results) if state.is_main_process else results
-    if state.is_main_process:
-        RF.write_evaluation(out_dir, report)
+        report = {
+            "run": str(spec.run), "checkpoint": spec.checkpoint, "checkpoint_note": chosen, "split": spec.split,
+            "protocol": loaded.ctx.protocol, "dataset": str(loaded.dataset.root),
+            "dataset_manifest_sha256": manifest_sha256(loaded.dataset.root), "model_family": loaded.setup.family.NAME,
+            "synthetic": bool(loaded.dataset.manifest.get("synthetic", False)),
+            "history_len": loaded.history_len, "task_history_len": lengths, "processes": state.num_processes,
+            "device": str(loaded.device),
+            "folder": str(out_dir), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "seconds": round(time.perf_counter() - started, 3), "spec": spec.model_dump(mode="json"),
+        }
+        report["evaluated"] = list(results)
+        report["tasks"] = _merge_previous(out_dir, results) if state.is_main_process else results
+        if state.is_main_process:
+            RF.write_evaluation(out_dir, report)
     state.wait_for_everyone()
     return report

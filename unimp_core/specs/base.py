@@ -19,9 +19,10 @@ S = TypeVar("S", bound="Spec")
 
 
 class Spec(BaseModel):
-    """Base of every run spec: unknown keys are rejected, assignments re-validated."""
+    """Base of every run spec: unknown keys are rejected, assignments re-validated, and every number is
+    finite (no setting means NaN or infinity; `--lr inf` is refused, not trained on)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False)
 
     def save(self, path: str | Path) -> None:
         """Write the resolved spec as JSON (atomically)."""
@@ -82,11 +83,11 @@ def load_config(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = value
     return out
@@ -116,7 +117,7 @@ def format_validation_error(exc: ValidationError, origin: str) -> str:
 
 def merge_spec(spec_cls: type[S], base: dict[str, Any], overrides: dict[str, Any], origin: str) -> S:
     """`base` < `overrides` (None / empty values mean 'not given'), validated; errors name `origin`."""
-    data = _deep_merge(base, _drop_none(overrides))
+    data = deep_merge(base, _drop_none(overrides))
     try:
         return spec_cls.model_validate(data)
     except ValidationError as exc:

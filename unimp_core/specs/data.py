@@ -84,7 +84,7 @@ class PrepareSpec(Spec):
         default="user-split", description="user-split: 80/10/10 of shuffled users; leave-one-out: last item test, previous valid."
     )
     split: tuple[float, float, float] = Field(default=(0.8, 0.1, 0.1), description="Train/valid/test user shares for user-split.")
-    seed: int = Field(default=42, description="Seed for tie-breaks, re-indexing, user split and evaluation instances.")
+    seed: int = Field(default=42, ge=0, description="Seed for tie-breaks, re-indexing, user split and evaluation instances.")
     explanations: Path | None = Field(
         default=None, description="P5/Sentires explanation file (pickle or JSON lines); default: review summary."
     )

@@ -111,6 +111,8 @@ class GenerateSpec(Spec):
     history_len: int | None = Field(default=None, ge=1, le=50, description="History items in the prompt (default: the run's).")
     max_tokens: int | None = Field(default=None, ge=32, description="Longest prompt in tokens (default: the run's).")
     html: Path | None = Field(default=None, description="Also write a self-contained HTML page (images embedded) to this file.")
+    force: bool = Field(default=False, description="Replace an existing --html / --out file (without it, an "
+                        "existing file is refused before any work).")
 
     @field_validator("checkpoint")
     @classmethod

@@ -11,6 +11,7 @@ from .base import Spec
 from .evaluate import _check_checkpoint
 
 LOOPBACK_NAMES = ("localhost",)
+MIN_API_KEY = 8  # characters
 
 
 def is_loopback(host: str) -> bool:
@@ -35,7 +36,7 @@ class ServeSpec(Spec):
     host: str = Field(default="127.0.0.1", description="Interface to listen on (127.0.0.1: this machine only; "
                       "0.0.0.0 or a public address is an explicit choice, best with --api-key).")
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port (0: any free port, printed at start).")
-    api_key: SecretStr | None = Field(default=None, min_length=8, description="If set, every /v1 and /metrics request must send "
+    api_key: SecretStr | None = Field(default=None, description="If set, every /v1 and /metrics request must send "
                                 "it as `Authorization: Bearer KEY` or `X-API-Key: KEY` (also read from UNIMP_API_KEY).")
     max_batch: int = Field(default=64, ge=1, le=1024, description="Most requests answered by one forward pass.")
     max_wait_ms: float = Field(default=10.0, ge=0, le=1000, description="Longest a request waits for others to join its batch.")
@@ -56,3 +57,11 @@ class ServeSpec(Spec):
     @classmethod
     def _checkpoint_name(cls, value: str | None) -> str | None:
         return None if value is None else _check_checkpoint(value)
+
+    @field_validator("api_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_API_KEY:
+            raise ValueError(f"an API key needs at least {MIN_API_KEY} characters "
+                             f"(this one has {len(value.get_secret_value())})")
+        return value

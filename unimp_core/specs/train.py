@@ -54,6 +54,11 @@ class DataSpec(Spec):
         unknown = set(self.task_weights) - set(task_names())
         if unknown:
             raise ValueError(f"task_weights: unknown task(s) {sorted(unknown)}")
+        negative = {t: w for t, w in self.task_weights.items() if w < 0}
+        if negative:
+            raise ValueError(f"task_weights: weights must be >= 0 (got {negative})")
+        if all(self.task_weights.get(t, 1.0) == 0 for t in self.tasks):
+            raise ValueError("task_weights: every trained task has weight 0; nothing would be learned")
         unknown = set(self.task_history_len) - set(task_names())
         if unknown:
             raise ValueError(f"task_history_len: unknown task(s) {sorted(unknown)}")
@@ -95,7 +100,7 @@ class RunSpec(Spec):
         "early stopping usually ends a run sooner, see patience)."
     )
     max_steps: int | None = Field(default=None, ge=1, description="Optimizer steps to train for (overrides epochs).")
-    seed: int = Field(default=42, description="Seed for weights of new parameters, sampling and data order.")
+    seed: int = Field(default=42, ge=0, description="Seed for weights of new parameters, sampling and data order.")
     precision: Literal["fp32", "bf16", "fp16"] = Field(default="fp32", description="Mixed precision (bf16 is the paper's setting on GPUs).")
     save_every: int = Field(default=200, ge=1, description="Save a checkpoint every this many optimizer steps.")
     keep_last: int = Field(default=2, ge=1, description="Checkpoints kept (older ones are deleted).")
@@ -183,11 +188,13 @@ class TrainSpec(Spec):
         return self
 
 
-def finetune_spec(source: Path, overrides: dict) -> TrainSpec:
+def finetune_spec(source: Path, overrides: dict, config: Path | None = None) -> TrainSpec:
     """`unimp finetune --from RUN`: the run's model and data, its final weights, `rec` alone and a
-    constant schedule (as the paper's finetune script) unless overridden."""
+    constant schedule (as the paper's finetune script) unless a `config` file or the flags (`overrides`,
+    which win) say otherwise."""
     from .. import run_folder as RF
     from ..errors import UnimpError
+    from .base import deep_merge, load_config
 
     source = Path(source)
     base = RF.read_train_spec_dict(source)
@@ -198,4 +205,6 @@ def finetune_spec(source: Path, overrides: dict) -> TrainSpec:
     base["optim"]["schedule"] = "constant"
     kept = ("precision", "distributed", "seed", "cache_vision_features", "num_workers", "trackers")
     base["run"] = {k: v for k, v in base.get("run", {}).items() if k in kept}
-    return merge_spec(TrainSpec, base, overrides, "finetune options")
+    if config is not None:
+        base = deep_merge(base, load_config(config))
+    return merge_spec(TrainSpec, base, overrides, str(config) if config else "finetune options")

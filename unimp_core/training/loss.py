@@ -15,6 +15,7 @@ that can only be an item, and ranking (item logits) is unchanged by it.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -96,3 +97,13 @@ def per_task(sample_sums: torch.Tensor, sample_tokens: torch.Tensor, task_ids: t
     sums = torch.zeros(n_tasks, dtype=torch.float32, device=sample_sums.device).index_add_(0, task_ids, sample_sums)
     counts = torch.zeros(n_tasks, dtype=torch.long, device=sample_sums.device).index_add_(0, task_ids, sample_tokens)
     return sums, counts
+
+
+def check_finite_loss(loss: float, step: int, lr: float) -> None:
+    """Stop a run whose loss became NaN or infinite, before a checkpoint or a metrics line keeps it:
+    nothing trains on NaN, and the message names the setting that usually causes it."""
+    if not math.isfinite(loss):
+        from ..errors import UnimpError
+
+        raise UnimpError(f"step {step}: the training loss is {loss} (not a finite number); stopped before saving. "
+                         f"Lower --lr (now {lr:g}) or --task-weight and start again, or resume from the last checkpoint")

@@ -28,6 +28,7 @@ from ..progress import Progress
 from ..specs.train import TrainSpec
 from ..tasks import build_eval_samples, context
 from . import checkpoint as ckpt
+from .loss import check_finite_loss
 from .selection import Selection, metric_name
 
 BETAS = (0.9, 0.98)  # the paper's Adam
@@ -120,6 +121,7 @@ class _Loop:
                 self.step += 1
                 seen += len(inputs)
                 losses.append(loss.item())
+                check_finite_loss(losses[-1], self.step, spec.optim.lr)
                 rate = seen / max(time.time() - started, 1e-9)
                 advance(1, info=f"loss {np.mean(losses[-50:]):.4f} {rate:.0f} sequences/s")
                 last = self.step == self.total

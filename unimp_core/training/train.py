@@ -29,7 +29,7 @@ from ..specs.train import TrainSpec
 from ..tasks import get_task, run_history_lengths, task_names
 from . import checkpoint as ckpt
 from .distributed import make_accelerator, reset_accelerate_state
-from .loss import LossParts, answer_loss_parts, per_task
+from .loss import LossParts, answer_loss_parts, check_finite_loss, per_task
 from .optim import build_optimizer, build_scheduler
 from .samples import SampleDataset, TrainingSamples
 from .sharded import load_sharded_optimizer, save_sharded_optimizer
@@ -118,13 +118,22 @@ class Run:
 
 
 def run_train(spec: TrainSpec, progress: Progress | None = None) -> Path:
-    """Train (or resume, or finetune) the run described by `spec`; returns the run folder."""
+    """Train (or resume, or finetune) the run described by `spec`; returns the run folder.
+
+    One command writes a run folder at a time: a second one (a `--resume` started twice) fails at once."""
+    out = Path(spec.run.out)
+    if out.exists() and not out.is_dir():
+        raise UnimpError(f"--out {out}: is a file, not a folder; name a folder for the run")
+    with RF.writer_lock(out):
+        if spec.model.family == "sasrec":
+            from .sasrec import run_train_sasrec
+
+            return run_train_sasrec(spec, progress)
+        return _run_train(spec, progress)
+
+
+def _run_train(spec: TrainSpec, progress: Progress | None) -> Path:
     from accelerate.utils import set_seed
-
-    if spec.model.family == "sasrec":
-        from .sasrec import run_train_sasrec
-
-        return run_train_sasrec(spec, progress)
 
     try:
         accelerator = make_accelerator(spec, log_dir=spec.run.out)
@@ -348,6 +357,8 @@ def _after_step(run: Run, meter: Meter, clock: dict, advance) -> Meter:
     spec, pos, acc = run.spec, run.position, run.accelerator
     last = pos.step == run.total
     lr = run.scheduler.get_last_lr()[0]
+    # every process takes part (a NaN on one rank stops them all)
+    check_finite_loss(float(acc.reduce(torch.tensor([meter.loss], device=acc.device), reduction="sum")), pos.step, lr)
     rate = clock["seen"] / max(time.time() - clock["started"], 1e-9)
     advance(1, info=f"loss {meter.loss / max(meter.batches, 1):.4f} lr {lr:.2e} {rate:.1f} samples/s")
     if pos.step % spec.run.log_every == 0 or last:

@@ -101,13 +101,14 @@ def load_category(
     every reviewed item appears in the items table (with null text when its metadata line is missing).
     Either way this runs before the k-core.
     """
-    skipped: Counter = Counter()
-    inter = read_reviews(reviews_path, domain, progress, skipped, strict)
+    skipped: Counter = Counter()  # metadata lines
+    row_skips: Counter = Counter()  # review lines
+    inter = read_reviews(reviews_path, domain, progress, row_skips, strict)
     before = inter.height
     # The 2018 dumps repeat some reviews verbatim; a repeat would count twice towards the k-core.
     inter = inter.unique(subset=["user_key", "source_id", "timestamp"], keep="first", maintain_order=True)
     if inter.height < before:
-        skipped[f"{reviews_path.name}: duplicate review"] += before - inter.height
+        row_skips[f"{reviews_path.name}: duplicate review"] += before - inter.height
     reviewed = inter.select("source_id").unique(maintain_order=True)
     meta = read_meta(meta_path, release, set(reviewed["source_id"].to_list()), progress, skipped, strict)
     items = reviewed.join(meta.with_columns(pl.lit(True).alias("_meta")), on="source_id", how="left")
@@ -117,12 +118,12 @@ def load_category(
         for ids, reason in ((no_meta, "item has no metadata line"), (no_image, "item's metadata has no image URL")):
             dropped = inter.filter(pl.col("source_id").is_in(list(ids))).height if ids else 0
             if dropped:
-                skipped[f"{reviews_path.name}: {reason}"] += dropped
+                row_skips[f"{reviews_path.name}: {reason}"] += dropped
         if no_meta or no_image:
             keep = ~pl.col("source_id").is_in(list(no_meta | no_image))
             inter, items = inter.filter(keep), items.filter(keep)
     items = items.drop("_meta").with_columns(pl.lit(domain).alias("domain"))
-    return RawData(interactions=inter, items=items, skipped=skipped)
+    return RawData(interactions=inter, items=items, skipped=skipped, row_skips=row_skips)
 
 
 # --- reading -------------------------------------------------------------------------------------

@@ -76,9 +76,12 @@ def _check_ratings(out: pl.DataFrame, given: pl.Series, path: Path, spec: Prepar
     (or rejected under --strict). Kept ratings are mapped linearly onto 1..5, the model's scale."""
     lo, hi = spec.rating_scale
     r = pl.col("rating")
+    # A missing rating is no reason to drop a row: null must read as "not bad" (`~null` is null, and
+    # filtering on null drops the row).
     reasons = {"rating not a finite number": r.is_not_null() & ~r.is_finite(),
                f"rating outside {lo:g}..{hi:g} (see --rating-scale)": r.is_finite() & ((r < lo) | (r > hi))}
     for reason, bad in reasons.items():
+        bad = bad.fill_null(False)
         n_bad = out.select(bad.sum()).item()
         if not n_bad:
             continue
@@ -166,10 +169,12 @@ def load(spec: PrepareSpec, progress: Progress) -> RawData:
     if fs is None:
         raise UnimpError("files: --source files needs --interactions FILE")
     skipped: Counter = Counter()
+    row_skips: Counter = Counter()
     notes: dict = {}
     with progress.task(f"reading {fs.interactions.name}"):
-        table = read_table(fs.interactions, strict=spec.strict, skipped=skipped)
-    inter = _interactions(table, fs.interactions, fs, spec, skipped, notes)
+        table = read_table(fs.interactions, strict=spec.strict, skipped=row_skips)
+    read = table.height + sum(row_skips.values())
+    inter = _interactions(table, fs.interactions, fs, spec, row_skips, notes)
     item_ids = inter.select("source_id").drop_nulls().unique(maintain_order=True)
     sources = [file_record(fs.interactions)]
     if fs.items is not None:
@@ -177,4 +182,5 @@ def load(spec: PrepareSpec, progress: Progress) -> RawData:
         sources.append(file_record(fs.items))
     else:
         items = _items(table, fs.interactions, fs, item_ids, spec.strict, skipped, progress, own_table=False)
-    return RawData(interactions=inter, items=items, sources=sources, skipped=skipped, notes=notes)
+    return RawData(interactions=inter, items=items, sources=sources, skipped=skipped, notes=notes,
+                   read=read, row_skips=row_skips)

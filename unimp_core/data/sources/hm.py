@@ -46,8 +46,9 @@ def _require(columns: list[str], path: Path, wanted: tuple[str, ...]) -> None:
             raise UnimpError(f"{path}: column {name!r} not found; columns are: {', '.join(columns)}")
 
 
-def _transactions(path: Path, strict: bool, skipped: Counter) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(first purchase per user and article, mean price per article) from one lazy scan."""
+def _transactions(path: Path, strict: bool, row_skips: Counter) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(first purchase per user and article, mean price per article) from one lazy scan; the other
+    transactions are counted in `row_skips` by reason."""
     lf = pl.scan_csv(path, infer_schema=False)  # all text: ids keep their zeros, bad values stay visible
     try:
         columns = lf.collect_schema().names()
@@ -67,8 +68,9 @@ def _transactions(path: Path, strict: bool, skipped: Counter) -> tuple[pl.DataFr
     first = parsed.filter(ok).group_by("customer", "article").agg(pl.col("date").min())
     prices = parsed.filter(ok).group_by("article").agg(pl.col("price").mean())
     bad = parsed.filter(~ok).select(pl.len().alias("n"), pl.col("_row").first().alias("row"))
+    n_ok = parsed.filter(ok).select(pl.len())
     try:
-        first, prices, bad = pl.collect_all([first, prices, bad])
+        first, prices, bad, n_ok = pl.collect_all([first, prices, bad, n_ok])
     except pl.exceptions.PolarsError as exc:
         raise UnimpError(f"{path}: cannot read: {str(exc).strip().splitlines()[0]}") from exc
     n_bad, row = bad.row(0)
@@ -76,7 +78,9 @@ def _transactions(path: Path, strict: bool, skipped: Counter) -> tuple[pl.DataFr
         if strict:
             raise UnimpError(f"{path}: line {row + 2}: missing or malformed t_dat (YYYY-MM-DD), "
                              "customer_id or article_id")
-        skipped["hm transaction with missing or malformed t_dat, customer_id or article_id"] += n_bad
+        row_skips["hm transaction with missing or malformed t_dat, customer_id or article_id"] += n_bad
+    if n_ok.item() > first.height:
+        row_skips["hm transaction repeating a purchase (the first is kept)"] += n_ok.item() - first.height
     inter = first.select(
         (pl.lit(f"{DOMAIN}:") + pl.col("customer").cast(pl.Utf8)).alias("user_key"),
         pl.col("article").cast(pl.Utf8).alias("source_id"),
@@ -132,9 +136,10 @@ def load(spec: PrepareSpec, progress: Progress) -> RawData:
         if not path.is_file():
             raise UnimpError(f"{path}: not found (expected the Kaggle H&M files {TRANSACTIONS} and {ARTICLES})")
     skipped: Counter = Counter()
+    row_skips: Counter = Counter()
     notes: dict = {}
     with progress.task(f"reading {TRANSACTIONS}"):
-        inter, prices = _transactions(tx_path, spec.strict, skipped)
+        inter, prices = _transactions(tx_path, spec.strict, row_skips)
     with progress.task(f"reading {ARTICLES}"):
         articles = _articles(art_path)
     # Every purchased article is an item, described when articles.csv knows it.
@@ -150,4 +155,5 @@ def load(spec: PrepareSpec, progress: Progress) -> RawData:
         notes["hm_images"] = f"no {IMAGES}/ folder in {root}"
     with progress.task("checksumming inputs"):
         sources = [file_record(tx_path), file_record(art_path)]
-    return RawData(interactions=inter, items=items, sources=sources, skipped=skipped, notes=notes)
+    return RawData(interactions=inter, items=items, sources=sources, skipped=skipped, notes=notes,
+                   row_skips=row_skips)
