@@ -6,11 +6,12 @@ import asyncio
 import json
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from tests.evaluation.trained import trained_run
 from unimp_core.generation import run_generate
-from unimp_core.serve.app import STATE, build_app
+from unimp_core.serve.app import STATE, build_app, runner_options
 from unimp_core.serve.engine import Engine
 from unimp_core.specs.evaluate import GenerateSpec
 from unimp_core.specs.serve import ServeSpec
@@ -26,13 +27,25 @@ def engine(run):
     return Engine.load(ServeSpec(run=run))
 
 
+class ServeTestServer(TestServer):
+    """The app served as `unimp serve` serves it (aiohttp's test server would cancel a handler whose client
+    hangs up, which the real one does not)."""
+
+    def __init__(self, app, spec: ServeSpec):
+        super().__init__(app)
+        self.spec = spec
+
+    async def _make_runner(self, **kwargs):
+        return web.AppRunner(self.app, **runner_options(self.spec))
+
+
 def serve(engine: Engine | None, fn, **spec):
     """Run `fn(client)` against a fresh app (sharing the loaded model) on 127.0.0.1."""
     s = ServeSpec(run=engine.loaded.run if engine else "unused", **spec)
 
     async def main():
         app = build_app(s, Engine(engine.loaded, s) if engine else None)
-        async with TestClient(TestServer(app)) as client:
+        async with TestClient(ServeTestServer(app, s)) as client:
             return await fn(client, app)
 
     return asyncio.run(main())
@@ -261,3 +274,82 @@ def test_metrics_count_requests_latency_and_batches(engine):
     assert 'unimp_requests_total{endpoint="/v1/recommend",method="POST",status="422"} 1.0' in text
     assert metric(text, 'unimp_request_seconds_count{endpoint="/v1/recommend"}') == 4
     assert metric(text, "unimp_batch_size_sum") == 3 and metric(text, "unimp_model_ready") == 1
+
+
+# ------------------------------------------------------------------ hostile clients, tampered data
+
+
+async def raw_request(client, data: bytes, *, close_after_send: bool = False) -> bytes:
+    """Send `data` over a plain socket (bytes no HTTP client would send); the answer, or b"" if we hung up."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
+    writer.write(data)
+    await writer.drain()
+    if close_after_send:
+        writer.close()
+        await writer.wait_closed()
+        return b""
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    return answer
+
+
+def test_a_key_that_is_not_utf8_is_a_401_not_a_500(engine):
+    key = "s3cret-key-123"
+    heads = [b"X-API-Key: \xff\xfe" + key.encode(), b"Authorization: Bearer \xe9" + key.encode(),
+             b"Authorization: Bearer " + key.encode() + b"\x80"]
+
+    async def fn(client, app):
+        out = []
+        for head in heads:
+            answer = await raw_request(client, b"GET /v1/users HTTP/1.1\r\nHost: x\r\n" + head +
+                                       b"\r\nConnection: close\r\n\r\n")
+            status, _, body = answer.partition(b"\r\n\r\n")
+            out.append((status.split(b" ")[1], json.loads(body)))
+        good = (await client.get("/v1/users", headers={"X-API-Key": key})).status
+        return out, good
+
+    out, good = serve(engine, fn, api_key=key)
+    assert [s for s, _ in out] == [b"401"] * 3 and all(b["field"] == "authorization" for _, b in out)
+    assert good == 200
+
+
+def test_a_client_that_hangs_up_mid_body_is_not_an_error(engine, caplog):
+    async def fn(client, app):
+        await raw_request(client, b"POST /v1/recommend HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: 100\r\n\r\n" + b'{"user": 1, ', close_after_send=True)
+        await asyncio.sleep(1.0)  # the server notices the hang-up
+        return await (await client.get("/metrics")).text(), (await client.post("/v1/recommend", json={"user": 1})).status
+
+    with caplog.at_level("DEBUG", logger="unimp.serve"):
+        text, after = serve(engine, fn)
+    assert 'status="500"' not in text and after == 200
+    assert 'unimp_requests_total{endpoint="/v1/recommend",method="POST",status="499"} 1.0' in text  # client closed
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= 40], caplog.text
+
+
+def test_an_image_path_that_escapes_the_dataset_is_no_image(run, tmp_path):
+    import shutil
+
+    import polars as pl
+
+    from unimp_core.run_folder import dataset_folder, read_train_spec
+
+    data = tmp_path / "ds"
+    shutil.copytree(dataset_folder(run, read_train_spec(run)), data)
+    items = pl.read_parquet(data / "items.parquet")
+    escaping = {5: "../../../../etc/passwd", 6: "/etc/passwd"}
+    items = items.with_columns(pl.Series("image", [escaping.get(i, rel) for i, rel in
+                                                   zip(items["item_id"], items["image"])], dtype=pl.Utf8))
+    items.write_parquet(data / "items.parquet")
+    tampered = Engine.load(ServeSpec(run=run, data=data))
+
+    async def fn(client, app):
+        rec = await post(client, "/v1/recommend", {"history": [5, 6, 7], "k": 40})
+        image = await client.get("/v1/items/5/image")
+        return rec, image.status, await (await client.get("/v1/items/6")).json()
+
+    (status, rec, _), image, item = serve(tampered, fn)
+    assert status == 200, rec
+    shown = {r["item_id"]: r["image_url"] for r in rec["history"] + rec["recommendations"]}
+    assert shown[5] is None and shown[6] is None and shown[7] == "/v1/items/7/image"
+    assert image == 404 and item["image_url"] is None
