@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 from aiohttp import web
@@ -353,3 +354,24 @@ def test_an_image_path_that_escapes_the_dataset_is_no_image(run, tmp_path):
     shown = {r["item_id"]: r["image_url"] for r in rec["history"] + rec["recommendations"]}
     assert shown[5] is None and shown[6] is None and shown[7] == "/v1/items/7/image"
     assert image == 404 and item["image_url"] is None
+
+
+def test_a_stalled_head_is_closed_and_a_stalled_body_is_a_408(engine):
+    async def stalled(client, data: bytes) -> tuple[bytes, float]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
+        writer.write(data)
+        started = time.monotonic()
+        answer = await asyncio.wait_for(reader.read(4096), 5)  # b"" if the server closes without answering
+        writer.close()
+        return answer, time.monotonic() - started
+
+    async def fn(client, app):
+        head = await stalled(client, b"POST /v1/recommend HTTP/1.1\r\nHost: x\r\nContent-")
+        body = await stalled(client, b"POST /v1/recommend HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: 50\r\n\r\n" + b'{"user": 1')
+        return head, body, await (await client.get("/metrics")).text()
+
+    (head, head_s), (body, body_s), text = serve(engine, fn, read_timeout_s=0.5)
+    assert head == b"" and head_s < 2
+    assert body.startswith(b"HTTP/1.1 408 ") and b'"field":"body"' in body and body_s < 2
+    assert 'status="408"} 1.0' in text

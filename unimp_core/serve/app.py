@@ -301,7 +301,9 @@ def runner_options(spec: ServeSpec) -> dict[str, Any]:
             "shutdown_timeout": spec.shutdown_timeout_s, "handle_signals": False,
             # aiohttp closes a connection that has not sent a whole request head this long after it opened
             # or after its previous answer: the header read timeout (and the idle timeout) in one
-            "keepalive_timeout": spec.read_timeout_s}
+            "keepalive_timeout": spec.read_timeout_s,
+            # after an answer to a body left unread (401, 408, 413, 415), how long the rest may still come in
+            "lingering_time": spec.read_timeout_s}
 
 
 def _setup_logging() -> None:
