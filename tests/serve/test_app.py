@@ -149,6 +149,8 @@ BAD = [  # (path, body or raw text, content type, status, field, words in the er
     ("/v1/recommend", {"user": 99999}, None, 422, "user", "no such user"),
     ("/v1/recommend", {"user": "nobody"}, None, 422, "user", "GET /v1/users"),
     ("/v1/recommend", {"history": [1, "NOPE"]}, None, 422, "history", "no item"),
+    ("/v1/recommend", {"user": "²"}, None, 422, "user", "no such user"),  # a digit to str.isdigit, not to int()
+    ("/v1/recommend", {"history": ["³"]}, None, 422, "history", "no item"),
     ("/v1/recommend", {"history": list(range(5))}, None, 422, "history", "at most 3"),
     ("/v1/recommend", {"history": []}, None, 422, "history", "at least 1"),
     ("/v1/recommend", {"user": 1, "k": 0}, None, 422, "k", "greater than or equal to 1"),
@@ -179,7 +181,8 @@ def test_every_bad_request_is_a_4xx_naming_the_field(engine):
                 res = await client.post(path, data=body, headers={"Content-Type": ctype})
             out.append((res.status, await res.text()))
         for path, method in (("/v1/items/4000", "GET"), ("/v1/items/x/image", "GET"), ("/nope", "GET"),
-                             ("/v1/recommend", "GET"), ("/v1/users?limit=0", "GET"), ("/v1/users?offset=a", "GET")):
+                             ("/v1/recommend", "GET"), ("/v1/users?limit=0", "GET"), ("/v1/users?offset=a", "GET"),
+                             ("/v1/users?offset=" + "9" * 20, "GET")):
             res = await client.request(method, path)
             out.append((res.status, await res.text()))
         health = await client.get("/healthz")
@@ -191,8 +194,9 @@ def test_every_bad_request_is_a_4xx_naming_the_field(engine):
         assert (got, error["field"]) == (status, field), (path, body, text)
         assert words in error["error"] and "\n" not in error["error"], (path, body, text)
     tail = [(s, json.loads(t)) for s, t in out[len(BAD):]]
-    assert [s for s, _ in tail] == [404, 404, 404, 405, 422, 422]
-    assert tail[0][1]["field"] == "id" and tail[4][1]["field"] == "limit" and tail[5][1]["field"] == "offset"
+    assert [s for s, _ in tail] == [404, 404, 404, 405, 422, 422, 422]
+    assert tail[0][1]["field"] == "id" and tail[4][1]["field"] == "limit"
+    assert tail[5][1]["field"] == tail[6][1]["field"] == "offset"
     assert health == 200  # still serving
 
 
@@ -375,3 +379,25 @@ def test_a_stalled_head_is_closed_and_a_stalled_body_is_a_408(engine):
     assert head == b"" and head_s < 2
     assert body.startswith(b"HTTP/1.1 408 ") and b'"field":"body"' in body and body_s < 2
     assert 'status="408"} 1.0' in text
+
+
+def test_the_openapi_description_names_every_route_and_every_answer_keeps_to_it(engine):
+    from unimp_core.serve import api
+
+    async def fn(client, app):
+        answers = {}
+        for path, body, model in (("/v1/recommend", {"user": 3, "k": 5}, api.Ranking),
+                                  ("/v1/search", {"history": [1, 2], "query": "lamp", "k": 1000}, api.Ranking),
+                                  ("/v1/explain", {"user": 3, "item": 2}, api.Explanation),
+                                  ("/v1/select", {"user": 3, "candidates": [1, 2]}, api.Selection)):
+            answers[path] = (model, await (await client.post(path, json=body)).json())
+        for path, model in (("/v1/users?limit=3", api.UsersPage), ("/v1/items/4", api.Item), ("/healthz", api.Health)):
+            answers[path] = (model, await (await client.get(path)).json())
+        routes = {(r.method, r.resource.canonical) for r in app.router.routes() if r.method != "HEAD"}
+        return answers, routes, await (await client.get("/v1/openapi.json")).json()
+
+    answers, routes, description = serve(engine, fn, max_new_tokens=4)
+    assert routes == {(method.upper(), path) for path, ops in description["paths"].items() for method in ops}
+    for path, (model, answer) in answers.items():
+        model.model_validate(answer)  # raises on a missing, extra or mistyped field
+    assert answers["/v1/search"][1]["k_note"]  # k above the catalogue: fewer listed, and said why
