@@ -16,7 +16,7 @@ from tests.serve.process import ServerProcess
 
 pytestmark = pytest.mark.slow
 
-EXAMPLES = 30  # per operation and mode (positive, negative): about 600 requests, well under a minute
+EXAMPLES = 30  # per operation and mode: about 500 requests, well under a minute on an idle machine
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,9 @@ def test_fuzzed_requests_get_no_5xx_and_every_answer_keeps_to_the_description(se
     assert len(operations) == sum(len(ops) for ops in description["paths"].values())
     session = requests.Session()
     for operation in operations:
-        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+        # invalid requests where there is something to break: a body or a typed query (a path id is any string)
+        breakable = len(operation.body) or len(operation.query)
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE) if breakable else (GenerationMode.POSITIVE,):
             @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
                       suppress_health_check=list(HealthCheck))
             @given(case=operation.as_strategy(generation_mode=mode))
