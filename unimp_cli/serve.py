@@ -29,6 +29,7 @@ def serve(
     max_history: Optional[int] = typer.Option(None, "--max-history", help=d(SS, "max_history")),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help=d(SS, "max_new_tokens")),
     shutdown_timeout_s: Optional[float] = typer.Option(None, "--shutdown-timeout-s", help=d(SS, "shutdown_timeout_s")),
+    read_timeout_s: Optional[float] = typer.Option(None, "--read-timeout-s", help=d(SS, "read_timeout_s")),
     data: Optional[Path] = typer.Option(None, "--data", exists=True, file_okay=False, help=d(SS, "data")),
     history_len: Optional[int] = typer.Option(None, "--history-len", help=d(SS, "history_len")),
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help=d(SS, "max_tokens")),
@@ -41,7 +42,7 @@ def serve(
     overrides = {"run": run, "host": host, "port": port, "checkpoint": checkpoint, "max_batch": max_batch,
                  "max_wait_ms": max_wait_ms, "api_key": api_key, "max_pending": max_pending, "timeout_s": timeout_s,
                  "max_body_kb": max_body_kb, "max_history": max_history, "max_new_tokens": max_new_tokens,
-                 "shutdown_timeout_s": shutdown_timeout_s, "data": data, "history_len": history_len,
+                 "shutdown_timeout_s": shutdown_timeout_s, "read_timeout_s": read_timeout_s, "data": data, "history_len": history_len,
                  "max_tokens": max_tokens, "device": device}
     spec = resolve(SS, config, overrides, dry_run)
 

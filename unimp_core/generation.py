@@ -56,7 +56,8 @@ def resolve_user(users: pl.DataFrame, text: str, run: Path, option: str = "--use
     m = _PREFIXED.match(text)
     kind, value = (m.group(1), m.group(2)) if m else (None, text)
     by_id = None
-    if kind in (None, "id") and value.strip().isdigit() and len(value.strip()) < 19:  # beyond int64: no such id
+    digits = value.strip()
+    if kind in (None, "id") and digits.isascii() and digits.isdigit() and len(digits) < 19:  # beyond int64: no such id
         uid = int(value)
         by_id = uid if (users["user_id"] == uid).any() else None
     by_key = None
@@ -84,7 +85,8 @@ def resolve_items(items: pl.DataFrame, texts: list[str], option: str) -> list[in
         kind, value = (m.group(1), m.group(2)) if m else (None, text)
         if kind == "key":
             raise UnimpError(f"{option} {text}: use id:N or src:S for items (key: is for users)")
-        by_id = int(value) if kind in (None, "id") and value.isdigit() and int(value) < n else None
+        # ASCII digits only: "²" is a digit to str.isdigit but not to int()
+        by_id = int(value) if kind in (None, "id") and value.isascii() and value.isdigit() and int(value) < n else None
         by_src = source.get(value) if kind in (None, "src") else None
         if by_id is not None and by_src is not None and by_id != by_src:
             raise UnimpError(f"{option} {text}: both item id {by_id} and the source id of item {by_src}; "

@@ -9,22 +9,24 @@ def test_help_lists_the_options(cli):
     res = cli("serve", "--help")
     assert res.exit_code == 0
     for option in ("--run", "--host", "--port", "--checkpoint", "--max-batch", "--max-wait-ms", "--api-key",
-                   "--max-pending", "--timeout-s", "--max-body-kb"):
+                   "--max-pending", "--timeout-s", "--max-body-kb", "--read-timeout-s"):
         assert option in res.stdout, option
     assert "127.0.0.1" in res.stdout
 
 
 def test_dry_run_prints_the_spec_without_the_key(cli, tmp_path):
-    res = cli("serve", "--run", tmp_path, "--port", "9000", "--max-batch", "8", "--api-key", "topsecret-1", "--dry-run")
+    res = cli("serve", "--run", tmp_path, "--port", "9000", "--max-batch", "8", "--api-key", "topsecret-1",
+              "--read-timeout-s", "2.5", "--dry-run")
     assert res.exit_code == 0, res.output
     spec = json.loads(res.stdout)
     assert spec["port"] == 9000 and spec["max_batch"] == 8 and spec["host"] == "127.0.0.1"
+    assert spec["read_timeout_s"] == 2.5
     assert "topsecret" not in res.stdout and spec["api_key"] == "**********"
 
 
 def test_bad_options_are_one_line(cli, tmp_path):
     for args, word in ((["--max-batch", "0"], "max_batch"), (["--checkpoint", "latest"], "checkpoint"),
-                       (["--api-key", "short"], "api_key")):
+                       (["--api-key", "short"], "api_key"), (["--read-timeout-s", "0"], "read_timeout_s")):
         res = cli("serve", "--run", tmp_path, *args)
         assert res.exit_code == 1, args
         lines = res.stderr.strip().splitlines()

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from tests.evaluation.trained import trained_run
 from unimp_core.generation import run_generate
-from unimp_core.serve.app import STATE, build_app
+from unimp_core.serve.app import STATE, build_app, runner_options
 from unimp_core.serve.engine import Engine
 from unimp_core.specs.evaluate import GenerateSpec
 from unimp_core.specs.serve import ServeSpec
@@ -26,13 +28,25 @@ def engine(run):
     return Engine.load(ServeSpec(run=run))
 
 
+class ServeTestServer(TestServer):
+    """The app served as `unimp serve` serves it (aiohttp's test server would cancel a handler whose client
+    hangs up, which the real one does not)."""
+
+    def __init__(self, app, spec: ServeSpec):
+        super().__init__(app)
+        self.spec = spec
+
+    async def _make_runner(self, **kwargs):
+        return web.AppRunner(self.app, **runner_options(self.spec))
+
+
 def serve(engine: Engine | None, fn, **spec):
     """Run `fn(client)` against a fresh app (sharing the loaded model) on 127.0.0.1."""
     s = ServeSpec(run=engine.loaded.run if engine else "unused", **spec)
 
     async def main():
         app = build_app(s, Engine(engine.loaded, s) if engine else None)
-        async with TestClient(TestServer(app)) as client:
+        async with TestClient(ServeTestServer(app, s)) as client:
             return await fn(client, app)
 
     return asyncio.run(main())
@@ -135,6 +149,8 @@ BAD = [  # (path, body or raw text, content type, status, field, words in the er
     ("/v1/recommend", {"user": 99999}, None, 422, "user", "no such user"),
     ("/v1/recommend", {"user": "nobody"}, None, 422, "user", "GET /v1/users"),
     ("/v1/recommend", {"history": [1, "NOPE"]}, None, 422, "history", "no item"),
+    ("/v1/recommend", {"user": "²"}, None, 422, "user", "no such user"),  # a digit to str.isdigit, not to int()
+    ("/v1/recommend", {"history": ["³"]}, None, 422, "history", "no item"),
     ("/v1/recommend", {"history": list(range(5))}, None, 422, "history", "at most 3"),
     ("/v1/recommend", {"history": []}, None, 422, "history", "at least 1"),
     ("/v1/recommend", {"user": 1, "k": 0}, None, 422, "k", "greater than or equal to 1"),
@@ -165,7 +181,8 @@ def test_every_bad_request_is_a_4xx_naming_the_field(engine):
                 res = await client.post(path, data=body, headers={"Content-Type": ctype})
             out.append((res.status, await res.text()))
         for path, method in (("/v1/items/4000", "GET"), ("/v1/items/x/image", "GET"), ("/nope", "GET"),
-                             ("/v1/recommend", "GET"), ("/v1/users?limit=0", "GET"), ("/v1/users?offset=a", "GET")):
+                             ("/v1/recommend", "GET"), ("/v1/users?limit=0", "GET"), ("/v1/users?offset=a", "GET"),
+                             ("/v1/users?offset=" + "9" * 20, "GET")):
             res = await client.request(method, path)
             out.append((res.status, await res.text()))
         health = await client.get("/healthz")
@@ -177,8 +194,9 @@ def test_every_bad_request_is_a_4xx_naming_the_field(engine):
         assert (got, error["field"]) == (status, field), (path, body, text)
         assert words in error["error"] and "\n" not in error["error"], (path, body, text)
     tail = [(s, json.loads(t)) for s, t in out[len(BAD):]]
-    assert [s for s, _ in tail] == [404, 404, 404, 405, 422, 422]
-    assert tail[0][1]["field"] == "id" and tail[4][1]["field"] == "limit" and tail[5][1]["field"] == "offset"
+    assert [s for s, _ in tail] == [404, 404, 404, 405, 422, 422, 422]
+    assert tail[0][1]["field"] == "id" and tail[4][1]["field"] == "limit"
+    assert tail[5][1]["field"] == tail[6][1]["field"] == "offset"
     assert health == 200  # still serving
 
 
@@ -261,3 +279,125 @@ def test_metrics_count_requests_latency_and_batches(engine):
     assert 'unimp_requests_total{endpoint="/v1/recommend",method="POST",status="422"} 1.0' in text
     assert metric(text, 'unimp_request_seconds_count{endpoint="/v1/recommend"}') == 4
     assert metric(text, "unimp_batch_size_sum") == 3 and metric(text, "unimp_model_ready") == 1
+
+
+# ------------------------------------------------------------------ hostile clients, tampered data
+
+
+async def raw_request(client, data: bytes, *, close_after_send: bool = False) -> bytes:
+    """Send `data` over a plain socket (bytes no HTTP client would send); the answer, or b"" if we hung up."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
+    writer.write(data)
+    await writer.drain()
+    if close_after_send:
+        writer.close()
+        await writer.wait_closed()
+        return b""
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    return answer
+
+
+def test_a_key_that_is_not_utf8_is_a_401_not_a_500(engine):
+    key = "s3cret-key-123"
+    heads = [b"X-API-Key: \xff\xfe" + key.encode(), b"Authorization: Bearer \xe9" + key.encode(),
+             b"Authorization: Bearer " + key.encode() + b"\x80"]
+
+    async def fn(client, app):
+        out = []
+        for head in heads:
+            answer = await raw_request(client, b"GET /v1/users HTTP/1.1\r\nHost: x\r\n" + head +
+                                       b"\r\nConnection: close\r\n\r\n")
+            status, _, body = answer.partition(b"\r\n\r\n")
+            out.append((status.split(b" ")[1], json.loads(body)))
+        good = (await client.get("/v1/users", headers={"X-API-Key": key})).status
+        return out, good
+
+    out, good = serve(engine, fn, api_key=key)
+    assert [s for s, _ in out] == [b"401"] * 3 and all(b["field"] == "authorization" for _, b in out)
+    assert good == 200
+
+
+def test_a_client_that_hangs_up_mid_body_is_not_an_error(engine, caplog):
+    async def fn(client, app):
+        await raw_request(client, b"POST /v1/recommend HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: 100\r\n\r\n" + b'{"user": 1, ', close_after_send=True)
+        await asyncio.sleep(1.0)  # the server notices the hang-up
+        return await (await client.get("/metrics")).text(), (await client.post("/v1/recommend", json={"user": 1})).status
+
+    with caplog.at_level("DEBUG", logger="unimp.serve"):
+        text, after = serve(engine, fn)
+    assert 'status="500"' not in text and after == 200
+    assert 'unimp_requests_total{endpoint="/v1/recommend",method="POST",status="499"} 1.0' in text  # client closed
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= 40], caplog.text
+
+
+def test_an_image_path_that_escapes_the_dataset_is_no_image(run, tmp_path):
+    import shutil
+
+    import polars as pl
+
+    from unimp_core.run_folder import dataset_folder, read_train_spec
+
+    data = tmp_path / "ds"
+    shutil.copytree(dataset_folder(run, read_train_spec(run)), data)
+    items = pl.read_parquet(data / "items.parquet")
+    escaping = {5: "../../../../etc/passwd", 6: "/etc/passwd"}
+    items = items.with_columns(pl.Series("image", [escaping.get(i, rel) for i, rel in
+                                                   zip(items["item_id"], items["image"])], dtype=pl.Utf8))
+    items.write_parquet(data / "items.parquet")
+    tampered = Engine.load(ServeSpec(run=run, data=data))
+
+    async def fn(client, app):
+        rec = await post(client, "/v1/recommend", {"history": [5, 6, 7], "k": 40})
+        image = await client.get("/v1/items/5/image")
+        return rec, image.status, await (await client.get("/v1/items/6")).json()
+
+    (status, rec, _), image, item = serve(tampered, fn)
+    assert status == 200, rec
+    shown = {r["item_id"]: r["image_url"] for r in rec["history"] + rec["recommendations"]}
+    assert shown[5] is None and shown[6] is None and shown[7] == "/v1/items/7/image"
+    assert image == 404 and item["image_url"] is None
+
+
+def test_a_stalled_head_is_closed_and_a_stalled_body_is_a_408(engine):
+    async def stalled(client, data: bytes) -> tuple[bytes, float]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
+        writer.write(data)
+        started = time.monotonic()
+        answer = await asyncio.wait_for(reader.read(4096), 5)  # b"" if the server closes without answering
+        writer.close()
+        return answer, time.monotonic() - started
+
+    async def fn(client, app):
+        head = await stalled(client, b"POST /v1/recommend HTTP/1.1\r\nHost: x\r\nContent-")
+        body = await stalled(client, b"POST /v1/recommend HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: 50\r\n\r\n" + b'{"user": 1')
+        return head, body, await (await client.get("/metrics")).text()
+
+    (head, head_s), (body, body_s), text = serve(engine, fn, read_timeout_s=0.5)
+    assert head == b"" and head_s < 2
+    assert body.startswith(b"HTTP/1.1 408 ") and b'"field":"body"' in body and body_s < 2
+    assert 'status="408"} 1.0' in text
+
+
+def test_the_openapi_description_names_every_route_and_every_answer_keeps_to_it(engine):
+    from unimp_core.serve import api
+
+    async def fn(client, app):
+        answers = {}
+        for path, body, model in (("/v1/recommend", {"user": 3, "k": 5}, api.Ranking),
+                                  ("/v1/search", {"history": [1, 2], "query": "lamp", "k": 1000}, api.Ranking),
+                                  ("/v1/explain", {"user": 3, "item": 2}, api.Explanation),
+                                  ("/v1/select", {"user": 3, "candidates": [1, 2]}, api.Selection)):
+            answers[path] = (model, await (await client.post(path, json=body)).json())
+        for path, model in (("/v1/users?limit=3", api.UsersPage), ("/v1/items/4", api.Item), ("/healthz", api.Health)):
+            answers[path] = (model, await (await client.get(path)).json())
+        routes = {(r.method, r.resource.canonical) for r in app.router.routes() if r.method != "HEAD"}
+        return answers, routes, await (await client.get("/v1/openapi.json")).json()
+
+    answers, routes, description = serve(engine, fn, max_new_tokens=4)
+    assert routes == {(method.upper(), path) for path, ops in description["paths"].items() for method in ops}
+    for path, (model, answer) in answers.items():
+        model.model_validate(answer)  # raises on a missing, extra or mistyped field
+    assert answers["/v1/search"][1]["k_note"]  # k above the catalogue: fewer listed, and said why

@@ -1,4 +1,5 @@
-"""`unimp serve` as a real process: graceful SIGTERM, one log line per request, a short load test."""
+"""`unimp serve` as a real process: graceful SIGTERM (also with stalled clients), one log line per request,
+a short load test."""
 
 from __future__ import annotations
 
@@ -43,6 +44,28 @@ def test_sigterm_lets_requests_in_flight_finish(run):
     assert any("shutting down" in line for line in server.lines) and "stopped" in server.lines[-1]
     access = server.access_lines()
     assert len(access) == 1 and '"POST /v1/recommend HTTP/1.1" 200' in access[0]
+
+
+def test_sigterm_does_not_wait_for_stalled_clients(run):
+    import socket
+
+    server = ServerProcess(run).start()  # the default --read-timeout-s (5 s) and --shutdown-timeout-s (30 s)
+    port = int(server.url.rsplit(":", 1)[1])
+    half_body = socket.create_connection(("127.0.0.1", port))
+    half_body.sendall(b"POST /v1/recommend HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 200\r\n\r\n" + b'{"user": 1, "k": ')
+    half_head = socket.create_connection(("127.0.0.1", port))
+    half_head.sendall(b"POST /v1/recommend HTTP/1.1\r\nHost: x\r\nContent-")
+    time.sleep(1.0)  # both are inside the server, waiting for the rest
+    started = time.monotonic()
+    code = server.stop()
+    took = time.monotonic() - started
+    half_body.settimeout(5)
+    answer = half_body.recv(4096)
+    half_body.close(), half_head.close()
+    assert code == 0 and took < 10, took
+    assert answer.startswith(b"HTTP/1.1 408 ") and b"not received within 5 s" in answer
+    assert not any("Traceback" in line for line in server.lines), "".join(server.lines)
 
 
 def test_load_50_clients_no_errors(run):

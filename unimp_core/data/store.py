@@ -19,6 +19,7 @@ what unimp writes (`writing_dataset`); anything else is refused before any work.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ from ..errors import UnimpError
 from ..imagegen.codes import MANIFEST_KEY as CODES_KEY
 from ..itemcodes.codes import MANIFEST_KEY as ITEM_CODES_KEY
 from ..io import atomic_path, folder_lock, replacing_folder
+
+log = logging.getLogger("unimp.data")
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -211,9 +214,27 @@ def _read_table(path: Path, schema: dict[str, pl.DataType] | None = None) -> pl.
     return df
 
 
+def _images_inside(items: pl.DataFrame, root: Path) -> pl.DataFrame:
+    """`items` with every image path that leaves the folder (`../x`, `/etc/x`: a tampered items.parquet)
+    read as no image, so that training, generating and serving all treat the item alike: shown and
+    modelled without a picture, never reading outside the folder (one warning names the first)."""
+    rels = items["image"]
+    suspect = rels.str.starts_with("/") | rels.str.contains(r"(^|/)\.\.(/|$)")  # cheap: most folders have none
+    outside = [(i, rel) for i, rel in zip(items["item_id"].filter(suspect), rels.filter(suspect))
+               if os.path.isabs(rel) or os.path.normpath(rel).split(os.sep)[0] == os.pardir]
+    if not outside:
+        return items
+    log.warning("%s: %d item(s) name an image outside the folder (item %d: %r); read without an image",
+                root / "items.parquet", len(outside), *outside[0])
+    outside_ids = [i for i, _ in outside]
+    return items.with_columns(pl.when(pl.col("item_id").is_in(outside_ids)).then(None).otherwise(pl.col("image"))
+                              .alias("image"))
+
+
 def load_dataset(root: str | os.PathLike) -> Dataset:
     """Read a complete dataset folder (checks the schema version, the tables' columns and that item ids
-    are 0..N-1 in order, which everything downstream indexes by)."""
+    are 0..N-1 in order, which everything downstream indexes by; an image path that leaves the folder
+    is read as no image)."""
     root = Path(root)
     manifest = read_manifest(root)
     instances = {p.stem: _read_table(p) for p in sorted((root / "eval").glob("*.parquet"))}
@@ -228,7 +249,7 @@ def load_dataset(root: str | os.PathLike) -> Dataset:
         raise UnimpError(f"{root}: item ids are not 0..{n - 1} throughout items.parquet and interactions.parquet; "
                          "rerun `unimp prepare`")
     return Dataset(
-        items=items,
+        items=_images_inside(items, root),
         interactions=interactions,
         users=_read_table(root / "users.parquet", USERS_SCHEMA),
         instances=instances,

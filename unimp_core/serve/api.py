@@ -1,13 +1,14 @@
-"""The JSON API's request bodies and its OpenAPI description (no torch, no aiohttp import).
+"""The JSON API's request bodies, its answers and its OpenAPI description (no torch, no aiohttp import).
 
 Bodies are strict: unknown fields, wrong JSON types and out-of-range values are refused with the
 field's name. Users and items are referred to as in `unimp generate`: an internal id (a number) or
-the original key / source id (a string; `id:N`, `key:K`, `src:S` say which).
+the original key / source id (a string; `id:N`, `key:K`, `src:S` say which). The answer models are
+the API's promise, published in the OpenAPI description (the fuzz test holds every answer to them).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -15,6 +16,7 @@ from ..tokens import N_SLOTS
 
 MAX_K = 1000
 MAX_QUERY = 500  # characters
+MAX_OFFSET = 10**9  # users; polars slices take an int64
 
 UserRef = int | str
 ItemRef = int | str
@@ -75,8 +77,113 @@ class UsersQuery(Body):
     """GET /v1/users query parameters."""
 
     model_config = ConfigDict(extra="forbid", strict=False)  # query strings are text: "10" is 10
-    offset: int = Field(default=0, ge=0, description="First user to list (in user id order).")
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET, description="First user to list (in user id order).")
     limit: int = Field(default=100, ge=1, le=1000, description="How many users to list.")
+
+
+# ------------------------------------------------------------------------------------------- answers
+
+
+class Answer(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a field the description does not name is a broken promise
+
+
+class Item(Answer):
+    item_id: int = Field(ge=0)
+    source_id: str | None
+    title: str
+    category: str
+    price: float | None
+    image_url: str | None = Field(description="GET it for the item's picture; null when the item has none.")
+
+
+class RankedItem(Item):
+    rank: int = Field(ge=1)
+    score: float | None = Field(ge=0, le=1, description="How sure the model is (see the answer's `score`); "
+                                "null if not finite.")
+    logit: float | None
+    in_history: bool
+
+
+class Candidate(Item):
+    slot: int = Field(ge=0)
+    selected: bool
+
+
+class User(Answer):
+    user_id: int | None
+    user_key: str | None
+    split: str | None
+    unseen: bool = Field(description="True for a request that gave a history instead of a known user.")
+
+
+class Asked(Answer):
+    task: str
+    checkpoint: str
+    synthetic: bool = Field(description="True when the run's dataset is the synthetic sample.")
+    user: User
+    history: list[Item] = Field(description="The history items the prompt shows, oldest first.")
+    history_total: int = Field(ge=0)
+
+
+class Ranking(Asked):
+    """The answer of /v1/recommend and /v1/search."""
+
+    recommendations: list[RankedItem]
+    score: str = Field(description="What `score` measures.")
+    k_note: str | None = Field(default=None, description="Why fewer than k items are listed, if they are.")
+    query: str | None = None
+
+
+class Explanation(Asked):
+    """The answer of /v1/explain."""
+
+    generated: str
+    item: Item
+    rating: int | None
+    explanation: str
+
+
+class Selection(Asked):
+    """The answer of /v1/select."""
+
+    generated: str
+    candidates: list[Candidate]
+
+
+class UserRow(Answer):
+    user_id: int
+    user_key: str
+    split: str
+    length: int = Field(ge=0)
+
+
+class UsersPage(Answer):
+    """The answer of /v1/users."""
+
+    total: int = Field(ge=0)
+    offset: int = Field(ge=0)
+    users: list[UserRow]
+
+
+class Health(Answer):
+    """The answer of /healthz once the model is loaded."""
+
+    status: Literal["ready"]
+    checkpoint: str
+    family: str | None
+    tasks: list[str]
+    items: int
+    users: int
+    synthetic: bool
+    device: str
+
+
+class NotReady(Answer):
+    """The answer of /healthz while the model loads (or after it failed to)."""
+
+    status: Literal["loading", "failed"]
+    error: str | None
 
 
 def validation_message(exc: ValidationError) -> tuple[str, str]:
@@ -91,50 +198,75 @@ def validation_message(exc: ValidationError) -> tuple[str, str]:
 
 # ------------------------------------------------------------------------------------------- OpenAPI
 
-POSTS = {
-    "/v1/recommend": (RecommendRequest, "rec", "Recommendations: ranked items with scores, titles and image URLs."),
-    "/v1/search": (SearchRequest, "search", "Search results for a query, ranked for the user."),
-    "/v1/explain": (ExplainRequest, "exp", "The predicted rating and explanation of an item."),
-    "/v1/select": (SelectRequest, "img_sel", "The candidates the user would select."),
-    "/v1/image": (ImageRequest, "img_gen", "A generated image (image/png)."),
+POSTS = {  # path: (request body, task, answer, summary)
+    "/v1/recommend": (RecommendRequest, "rec", Ranking, "Recommendations: ranked items with scores, titles and image URLs."),
+    "/v1/search": (SearchRequest, "search", Ranking, "Search results for a query, ranked for the user."),
+    "/v1/explain": (ExplainRequest, "exp", Explanation, "The predicted rating and explanation of an item."),
+    "/v1/select": (SelectRequest, "img_sel", Selection, "The candidates the user would select."),
+    "/v1/image": (ImageRequest, "img_gen", None, "A generated image (image/png)."),
 }
 
 
-def _error_response(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _content(media: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {media: {"schema": schema} if schema else {}}
+
+
+def _ref(model: type[BaseModel]) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
 def openapi(title: str = "unimp serve") -> dict[str, Any]:
-    """The OpenAPI 3.1 description of the API (request schemas from the pydantic models)."""
+    """The OpenAPI 3.1 description of the API (request and answer schemas from the pydantic models)."""
     from .. import __version__
 
-    schemas: dict[str, Any] = {"Error": {"type": "object", "required": ["error"], "properties": {
-        "error": {"type": "string", "description": "One line saying what is wrong."},
-        "field": {"type": ["string", "null"], "description": "The request field at fault, if any."}}}}
-    errors = {"4XX": _error_response("Bad request: the error names the field"),
-              "503": _error_response("Loading, overloaded or timed out: retry after Retry-After seconds")}
+    models: list[type[BaseModel]] = [Ranking, Explanation, Selection, UsersPage, Item, Health, NotReady]
+    errors = {"4XX": {"description": "Refused: the error names the field", "content": _content("application/json", ERROR)},
+              "503": {"description": "Loading, overloaded or timed out: retry after Retry-After seconds",
+                      "content": _content("application/json", ERROR)}}
     paths: dict[str, Any] = {}
-    for path, (model, task, summary) in POSTS.items():
-        name = model.__name__
-        schemas[name] = model.model_json_schema(ref_template="#/components/schemas/{model}")
-        ok = ({"content": {"image/png": {}}} if task == "img_gen" else {"content": {"application/json": {}}})
+    for path, (body, task, answer, summary) in POSTS.items():
+        models.append(body)
+        ok = _content("image/png") if answer is None else _content("application/json", _ref(answer))
         paths[path] = {"post": {
-            "summary": summary, "description": (model.__doc__ or "").strip(),
-            "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}},
-            "responses": {"200": {"description": "OK", **ok}, **errors}}}
-    get = lambda summary, **extra: {"get": {"summary": summary, "responses": {"200": {"description": "OK"}, **errors}, **extra}}  # noqa: E731
+            "summary": summary, "description": (body.__doc__ or "").strip(),
+            "requestBody": {"required": True, "content": _content("application/json", _ref(body))},
+            "responses": {"200": {"description": "OK", "content": ok}, **errors}}}
+
+    def get(summary: str, content: dict[str, Any], parameters: list[dict[str, Any]] | None = None,
+            responses: dict[str, Any] | None = None) -> dict[str, Any]:
+        op = {"summary": summary, "responses": {"200": {"description": "OK", "content": content}, **(responses or errors)}}
+        return {"get": {**op, "parameters": parameters} if parameters else op}
+
     item_param = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"},
                    "description": "Item id or source id (id:N / src:S to be explicit)."}]
-    query_params = [{"name": n, "in": "query", "required": False, "schema": {"type": "integer"}, "description": f.description}
+    query = UsersQuery.model_json_schema()["properties"]
+    query_params = [{"name": n, "in": "query", "required": False, "description": f.description,
+                     "schema": {k: v for k, v in query[n].items() if k in ("type", "minimum", "maximum", "default")}}
                     for n, f in UsersQuery.model_fields.items()]
+    not_ready = {"503": {"description": "Loading (or failed to load): retry after Retry-After seconds",
+                         "content": _content("application/json", _ref(NotReady))}}
     paths.update({
-        "/v1/users": get("Users of the run's dataset (id, key, split, history length), paged.", parameters=query_params),
-        "/v1/items/{id}": get("One item: ids, title, category, price, image URL.", parameters=item_param),
-        "/v1/items/{id}/image": get("The item's picture.", parameters=item_param),
-        "/v1/openapi.json": get("This description."),
-        "/healthz": get("200 once the model is loaded (503 while loading)."),
-        "/metrics": get("Prometheus metrics: requests, latency, batch sizes."),
+        "/v1/users": get("Users of the run's dataset (id, key, split, history length), paged.",
+                         _content("application/json", _ref(UsersPage)), query_params),
+        "/v1/items/{id}": get("One item: ids, title, category, price, image URL.",
+                              _content("application/json", _ref(Item)), item_param),
+        "/v1/items/{id}/image": get("The item's picture.", _content("image/*"), item_param),
+        "/v1/openapi.json": get("This description.", _content("application/json", {"type": "object"})),
+        "/healthz": get("200 once the model is loaded (503 while loading).", _content("application/json", _ref(Health)),
+                        responses=not_ready),
+        "/metrics": get("Prometheus metrics: requests, latency, batch sizes.", _content("text/plain", {"type": "string"})),
+        "/": get("The web page: recommendations for a user, with pictures.", _content("text/html", {"type": "string"})),
     })
+    schemas: dict[str, Any] = {"Error": {"type": "object", "required": ["error"], "additionalProperties": False, "properties": {
+        "error": {"type": "string", "description": "One line saying what is wrong."},
+        "field": {"type": ["string", "null"], "description": "The request field at fault, if any."}}}}
+    for model in models:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
     return {"openapi": "3.1.0", "info": {"title": title, "version": __version__}, "paths": paths,
             "components": {"schemas": schemas, "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},

@@ -5,7 +5,8 @@
 
 Every refusal is a JSON object `{"error": "<one line>", "field": "<field or null>"}` with a 4xx status
 (503 with Retry-After while loading, when overloaded or timed out); an answer the server could not
-give because of its own fault is a 500 with the same shape, and the server keeps running.
+give because of its own fault is a 500 with the same shape, and the server keeps running. A client
+that hangs up before its answer is no error: it is counted (and access-logged) as status 499.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ log = logging.getLogger("unimp.serve")
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs'
 PAGE = Path(__file__).with_name("page.html")
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+CLIENT_GONE = 499  # the status nginx logs for "client closed request": never sent, only counted
 
 
 class Metrics:
@@ -119,6 +121,8 @@ async def errors_middleware(request: web.Request, handler: Callable[[web.Request
         response = error_response(exc.status, f"{request.method} {request.path}: {exc.reason.lower()}", None, headers)
     except asyncio.CancelledError:
         raise
+    except ConnectionError:  # the client hung up (e.g. mid-body): nothing to answer, nothing wrong here
+        response = web.Response(status=CLIENT_GONE)
     except Exception as exc:  # our fault, not the client's: say so, log it, keep serving
         log.exception("internal error answering %s %s", request.method, request.path)
         response = error_response(500, f"internal error: {first_line(exc)}")
@@ -135,7 +139,8 @@ async def auth_middleware(request: web.Request, handler):
     key = secret.get_secret_value() if secret is not None else None
     if key and (request.path.startswith("/v1/") or request.path == "/metrics"):
         given = request.headers.get("X-API-Key") or request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), key.encode()):
+        # aiohttp keeps a header's non-UTF-8 bytes as surrogates: surrogateescape gives back the bytes sent
+        if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), key.encode()):
             raise ApiError(401, "api key: missing or wrong (send Authorization: Bearer KEY or X-API-Key: KEY)",
                            "authorization", {"WWW-Authenticate": "Bearer"})
     return await handler(request)
@@ -155,7 +160,11 @@ async def _body(request: web.Request, model: type[BaseModel]) -> Any:
     """The request body validated by `model` (415 not JSON, 413 too large, 400 unparsable, 422 invalid)."""
     if request.content_type != "application/json":
         raise ApiError(415, f"content-type: send application/json (got {request.content_type or 'none'})", "content-type")
-    raw = await request.read()
+    timeout = request.app[STATE].spec.read_timeout_s
+    try:
+        raw = await asyncio.wait_for(request.read(), timeout)
+    except asyncio.TimeoutError:
+        raise ApiError(408, f"body: not received within {timeout:g} s", "body") from None
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
@@ -286,6 +295,17 @@ def build_app(spec: ServeSpec, engine: Engine | None = None) -> web.Application:
     return app
 
 
+def runner_options(spec: ServeSpec) -> dict[str, Any]:
+    """How `serve` runs the application over HTTP (the tests' in-process server uses the same)."""
+    return {"access_log": logging.getLogger("aiohttp.access"), "access_log_format": ACCESS_LOG_FORMAT,
+            "shutdown_timeout": spec.shutdown_timeout_s, "handle_signals": False,
+            # aiohttp closes a connection that has not sent a whole request head this long after it opened
+            # or after its previous answer: the header read timeout (and the idle timeout) in one
+            "keepalive_timeout": spec.read_timeout_s,
+            # after an answer to a body left unread (401, 408, 413, 415), how long the rest may still come in
+            "lingering_time": spec.read_timeout_s}
+
+
 def _setup_logging() -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
@@ -300,12 +320,12 @@ async def serve(spec: ServeSpec, ready: Callable[[str], None] | None = None) -> 
     """Listen on spec.host:spec.port, load the model in the background, serve until SIGTERM or SIGINT.
 
     On a signal the listening socket closes first, requests in flight get `spec.shutdown_timeout_s`
-    to finish, then the process ends. A model that fails to load ends it with that error.
+    to finish, then the process ends. A client still sending its request waits no longer than
+    `spec.read_timeout_s`. A model that fails to load ends it with that error.
     """
     app = build_app(spec)
     state = app[STATE]
-    runner = web.AppRunner(app, access_log=logging.getLogger("aiohttp.access"), access_log_format=ACCESS_LOG_FORMAT,
-                           shutdown_timeout=spec.shutdown_timeout_s, handle_signals=False)
+    runner = web.AppRunner(app, **runner_options(spec))
     await runner.setup()
     site = web.TCPSite(runner, spec.host, spec.port, backlog=2048)
     try:

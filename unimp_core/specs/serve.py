@@ -49,6 +49,10 @@ class ServeSpec(Spec):
     max_new_tokens: int = Field(default=48, ge=1, le=1024, description="explain / select: longest generated answer, in tokens.")
     shutdown_timeout_s: float = Field(default=30.0, ge=0, le=3600, description="On SIGTERM/SIGINT: how long in-flight "
                                       "requests may take to finish.")
+    read_timeout_s: float = Field(default=5.0, gt=0, le=3600, description="A client must send its request line and "
+                                  "headers within this many seconds of connecting (or of its previous answer: idle "
+                                  "connections close then), and its body within as many again (else 408), so a stalled "
+                                  "client cannot hold a connection or delay shutdown.")
     history_len: int | None = Field(default=None, ge=1, le=50, description="History items in the prompt (default: the run's).")
     max_tokens: int | None = Field(default=None, ge=32, description="Longest prompt in tokens (default: the run's).")
     device: str | None = Field(default=None, description="Torch device of the model (default: cuda if available, else cpu).")
