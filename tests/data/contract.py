@@ -30,7 +30,7 @@ def assert_dataset_contract(path: Path, *, user_core: int, item_core: int):
     assert ds.interactions.group_by("item_id").len()["len"].min() >= item_core
     c = m["counts"]
     assert (c["users"], c["items"], c["interactions"]) == (ds.users.height, ds.items.height, ds.interactions.height)
-    assert set(ds.users["split"]) <= {"train", "valid", "test"}
+    assert set(ds.users["split"]) <= {"train", "valid", "test", "all"}  # "all": leave-one-out
     assert "rec" in ds.instances and ds.instances["rec"].height > 0
     assert json.loads((path / "prepare_spec.json").read_text())["source"] == m["source"]
     assert not [p.name for p in path.parent.iterdir() if p.name.startswith(".")]  # no staging litter
