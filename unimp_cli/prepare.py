@@ -1,4 +1,5 @@
-"""`unimp prepare`: build a dataset folder from Amazon, H&M, Netflix, your own files or the sample shop."""
+"""`unimp prepare`: build a dataset folder from Amazon, H&M, Netflix, RecBole atomic files, your own files or the
+sample shop."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import List, Optional, Tuple
 import typer
 
 from unimp_core.specs.base import describe as d
-from unimp_core.specs.data import FilesSpec as FS, ImageDownloadSpec as IS, PrepareSpec as PS
+from unimp_core.specs.data import FilesSpec as FS, ImageDownloadSpec as IS, PrepareSpec as PS, RecboleSpec as RS
 
 from .common import CONFIG_HELP, DRY_RUN_HELP, handle_errors, resolve
 
@@ -16,14 +17,18 @@ from .common import CONFIG_HELP, DRY_RUN_HELP, handle_errors, resolve
 @handle_errors
 def prepare(
     datasets: Optional[List[str]] = typer.Option(None, "--datasets", help=d(PS, "datasets") + " Several: --datasets beauty sports."),
-    source: Optional[str] = typer.Option(None, help=d(PS, "source") + " One of amazon2014, amazon2018, hm, netflix, files, sample."),
+    source: Optional[str] = typer.Option(None, help=d(PS, "source") + " One of amazon2014, amazon2018, amazon2023, hm, "
+                                         "netflix, files, recbole, sample."),
+    amazon_version: Optional[str] = typer.Option(None, "--amazon-version", help="Amazon Reviews release: 2014, 2018 "
+                                                 "or 2023 (the same as --source amazon2014|amazon2018|amazon2023)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help=d(PS, "out")),
     mirror: Optional[str] = typer.Option(None, help=d(PS, "mirror")),
     input: Optional[Path] = typer.Option(None, "--input", exists=True, file_okay=False, help=d(PS, "input")),
     interactions: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help=d(FS, "interactions")),
     items: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help=d(FS, "items")),
     images_dir: Optional[Path] = typer.Option(None, "--images-dir", exists=True, file_okay=False, help=d(FS, "images")),
-    column: Optional[List[str]] = typer.Option(None, "--column", help="role=column, repeatable. " + d(FS, "columns")),
+    column: Optional[List[str]] = typer.Option(None, "--column", help="role=column, repeatable. " + d(FS, "columns")
+                                               + " With --source recbole: role=field. " + d(RS, "columns")),
     domain: Optional[str] = typer.Option(None, help=d(FS, "domain")),
     timestamp_format: Optional[str] = typer.Option(None, help=d(FS, "timestamp_format")),
     rating_scale: Optional[Tuple[float, float]] = typer.Option(None, "--rating-scale", help=d(PS, "rating_scale")
@@ -51,6 +56,12 @@ def prepare(
     dry_run: bool = typer.Option(False, "--dry-run", help=DRY_RUN_HELP),
 ) -> None:
     """Download/read, k-core filter, re-index, split and write a self-describing dataset folder."""
+    if amazon_version is not None:
+        if amazon_version not in ("2014", "2018", "2023"):
+            raise typer.BadParameter(f"{amazon_version!r}: one of 2014, 2018, 2023", param_hint="--amazon-version")
+        if source is not None and source != f"amazon{amazon_version}":
+            raise typer.BadParameter(f"--source {source} names another source", param_hint="--amazon-version")
+        source = f"amazon{amazon_version}"
     if list_datasets:
         _list_datasets(source or "amazon2014")
         return
@@ -60,11 +71,13 @@ def prepare(
         if not sep or not role or not name:
             raise typer.BadParameter(f"--column {pair!r}: expected role=column")
         columns[role] = name
-    files = {"interactions": interactions, "items": items, "images": images_dir, "columns": columns,
+    recbole = source == "recbole"  # --column maps RecBole fields, not table columns
+    files = {"interactions": interactions, "items": items, "images": images_dir, "columns": {} if recbole else columns,
              "domain": domain, "timestamp_format": timestamp_format}
     overrides = {
         "source": source, "datasets": datasets, "out": out, "mirror": mirror, "input": input,
-        "files": files if interactions or columns or items else None, "cache_dir": cache_dir,
+        "files": files if interactions or files["columns"] or items else None, "cache_dir": cache_dir,
+        "recbole": {"columns": columns} if recbole and columns else None,
         "user_core": user_core, "item_core": item_core, "protocol": protocol, "seed": seed,
         "explanations": explanations, "keep_items_without_meta": keep_items_without_meta, "strict": strict,
         "overwrite": overwrite, "rating_scale": rating_scale,

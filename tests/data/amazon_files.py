@@ -95,3 +95,53 @@ def big_reviews_2014(path: Path, lines: int, users: int = 50_000, items: int = 2
         if block:
             f.write(("\n".join(block) + "\n").encode())
     return path
+
+
+# --- Amazon Reviews 2023: field names, order and types as in the McAuley Lab's JSON lines ------------
+
+
+def review_2023(user: str, parent: str, rating: float = 5.0, ts_ms: int = 1_588_687_728_923, text: str = "great",
+                title: str = "nice", asin: str | None = None, images: list | None = None) -> str:
+    """A 2023 review line; `asin` is the variant bought (default: the parent itself)."""
+    r = {"rating": rating, "title": title, "text": text, "images": images or [], "asin": asin or parent,
+         "parent_asin": parent, "user_id": user, "timestamp": ts_ms, "helpful_vote": 0, "verified_purchase": True}
+    return json.dumps(r)
+
+
+def review_image_2023(stem: str) -> dict:
+    """A picture a reviewer attached (reviews' `images`, unlike meta's, are these three sizes)."""
+    base = f"https://images-na.ssl-images-amazon.com/images/I/{stem}"
+    return {"small_image_url": f"{base}._SL256_.jpg", "medium_image_url": f"{base}._SL800_.jpg",
+            "large_image_url": f"{base}.jpg", "attachment_type": "IMAGE"}
+
+
+def image_2023(stem: str, variant: str = "MAIN", hi_res: bool = True) -> dict:
+    """One entry of a 2023 meta line's `images` list."""
+    base = f"https://m.media-amazon.com/images/I/{stem}"
+    return {"thumb": f"{base}._SS40_.jpg", "large": f"{base}.jpg", "variant": variant,
+            "hi_res": f"{base}._SL1500_.jpg" if hi_res else None}
+
+
+def meta_2023(parent: str, **fields) -> str:
+    """A 2023 meta line with every field present (empty lists / null where the item has nothing)."""
+    d = {"main_category": "All Beauty", "title": "", "average_rating": 4.5, "rating_number": 10, "features": [],
+         "description": [], "price": None, "images": [], "videos": [], "store": None, "categories": [],
+         "details": {}, "parent_asin": parent, "bought_together": None}
+    d.update(fields)
+    return json.dumps(d)
+
+
+def shop_2023(users: int = 6, items: int = 5, prefix: str = "B0", seed: int = 0) -> dict[str, bytes]:
+    """A small All_Beauty category where every user reviews every item, as {relative path: gzip bytes}
+    in the official layout (review_categories/, meta_categories/)."""
+    rng = random.Random(seed)
+    parents = [f"{prefix}{i:08d}" for i in range(items)]
+    reviews = [review_2023(f"AG{u:026d}", p, float(rng.randint(1, 5)), 1_600_000_000_000 + 86_400_000 * (u + i) + u,
+                           f"text {u} {p}", f"title {p}", asin=f"{p[:-1]}V" if i % 2 else None)
+               for u in range(users) for i, p in enumerate(parents)]
+    meta = [meta_2023(p, title=f"Item {p}", features=[f"feature of {p}"], description=[f"About {p}."],
+                      price=9.99 + i, images=[image_2023(f"{p}alt", "PT01"), image_2023(p)], store="Shop",
+                      details={"Brand": "Shop", "Item Weight": "2 ounces"})
+            for i, p in enumerate(parents)]
+    meta.append(meta_2023("B0NEVERSEEN", title="never reviewed"))
+    return {"review_categories/All_Beauty.jsonl.gz": gz(reviews), "meta_categories/meta_All_Beauty.jsonl.gz": gz(meta)}

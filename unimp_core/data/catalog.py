@@ -1,4 +1,4 @@
-"""Amazon Review releases: short dataset names, category file stems and where the files live.
+"""Amazon Review releases (2014, 2018, 2023): short dataset names, category file stems and where the files live.
 
 This is the one place that knows the official URLs and file layouts; `--mirror` replaces the base URL
 and keeps the same relative paths.
@@ -94,11 +94,57 @@ _AMAZON_2018 = Release(
     },
 )
 
-RELEASES: dict[str, Release] = {"amazon2014": _AMAZON_2014, "amazon2018": _AMAZON_2018}
+# Amazon Reviews 2023 (Hou et al., 2024): 33 categories and "Unknown", all reviews (not 5-core: the
+# k-core is ours) in review_categories/, item metadata in meta_categories/. The same tree is served
+# under https://mcauleylab.ucsd.edu/public_datasets/data/amazon_2023/raw/ (usable with --mirror).
+# The 2014 short names map to their 2023 category wherever one exists (apps and video have none).
+_AMAZON_2023 = Release(
+    base_url="https://datarepo.eng.ucsd.edu/mcauley_group/data/amazon_2023/raw/",
+    reviews="review_categories/{stem}.jsonl.gz",
+    meta="meta_categories/meta_{stem}.jsonl.gz",
+    categories={
+        "beauty": "All_Beauty",
+        "fashion": "Amazon_Fashion",
+        "appliances": "Appliances",
+        "arts": "Arts_Crafts_and_Sewing",
+        "automotive": "Automotive",
+        "baby": "Baby_Products",
+        "personal_care": "Beauty_and_Personal_Care",
+        "books": "Books",
+        "cds": "CDs_and_Vinyl",
+        "phones": "Cell_Phones_and_Accessories",
+        "clothing": "Clothing_Shoes_and_Jewelry",
+        "music": "Digital_Music",
+        "electronics": "Electronics",
+        "giftcards": "Gift_Cards",
+        "grocery": "Grocery_and_Gourmet_Food",
+        "handmade": "Handmade_Products",
+        "household": "Health_and_Household",
+        "health": "Health_and_Personal_Care",
+        "home": "Home_and_Kitchen",
+        "industrial": "Industrial_and_Scientific",
+        "kindle": "Kindle_Store",
+        "magazines": "Magazine_Subscriptions",
+        "movies": "Movies_and_TV",
+        "instruments": "Musical_Instruments",
+        "office": "Office_Products",
+        "garden": "Patio_Lawn_and_Garden",
+        "pets": "Pet_Supplies",
+        "software": "Software",
+        "sports": "Sports_and_Outdoors",
+        "subscriptions": "Subscription_Boxes",
+        "tools": "Tools_and_Home_Improvement",
+        "toys": "Toys_and_Games",
+        "games": "Video_Games",
+        "unknown": "Unknown",
+    },
+)
+
+RELEASES: dict[str, Release] = {"amazon2014": _AMAZON_2014, "amazon2018": _AMAZON_2018, "amazon2023": _AMAZON_2023}
 
 
 def release(name: str) -> Release:
-    """The release called `name` (amazon2014 or amazon2018)."""
+    """The release called `name` (amazon2014, amazon2018 or amazon2023)."""
     try:
         return RELEASES[name]
     except KeyError:

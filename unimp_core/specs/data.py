@@ -46,6 +46,28 @@ class FilesSpec(Spec):
         return self
 
 
+# Roles RecBole atomic fields can map (no image_path: atomic files carry no local picture folder).
+RECBOLE_ROLES = INTERACTION_COLUMNS + tuple(r for r in ITEM_COLUMNS if r != "image_path")
+
+
+class RecboleSpec(Spec):
+    """RecBole atomic files (`--source recbole`): NAME.inter and NAME.item in the --input folder."""
+
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="Field mapping role=field for RecBole atomic files; roles: user item timestamp rating review "
+        "summary (.inter) and title brand category price description image_url (.item). Unmapped roles use "
+        "RecBole's usual field names (user_id, item_id, rating, timestamp, title/movie_title, categories/class, ...).",
+    )
+
+    @model_validator(mode="after")
+    def _roles(self) -> "RecboleSpec":
+        unknown = set(self.columns) - set(RECBOLE_ROLES)
+        if unknown:
+            raise ValueError(f"unknown column role(s) {sorted(unknown)}; valid: {', '.join(RECBOLE_ROLES)}")
+        return self
+
+
 class ImageDownloadSpec(Spec):
     """How item images are fetched."""
 
@@ -61,19 +83,23 @@ class ImageDownloadSpec(Spec):
 class PrepareSpec(Spec):
     """Everything `unimp prepare` needs; saved as prepare_spec.json in the dataset folder."""
 
-    source: Literal["amazon2014", "amazon2018", "hm", "netflix", "files", "sample"] = Field(
+    source: Literal["amazon2014", "amazon2018", "amazon2023", "hm", "netflix", "files", "recbole", "sample"] = Field(
         default="amazon2014", description="Where the data comes from."
     )
     datasets: list[str] = Field(
         default_factory=list,
-        description="Amazon categories by short name (beauty sports ...) or 'sample' for the bundled synthetic shop.",
+        description="Amazon categories by short name (beauty sports ...), 'sample' for the bundled synthetic shop, "
+        "or the NAME of RecBole atomic files NAME.inter (default: the --input folder's name).",
     )
     out: Path | None = Field(default=None, description="Dataset folder to write (default data/<datasets joined by '-'>).")
     mirror: str | None = Field(
         default=None, description="Base URL or local folder that replaces the official download location."
     )
-    input: Path | None = Field(default=None, description="Local folder of an H&M or Netflix dump (--source hm|netflix).")
+    input: Path | None = Field(
+        default=None, description="Local folder of an H&M or Netflix dump or of RecBole atomic files (--source hm|netflix|recbole)."
+    )
     files: FilesSpec | None = Field(default=None, description="Tables and column mapping for --source files.")
+    recbole: RecboleSpec = Field(default_factory=RecboleSpec, description="Field mapping for --source recbole.")
     cache_dir: Path = Field(
         default=Path.home() / ".cache" / "unimp",
         description="Where raw dumps and downloaded images are kept between runs (resumable).",
@@ -97,7 +123,7 @@ class PrepareSpec(Spec):
     strict: bool = Field(default=False, description="Fail on the first malformed line instead of skipping and counting it.")
     rating_scale: tuple[float, float] = Field(
         default=(1.0, 5.0),
-        description="Lowest and highest rating in --source files tables; other ratings (and non-finite ones) "
+        description="Lowest and highest rating in --source files tables and RecBole atomic files; other ratings (and non-finite ones) "
         "are skipped and counted, or rejected with --strict. Ratings are stored mapped onto 1..5.",
     )
     overwrite: bool = Field(default=False, description="Replace an existing complete dataset folder.")
@@ -110,10 +136,15 @@ class PrepareSpec(Spec):
             if len(self.datasets) > 1:
                 raise ValueError("datasets: 'sample' cannot be mixed with other datasets")
             self.__dict__["source"] = "sample"
-        if self.source in ("amazon2014", "amazon2018") and not self.datasets:
+        if self.source in ("amazon2014", "amazon2018", "amazon2023") and not self.datasets:
             raise ValueError("datasets: name at least one category (see --list-datasets)")
-        if self.source in ("hm", "netflix") and self.input is None:
+        if self.source in ("hm", "netflix", "recbole") and self.input is None:
             raise ValueError(f"input: --source {self.source} needs --input FOLDER")
+        if self.source == "recbole":
+            if len(self.datasets) > 1:
+                raise ValueError("datasets: --source recbole reads one dataset NAME (NAME.inter)")
+            if not self.datasets:  # RecBole's own layout: data_path/NAME/NAME.inter
+                self.__dict__["datasets"] = [self.input.resolve().name]
         if self.source == "files" and self.files is None:
             raise ValueError("files: --source files needs --interactions FILE")
         lo, hi = self.rating_scale

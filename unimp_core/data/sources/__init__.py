@@ -14,9 +14,11 @@ if TYPE_CHECKING:
 _MODULES = {
     "amazon2014": "amazon",
     "amazon2018": "amazon",
+    "amazon2023": "amazon2023",
     "hm": "hm",
     "netflix": "netflix",
     "files": "files",
+    "recbole": "recbole",
     "sample": "sample",
 }
 

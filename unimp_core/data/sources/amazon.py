@@ -1,5 +1,9 @@
 """Amazon Review 2014 and 2018 (`--source amazon2014|amazon2018`): 5-core reviews plus item metadata.
 
+This module also holds what every Amazon release shares: the download and the per-category rules
+(`load`, `load_category`) and the block reader for gzip JSON lines. The 2023 line formats live in
+amazon2023.py, which passes its own readers to `load`.
+
 Each named category is read into its own RawData (user keys are `<domain>:<reviewerID>`, so the same
 reviewer in two categories is two histories) and the parts are concatenated; items share one catalogue
 keyed by asin.
@@ -29,7 +33,7 @@ import zlib
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import polars as pl
 
@@ -40,30 +44,37 @@ from ..fetch import FetchJob, fetch_files, is_url
 from ..raw import RawData
 
 try:  # orjson parses review lines several times faster; the standard library is the fallback
-    from orjson import loads as _loads
+    from orjson import loads as json_loads
 except ImportError:  # pragma: no cover - exercised only where orjson is absent
-    from json import loads as _loads
+    from json import loads as json_loads
 
 CHUNK_ROWS = 200_000  # rows gathered in Python lists before they become a polars frame
 BLOCK_BYTES = 8 << 20  # decompressed bytes read from a gzip file at a time
 
-_INTERACTION_SCHEMA = {
+INTERACTION_SCHEMA = {
     "user_key": pl.Utf8, "source_id": pl.Utf8, "timestamp": pl.Int64, "rating": pl.Float64,
     "review": pl.Utf8, "summary": pl.Utf8,
 }
-_ITEM_SCHEMA = {
+ITEM_SCHEMA = {
     "source_id": pl.Utf8, "title": pl.Utf8, "brand": pl.Utf8, "category": pl.Utf8, "price": pl.Float64,
     "description": pl.Utf8, "image_url": pl.Utf8,
 }
 
 
-def load(spec, progress: Progress) -> RawData:
+# (reviews path, domain, progress, skipped, strict) -> interactions with INTERACTION_SCHEMA's columns
+ReviewReader = Callable[[Path, str, Progress, Counter, bool], pl.DataFrame]
+# (meta path, release, wanted item ids, progress, skipped, strict) -> items with ITEM_SCHEMA's columns
+MetaReader = Callable[[Path, str, "set[str]", Progress, Counter, bool], pl.DataFrame]
+
+
+def load(spec, progress: Progress, readers: tuple[ReviewReader, MetaReader] | None = None) -> RawData:
     """Fetch and parse the categories named in `spec.datasets` of release `spec.source`.
 
     Args:
-        spec: a PrepareSpec with source amazon2014 or amazon2018 (uses datasets, mirror, cache_dir,
-            strict, and images.timeout / retries / backoff for the downloads).
+        spec: a PrepareSpec with an Amazon source (uses datasets, mirror, cache_dir, strict, and
+            images.timeout / retries / backoff for the downloads).
         progress: bars for downloads and parsing.
+        readers: the release's line formats (default: the 2014/2018 ones here).
 
     Returns one RawData for all categories, with the fetched files in `sources`.
     """
@@ -80,7 +91,7 @@ def load(spec, progress: Progress) -> RawData:
         reviews, meta = fetched[2 * k], fetched[2 * k + 1]
         try:
             part = load_category(release, name, reviews.path, meta.path, progress, strict=spec.strict,
-                                 require_image_meta=not spec.keep_items_without_meta)
+                                 require_image_meta=not spec.keep_items_without_meta, readers=readers)
         except CorruptGzip as exc:
             if spec.mirror is not None and not is_url(spec.mirror):
                 raise UnimpError(f"{exc}; it is your --mirror file, left as it is") from None
@@ -92,7 +103,7 @@ def load(spec, progress: Progress) -> RawData:
 
 def load_category(
     release: str, domain: str, reviews_path: Path, meta_path: Path, progress: Progress, strict: bool = False,
-    require_image_meta: bool = True,
+    require_image_meta: bool = True, readers: tuple[ReviewReader, MetaReader] | None = None,
 ) -> RawData:
     """Parse one category's local reviews and metadata files into a RawData.
 
@@ -101,16 +112,17 @@ def load_category(
     every reviewed item appears in the items table (with null text when its metadata line is missing).
     Either way this runs before the k-core.
     """
+    reviews_of, meta_of = readers or (read_reviews, read_meta)
     skipped: Counter = Counter()  # metadata lines
     row_skips: Counter = Counter()  # review lines
-    inter = read_reviews(reviews_path, domain, progress, row_skips, strict)
+    inter = reviews_of(reviews_path, domain, progress, row_skips, strict)
     before = inter.height
-    # The 2018 dumps repeat some reviews verbatim; a repeat would count twice towards the k-core.
+    # The 2018 and 2023 dumps repeat some reviews verbatim; a repeat would count twice towards the k-core.
     inter = inter.unique(subset=["user_key", "source_id", "timestamp"], keep="first", maintain_order=True)
     if inter.height < before:
         row_skips[f"{reviews_path.name}: duplicate review"] += before - inter.height
     reviewed = inter.select("source_id").unique(maintain_order=True)
-    meta = read_meta(meta_path, release, set(reviewed["source_id"].to_list()), progress, skipped, strict)
+    meta = meta_of(meta_path, release, set(reviewed["source_id"].to_list()), progress, skipped, strict)
     items = reviewed.join(meta.with_columns(pl.lit(True).alias("_meta")), on="source_id", how="left")
     if require_image_meta:
         no_meta = set(items.filter(pl.col("_meta").is_null())["source_id"].to_list())
@@ -159,14 +171,14 @@ def gzip_blocks(path: Path, progress: Progress, description: str) -> Iterator[tu
         raise CorruptGzip(f"{path}: corrupt or truncated gzip ({detail})") from None
 
 
-def _split(block: bytes) -> list[bytes]:
+def split_lines(block: bytes) -> list[bytes]:
     lines = block.split(b"\n")
     if not lines[-1]:
         lines.pop()
     return lines
 
 
-class _Lines:
+class Lines:
     """Skip-or-raise bookkeeping for one file."""
 
     def __init__(self, path: Path, skipped: Counter, strict: bool) -> None:
@@ -180,7 +192,7 @@ class _Lines:
         self.skipped[f"{self.name}: {reason}"] += 1
 
 
-class _Columns:
+class Columns:
     """Rows gathered as column lists (slow path) or frames (fast path), in file order, and merged into
     polars chunks of about CHUNK_ROWS rows so neither Python objects nor tiny chunks pile up."""
 
@@ -228,7 +240,7 @@ _REVIEW_JSON = {
 }
 
 
-def _nonempty(name: str) -> pl.Expr:
+def nonempty(name: str) -> pl.Expr:
     return pl.when(pl.col(name) != "").then(pl.col(name))
 
 
@@ -252,17 +264,17 @@ def _reviews_fast(block: bytes) -> pl.DataFrame | None:
         pl.col("reviewerID").alias("user_key"), pl.col("asin").alias("source_id"),
         pl.col("unixReviewTime").alias("timestamp"),
         pl.when(pl.col("overall").is_finite()).then(pl.col("overall")).alias("rating"),
-        _nonempty("reviewText").alias("review"), _nonempty("summary").alias("summary"),
+        nonempty("reviewText").alias("review"), nonempty("summary").alias("summary"),
     )
 
 
-def _reviews_slow(first: int, block: list[bytes], cols: dict[str, list], lines: _Lines) -> None:
+def _reviews_slow(first: int, block: list[bytes], cols: dict[str, list], lines: Lines) -> None:
     """Parse review lines one by one into `cols`, skipping (or raising on) malformed ones."""
     users, asins, times = cols["user_key"], cols["source_id"], cols["timestamp"]
     ratings, reviews, summaries = cols["rating"], cols["review"], cols["summary"]
     for n, line in enumerate(block, first):
         try:
-            r = _loads(line)
+            r = json_loads(line)
         except (ValueError, RecursionError):
             if line.strip():
                 lines.bad(n, "bad json")
@@ -276,7 +288,7 @@ def _reviews_slow(first: int, block: list[bytes], cols: dict[str, list], lines: 
             continue
         rating = r.get("overall")
         if rating is not None:
-            rating = _number(rating)
+            rating = to_number(rating)
             if rating is None:
                 lines.bad(n, "non-numeric rating")
                 continue
@@ -294,14 +306,14 @@ def _reviews_slow(first: int, block: list[bytes], cols: dict[str, list], lines: 
 
 def read_reviews(path: Path, domain: str, progress: Progress, skipped: Counter, strict: bool) -> pl.DataFrame:
     """Interactions (user_key, source_id, timestamp, rating, review, summary) from a reviews file."""
-    lines = _Lines(path, skipped, strict)
-    out = _Columns(_INTERACTION_SCHEMA)
+    lines = Lines(path, skipped, strict)
+    out = Columns(INTERACTION_SCHEMA)
     for first, block in gzip_blocks(path, progress, f"read {path.name}"):
         fast = _reviews_fast(block)
         if fast is not None:
             out.add_frame(fast)
         else:
-            _reviews_slow(first, _split(block), out.cols, lines)
+            _reviews_slow(first, split_lines(block), out.cols, lines)
             out.rows_added()
     inter = out.frame()
     return inter.with_columns((pl.lit(f"{domain}:") + pl.col("user_key")).alias("user_key"))
@@ -323,7 +335,7 @@ def read_meta(
 
     The first line of a repeated asin wins.
     """
-    lines = _Lines(path, skipped, strict)
+    lines = Lines(path, skipped, strict)
     to_item = _item_2014 if release == "amazon2014" else _item_2018
 
     def parse_block(first: int, block: list[bytes], cols: dict[str, list]) -> None:
@@ -335,7 +347,7 @@ def read_meta(
                 record = _literal(_RELATED_2014.sub(b"", line, count=1))
             else:
                 try:
-                    record = _loads(line)
+                    record = json_loads(line)
                 except (ValueError, RecursionError):
                     record = None
             if record is None or type(record) is not dict:
@@ -349,12 +361,12 @@ def read_meta(
             if asin not in wanted:
                 continue
             item = to_item(record)
-            for name, value in zip(_ITEM_SCHEMA, (asin, *item)):
+            for name, value in zip(ITEM_SCHEMA, (asin, *item)):
                 cols[name].append(value)
 
-    out = _Columns(_ITEM_SCHEMA)
+    out = Columns(ITEM_SCHEMA)
     for first, block in gzip_blocks(path, progress, f"read {path.name}"):
-        parse_block(first, _split(block), out.cols)
+        parse_block(first, split_lines(block), out.cols)
         out.rows_added()
     return out.frame().unique(subset="source_id", keep="first", maintain_order=True)
 
@@ -374,12 +386,12 @@ def _item_2014(r: dict) -> tuple:
     categories = r.get("categories")
     first = categories[0] if isinstance(categories, list) and categories else None
     return (
-        _text(r.get("title")),
-        _text(r.get("brand")),
-        _joined(first, " > "),
-        _number(r.get("price")),
-        _text(r.get("description")),
-        _text(r.get("imUrl")),
+        clean_text(r.get("title")),
+        clean_text(r.get("brand")),
+        joined_text(first, " > "),
+        to_number(r.get("price")),
+        clean_text(r.get("description")),
+        clean_text(r.get("imUrl")),
     )
 
 
@@ -387,11 +399,11 @@ def _item_2018(r: dict) -> tuple:
     high_res, low_res = r.get("imageURLHighRes"), r.get("imageURL")
     image = _first(high_res) or _first(low_res)
     return (
-        _text(r.get("title")),
-        _text(r.get("brand")),
-        _joined(r.get("category"), " > "),
+        clean_text(r.get("title")),
+        clean_text(r.get("brand")),
+        joined_text(r.get("category"), " > "),
         parse_price(r.get("price")),
-        _joined(r.get("description"), " "),
+        joined_text(r.get("description"), " "),
         image,
     )
 
@@ -404,10 +416,10 @@ def parse_price(value: Any) -> float | None:
     if isinstance(value, str):
         m = _PRICE.match(value)
         return float(m.group(1).replace(",", "")) if m else None
-    return _number(value)
+    return to_number(value)
 
 
-def _number(value: Any) -> float | None:
+def to_number(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
     try:
@@ -419,7 +431,7 @@ def _number(value: Any) -> float | None:
 
 def _timestamp(unix: Any, review_time: Any) -> int | None:
     """Unix seconds from unixReviewTime, else from reviewTime ('MM DD, YYYY'); None when neither parses."""
-    x = _number(unix)
+    x = to_number(unix)
     if x is not None:
         return int(x)
     if isinstance(review_time, str):
@@ -430,18 +442,18 @@ def _timestamp(unix: Any, review_time: Any) -> int | None:
     return None
 
 
-def _text(value: Any) -> str | None:
+def clean_text(value: Any) -> str | None:
     if isinstance(value, str):
         value = value.strip()
         return value or None
     return None
 
 
-def _joined(value: Any, sep: str) -> str | None:
+def joined_text(value: Any, sep: str) -> str | None:
     if isinstance(value, str):
-        return _text(value)
+        return clean_text(value)
     if isinstance(value, list):
-        parts = [s for s in (_text(v) for v in value if isinstance(v, str)) if s]
+        parts = [s for s in (clean_text(v) for v in value if isinstance(v, str)) if s]
         return sep.join(parts) or None
     return None
 
@@ -449,6 +461,6 @@ def _joined(value: Any, sep: str) -> str | None:
 def _first(value: Any) -> str | None:
     if isinstance(value, list):
         for v in value:
-            if (s := _text(v)) is not None:
+            if (s := clean_text(v)) is not None:
                 return s
-    return _text(value) if isinstance(value, str) else None
+    return clean_text(value) if isinstance(value, str) else None

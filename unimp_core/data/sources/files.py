@@ -66,11 +66,11 @@ def _interactions(
         junk = out.select((pl.col("_has_rating") & pl.col("rating").is_null()).sum()).item()
         if junk:
             notes["ratings_not_numeric"] = junk  # rows kept, rating left empty
-        out = _check_ratings(out.drop("_has_rating"), df[roles["rating"]], path, spec, skipped)
+        out = check_ratings(out.drop("_has_rating"), df[roles["rating"]], path, spec, skipped)
     return out.drop("_has_ts")
 
 
-def _check_ratings(out: pl.DataFrame, given: pl.Series, path: Path, spec: PrepareSpec,
+def check_ratings(out: pl.DataFrame, given: pl.Series, path: Path, spec: PrepareSpec,
                    skipped: Counter) -> pl.DataFrame:
     """Ratings must be finite and within `spec.rating_scale`; other rows are skipped and counted by reason
     (or rejected under --strict). Kept ratings are mapped linearly onto 1..5, the model's scale."""
@@ -81,7 +81,7 @@ def _check_ratings(out: pl.DataFrame, given: pl.Series, path: Path, spec: Prepar
     reasons = {"rating not a finite number": r.is_not_null() & ~r.is_finite(),
                f"rating outside {lo:g}..{hi:g} (see --rating-scale)": r.is_finite() & ((r < lo) | (r > hi))}
     for reason, bad in reasons.items():
-        bad = bad.fill_null(False)
+        bad = bad.fill_null(False)  # a missing rating is not a bad one (and must not be filtered away)
         n_bad = out.select(bad.sum()).item()
         if not n_bad:
             continue
