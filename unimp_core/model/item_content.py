@@ -10,9 +10,10 @@ training borrows what its brand and categories learned from the others (the rare
 alone fail). Reading the attributes as prompt words instead costs tokens per history item and, measured
 on Beauty, buys nothing (docs/benchmarks.md).
 
-The addition is two forward hooks on the language model's input embedding and output head, so every
-path that runs the LM (training, validation, exact ranking, generation with a KV cache) sees the same
-vectors; the LM's own modules and parameter names are untouched.
+The input embedding and the output head compute with `weight + content` (their classes gain a forward
+that adds it; their parameters and names are untouched), so every path that runs the LM (training,
+validation, exact ranking, generation with a KV cache) sees the same vectors at the cost of one (V, d)
+addition per call, not a second pass over the logits.
 """
 
 from __future__ import annotations
@@ -62,28 +63,32 @@ def attach(lm: nn.Module, content: ItemContent, item_ids: torch.Tensor) -> None:
     lo = int(item_ids[0])
     if not torch.equal(item_ids, torch.arange(lo, lo + len(item_ids), device=item_ids.device)):
         raise UnimpError("item attributes need the item tokens as one contiguous block of the vocabulary")
-    hi = lo + len(item_ids)
     lm.item_content = content
+    rows = torch.arange(lo, lo + content.n_items)
+    # The modules keep their parameters (and names); only their forward reads weight + content.
+    for module, kind in ((lm.get_input_embeddings(), _ContentEmbedding), (lm.get_output_embeddings(), _ContentHead)):
+        if module is None:
+            raise UnimpError("item attributes: the language model has no output head to score items with")
+        module.__class__ = type(kind.__name__, (kind, type(module)), {})
+        object.__setattr__(module, "_content", content)  # not a submodule: the LM owns it once
+        module.register_buffer("_content_rows", rows, persistent=False)
 
-    def add_to_input(module, args, out):  # out (..., d) embeddings of input ids args[0] (...)
-        ids = args[0]
-        rel = ids - lo
-        is_item = (rel >= 0) & (rel < content.n_items)
-        if not bool(is_item.any()):
-            return out
-        extra = content()[rel.clamp(0, content.n_items - 1)]  # (..., d)
-        return out + extra * is_item[..., None].to(extra.dtype)
 
-    def add_to_scores(module, args, out):  # out (..., V) logits of hidden states args[0] (..., d)
-        hidden = args[0]
-        extra = hidden @ content().to(hidden.dtype).T  # (..., n_items)
-        return torch.cat([out[..., :lo], out[..., lo:hi] + extra.to(out.dtype), out[..., hi:]], dim=-1)
+def _with_content(module) -> torch.Tensor:
+    """(V, d) the module's weight with each item row plus its content vector (one index_add per call)."""
+    rows = module._content_rows.to(module.weight.device)
+    return module.weight.index_add(0, rows, module._content().to(module.weight.dtype))
 
-    lm.get_input_embeddings().register_forward_hook(add_to_input)
-    head = lm.get_output_embeddings()
-    if head is None:
-        raise UnimpError("item attributes: the language model has no output head to score items with")
-    head.register_forward_hook(add_to_scores)
+
+class _ContentEmbedding:
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(ids, _with_content(self), self.padding_idx, self.max_norm, self.norm_type,
+                           self.scale_grad_by_freq, self.sparse)
+
+
+class _ContentHead:
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return F.linear(hidden, _with_content(self), self.bias)
 
 
 def save_run_attributes(run_dir: Path, vocab: Sequence[str], per_item: Sequence[Sequence[int]]) -> None:
