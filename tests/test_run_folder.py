@@ -42,8 +42,14 @@ def test_checkpoints_are_listed_in_step_order_and_final_last(tmp_path):
     assert RF.checkpoint_names(tmp_path) == ["step-9", "step-10", "final"]
     assert RF.checkpoint_dir(tmp_path, "step-9") == tmp_path / RF.CHECKPOINTS / "step-9"
     with pytest.raises(UnimpError, match=r"no such checkpoint \(have: step-9, step-10, final\)"):
-        RF.weights_file(tmp_path, "final")  # final/ holds no weights yet
-    assert RF.holds_run(tmp_path) and not RF.is_finished(tmp_path)
+        RF.weights_file(tmp_path, "best")
+    # final/ is written whole or not at all: one without weights is damaged, not absent (issue 22, fault 4)
+    with pytest.raises(UnimpError, match=r"final: damaged checkpoint: trainable.pt is missing$"):
+        RF.weights_file(tmp_path, "final")
+    assert not RF.is_finished(tmp_path)
+    assert not RF.holds_run(tmp_path)  # a run's spec is the first thing it writes
+    (tmp_path / RF.SPEC_FILE).write_text("{}")
+    assert RF.holds_run(tmp_path)
 
 
 def test_evaluation_report_reading(tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from unimp_core.specs.base import _deep_merge
+from unimp_core.specs.base import deep_merge
 
 # Smaller than the tiny preset's defaults; the same code path.
 TEST_MODEL = {"tiny": {"vocab_size": 512, "hidden_size": 32, "heads": 2, "layers": 1, "vision_width": 32,
@@ -25,7 +25,7 @@ def spec_dict(data_dir: Path, out_dir: Path, **sections) -> dict:
         "optim": {"batch_size": 4, "lr": 1e-3, "warmup_ratio": 0.0},
         "run": {"out": str(out_dir), "max_steps": 4, "save_every": 2, "eval_every": 2, "log_every": 1, "seed": 7},
     }
-    return _deep_merge(base, sections)
+    return deep_merge(base, sections)
 
 
 def make_spec(data_dir: Path, out_dir: Path, **sections):
