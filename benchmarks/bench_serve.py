@@ -112,7 +112,11 @@ class Server:
 
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(120)
+        try:
+            return self.proc.wait(120)
+        except subprocess.TimeoutExpired:  # never leave a server behind
+            self.proc.kill()
+            return self.proc.wait()
 
 
 async def load(url: str, clients: int, seconds: float, users: list[int], k: int,
