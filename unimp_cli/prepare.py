@@ -98,19 +98,28 @@ def _list_datasets(release: str) -> None:
 
 
 def _summary(con, path: Path, m: dict) -> None:
+    """The folder's counts; images and explanations only where there are some, and one line naming the
+    tasks prepare drew no instances for (the data cannot support them)."""
     from rich.table import Table
 
+    from unimp_core.tasks import skipped_line
+
     c = m["counts"]
+    skipped = m.get("tasks_skipped") or {}
     title = f"{path}" + ("  [bold yellow](SYNTHETIC sample data)[/]" if m.get("synthetic") else "")
     t = Table("", "value", title=title)
     t.add_row("users / items / interactions", f"{c['users']} / {c['items']} / {c['interactions']}")
     for key, per in c["per_split"].items():
         t.add_row(f"{key} per split", ", ".join(f"{k} {v}" for k, v in sorted(per.items())))
     img = m["images"]
-    t.add_row("images ok / missing", f"{img['ok']} / {img['missing']}")
+    if img["ok"] or img["failed"]:
+        t.add_row("images ok / missing", f"{img['ok']} / {img['missing']}")
     if img["failed"]:
         t.add_row("images failed", ", ".join(f"{k}: {v}" for k, v in img["failed"].items()))
     if m["skipped"]:
         t.add_row("lines skipped", ", ".join(f"{k}: {v}" for k, v in m["skipped"].items()))
-    t.add_row("explanations from", m["explanation_source"])
+    if "exp" not in skipped:
+        t.add_row("explanations from", m["explanation_source"])
     con.print(t)
+    if skipped:
+        con.print(f"[yellow]{skipped_line(skipped)}[/]", soft_wrap=True)

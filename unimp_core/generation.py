@@ -263,7 +263,7 @@ def _ranking_fields(loaded, spec: GenerateSpec, recommendations: list[dict[str, 
              else "probability of the item's code path, each level's softmax over the codes that continue a real "
                   "item" if ids.semantic
              else "probability of the item token among all item tokens")
-    out: dict[str, Any] = {"recommendations": recommendations, "score": score}
+    out: dict[str, Any] = {"recommendations": recommendations, "score": score, "exclude_history": spec.exclude_history}
     if len(recommendations) < spec.k:
         left = "outside the user's history" if spec.exclude_history else "in the catalogue"
         out["k_note"] = f"{len(recommendations)} of the {spec.k} asked: only that many items {left}"

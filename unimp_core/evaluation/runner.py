@@ -199,7 +199,9 @@ def run_evaluate(spec: EvaluateSpec, progress: Progress | None = None) -> dict[s
     check_family_tasks(loaded, tasks, spec.decode)
     missing = [t for t in tasks if instance_table(t) not in loaded.dataset.instances]
     if missing:
-        raise UnimpError(f"{loaded.dataset.root}: no evaluation instances for {', '.join(missing)} (rerun `unimp prepare`)")
+        skipped = loaded.dataset.manifest.get("tasks_skipped") or {}  # prepare drew none: the data cannot support it
+        why = "; ".join(f"{t} ({skipped[t]})" if t in skipped else f"{t} (rerun `unimp prepare`)" for t in missing)
+        raise UnimpError(f"{loaded.dataset.root}: no evaluation instances for {why}")
     train_items, train_ratings = training_interactions(loaded.dataset, loaded.ctx)
     counts = M.item_counts(train_items, loaded.bundle.n_items)
     gather = gather_object if state.num_processes > 1 else None
