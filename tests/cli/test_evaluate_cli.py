@@ -48,7 +48,9 @@ def test_table_and_json(cli, run):
     res = cli("evaluate", "--run", run, "--tasks", "rec", "--k", "1,10", "--limit", "5", "--batch-size", "2")
     assert res.exit_code == 0, res.output
     assert "popularity" in res.output and "HR" in res.output and "@10" in res.output and "SYNTHETIC" in res.output
-    assert "final-test-first5/metrics.json" in res.output
+    assert "final-test-first5/metrics.json" in res.output and "final-test-first5/report.html" in res.output
+    page = (run / "evaluations" / "final-test-first5" / "report.html").read_text()
+    assert "final-test-first5" in page and page.count('class="chart"') >= 3  # loss, lr, samples/s, rec's bars
     res = cli("evaluate", "--run", run, "--tasks", "rec", "--k", "1,10", "--limit", "5", "--json")
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)

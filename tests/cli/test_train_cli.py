@@ -145,6 +145,9 @@ def test_compare_from_the_command_line(cli, data, tmp_path):
     assert res.exit_code == 0, res.output
     for text in ("NDCG@10", "popularity", "history items excluded", "ties pessimistic", "users"):
         assert text in res.output, text
+    for run in ("a", "b"):  # each SASRec run gets its page: its loss curve and its rec table beside popularity
+        page = (tmp_path / run / "evaluations" / "final-test-exclude-history" / "report.html").read_text()
+        assert 'data-chart="run0-loss"' in page and 'data-chart="eval0-rec-bars"' in page
     res = cli("evaluate", "--run", tmp_path / "a", "--compare", tmp_path / "b", "--json")
     assert res.exit_code == 0, res.output
     result = json.loads(res.output[res.output.index("{"):])

@@ -4,6 +4,7 @@
     -> per task: this process's share of the instances -> records (one per instance, keyed by its index)
     -> gather the records of every process (no duplicates, no drops) -> metrics (+ popularity baseline)
     -> evaluations/<name>/metrics.json and predictions/<task>.jsonl (main process, atomic writes)
+(`unimp evaluate` then draws evaluations/<name>/report.html: unimp_core.report.report_beside)
 
 Where the results go: `RUN/evaluations/<checkpoint>-<split>[-<decode>][-exclude-history][-h<N>][-first<N>]/`
 (e.g. `runs/x/evaluations/final-test/metrics.json`), so evaluating another checkpoint, split or
