@@ -69,7 +69,7 @@ def training_section(run: RunView, slug: str) -> str:
     if not records:
         return parts[0] + "<p class='note'>no metrics.jsonl lines: the run logged no step yet</p>"
     total = training_series(records, "loss")
-    total.label = "train all-tasks"
+    total.label = "train objective"  # the weighted loss the optimizer minimised
     losses = [total, *task_loss_series(records)]
     shown = [_chart(charts.line_chart("loss per task", [s for s in losses if s.steps], "loss"),
                     f"{slug}-loss", f"{run.name}: loss per task")]
