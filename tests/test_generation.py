@@ -130,10 +130,12 @@ def test_html_page_is_self_contained_and_labelled_synthetic(rec_result):
         assert f"item {r['item_id']} " in text
 
 
-def test_exclude_history_and_unseen_user(run, dataset):
+def test_history_excluded_by_default_kept_on_request_and_unseen_user(run, dataset):
     seq = context(dataset).sequence(3).tolist()
-    result = run_generate(GenerateSpec(run=run, user="3", k=20, exclude_history=True))
-    assert not set(seq) & {r["item_id"] for r in result["recommendations"]}
+    result = run_generate(GenerateSpec(run=run, user="3", k=20))
+    assert result["exclude_history"] and not set(seq) & {r["item_id"] for r in result["recommendations"]}
+    kept = run_generate(GenerateSpec(run=run, user="3", k=40, exclude_history=False))
+    assert not kept["exclude_history"] and set(seq) <= {r["item_id"] for r in kept["recommendations"]}
     sources = dataset.items["source_id"].to_list()
     unseen = run_generate(GenerateSpec(run=run, history=[sources[4], "id:6"], task="search", query="Hats", k=3))
     assert unseen["user"]["unseen"] and [h["item_id"] for h in unseen["history"]] == [4, 6]

@@ -19,6 +19,7 @@ from .evaluate import evaluate
 from .filter_images import filter_images
 from .generate import generate
 from .prepare import prepare
+from .report import report
 from .serve import serve
 from .tokenize_images import tokenize_images
 from .tokenize_items import tokenize_items
@@ -41,6 +42,8 @@ COMMANDS = [
 ]
 for _name, _fn, _spec in COMMANDS:
     app.command(_name, epilog=config_only_help(_spec, _fn))(_fn)
+# `report` reads run folders and takes three options: no spec, no --config
+app.command("report")(report)
 
 
 def main(argv: list[str] | None = None) -> None:

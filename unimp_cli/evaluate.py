@@ -52,7 +52,7 @@ def evaluate(
     """Evaluate a run: HR/NDCG/MRR over the whole catalogue (rec, search) against popularity, overall and by
     how often the target occurs in the training data (<5, 5-19, 20+), rating and
     explanation metrics (exp), selection precision/recall/F1 (img_sel), code accuracy, PSNR and SSIM of generated
-    images (img_gen). Runs under `accelerate launch` too."""
+    images (img_gen); metrics.json and a report.html with charts (`unimp report`). Runs under `accelerate launch` too."""
     overrides = {"run": run, "checkpoint": checkpoint, "split": split, "tasks": tasks, "data": data, "compare": compare,
                  "batch_size": batch_size, "ks": _ks(k), "decode": decode, "num_beams": num_beams,
                  "exclude_history": exclude_history, "text_beams": text_beams, "image_pairs": image_pairs, "max_new_tokens": max_new_tokens,
@@ -66,12 +66,15 @@ def evaluate(
 
     from unimp_core.evaluation.runner import run_evaluate
     from unimp_core.progress import Progress
+    from unimp_core.report import report_beside
 
     if spec.compare:
         from unimp_core.evaluation.compare import run_compare
 
         with (Progress() if as_json else Progress.rich()) as progress:
             result = run_compare(spec, progress)
+        for row in next((res["runs"] for res in result["tasks"].values() if res.get("runs")), []):
+            report_beside(Path(row["run"]), Path(row["folder"]))
         if as_json:
             typer.echo(json.dumps(result, indent=2, default=str))
         else:
@@ -83,6 +86,7 @@ def evaluate(
         report = run_evaluate(spec, progress)
     if not PartialState().is_main_process:
         return
+    report_beside(spec.run, Path(report["folder"]))
     if as_json:
         typer.echo(json.dumps(report, indent=2, default=str))
     else:
@@ -112,7 +116,7 @@ def print_compare(con, result: dict[str, Any]) -> None:
         con.print(_compare_by_popularity(task, res, heads, names))
         con.print(f"  [dim]{protocol_line(res['protocol'])}[/]", soft_wrap=True)
         for row in res["runs"]:
-            con.print(f"{row['run']}: {row['folder']}/metrics.json", soft_wrap=True)
+            con.print(f"{row['run']}: {row['folder']}/metrics.json, report.html", soft_wrap=True)
 
 
 def _compare_by_popularity(task: str, res: dict[str, Any], heads: list[str], names: list[str]):
@@ -152,5 +156,5 @@ def print_report(con, report: dict[str, Any]) -> None:
         for note in notes:
             con.print(f"  [dim]{note}[/]")
     # paths stay on one line, whatever the terminal's width (they are copied, not read)
-    con.print(f"\nmetrics: {report['folder']}/metrics.json\npredictions: {report['folder']}/predictions/",
-              soft_wrap=True)
+    con.print(f"\nmetrics: {report['folder']}/metrics.json\npredictions: {report['folder']}/predictions/\n"
+              f"report: {report['folder']}/report.html", soft_wrap=True)

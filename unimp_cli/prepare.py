@@ -111,11 +111,15 @@ def _list_datasets(release: str) -> None:
 
 
 def _summary(con, path: Path, m: dict) -> None:
+    """The folder's counts; images and explanations only where there are some, and one line naming the
+    tasks prepare drew no instances for (the data cannot support them)."""
     from rich.table import Table
 
     from unimp_core.data.prepare import KCORE
+    from unimp_core.tasks import skipped_line
 
     c = m["counts"]
+    skipped = m.get("tasks_skipped") or {}
     title = f"{path}" + ("  [bold yellow](SYNTHETIC sample data)[/]" if m.get("synthetic") else "")
     t = Table("", "value", title=title)
     t.add_row("users / items / interactions", f"{c['users']} / {c['items']} / {c['interactions']}")
@@ -126,7 +130,8 @@ def _summary(con, path: Path, m: dict) -> None:
         t.add_row("items with attributes", f"{attrs['items_with_attributes']} ({attrs['distinct_attributes']} distinct, "
                   f"{attrs['mean_per_item']:.1f} per item)")
     img = m["images"]
-    t.add_row("images ok / missing", f"{img['ok']} / {img['missing']}")
+    if img["ok"] or img["failed"]:
+        t.add_row("images ok / missing", f"{img['ok']} / {img['missing']}")
     if img["failed"]:
         t.add_row("images failed", ", ".join(f"{k}: {v}" for k, v in img["failed"].items()))
     if m["skipped"]:
@@ -135,5 +140,8 @@ def _summary(con, path: Path, m: dict) -> None:
     kcore = rows["skipped"].get(KCORE)
     t.add_row("interaction rows", f"{rows['read']} read = {rows['kept']} kept + {sum(rows['skipped'].values())} "
               "skipped" + (f" ({kcore} below the k-core)" if kcore else ""))
-    t.add_row("explanations from", m["explanation_source"])
+    if "exp" not in skipped:
+        t.add_row("explanations from", m["explanation_source"])
     con.print(t)
+    if skipped:
+        con.print(f"[yellow]{skipped_line(skipped)}[/]", soft_wrap=True)

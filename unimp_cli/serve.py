@@ -38,7 +38,8 @@ def serve(
     dry_run: bool = typer.Option(False, "--dry-run", help=DRY_RUN_HELP),
 ) -> None:
     """Serve a trained run over HTTP: JSON API (/v1/recommend, /v1/search, /v1/explain, /v1/select, /v1/image),
-    a web page at /, /healthz and /metrics; concurrent requests share forward passes. Stop with Ctrl-C or SIGTERM."""
+    a web page at /, /healthz and /metrics; concurrent requests share forward passes. Recommendations leave out the
+    user's history items unless a request sends "exclude_history": false. Stop with Ctrl-C or SIGTERM."""
     overrides = {"run": run, "host": host, "port": port, "checkpoint": checkpoint, "max_batch": max_batch,
                  "max_wait_ms": max_wait_ms, "api_key": api_key, "max_pending": max_pending, "timeout_s": timeout_s,
                  "max_body_kb": max_body_kb, "max_history": max_history, "max_new_tokens": max_new_tokens,

@@ -265,7 +265,7 @@ def _ranking_fields(loaded, spec: GenerateSpec, recommendations: list[dict[str, 
              else "probability of the item's code path, each level's softmax over the codes that continue a real "
                   "item" if ids.semantic
              else "probability of the item token among all item tokens")
-    out: dict[str, Any] = {"recommendations": recommendations, "score": score}
+    out: dict[str, Any] = {"recommendations": recommendations, "score": score, "exclude_history": spec.exclude_history}
     if len(recommendations) < spec.k:
         left = "outside the user's history" if spec.exclude_history else "in the catalogue"
         out["k_note"] = f"{len(recommendations)} of the {spec.k} asked: only that many items {left}"
@@ -336,7 +336,7 @@ def image_answer(loaded, batch: dict[str, Any], spec: GenerateSpec, items: pl.Da
 # -------------------------------------------------------------------------------------------- HTML
 
 
-_CSS = """
+CARD_CSS = """
 body{font-family:system-ui,sans-serif;margin:24px;background:#fafafa;color:#222}
 h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:22px 0 8px}
 .meta{color:#555;font-size:13px}
@@ -364,7 +364,7 @@ def _data_uri(ds: Dataset, rel: str | None) -> str | None:
     return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def _card(ds: Dataset, row: dict[str, Any], extra: str = "", cls: str = "card") -> str:
+def item_card(ds: Dataset, row: dict[str, Any], extra: str = "", cls: str = "card") -> str:
     e = html.escape
     uri = _data_uri(ds, row.get("image"))
     img = f'<img src="{uri}" alt="item {row["item_id"]}">' if uri else '<div class="noimg">no image</div>'
@@ -381,14 +381,14 @@ def render_html(result: dict[str, Any], ds: Dataset) -> str:
     who = "an unseen user" if user["unseen"] else f"user {user['user_id']} ({e(str(user['user_key']))})"
     head = f"{e(result['task'])} for {who}"
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>unimp — {head}</title>",
-             f"<style>{_CSS}</style></head><body>", f"<h1>{head}</h1>",
+             f"<style>{CARD_CSS}</style></head><body>", f"<h1>{head}</h1>",
              f"<div class='meta'>run {e(result['run'])} · checkpoint {e(result['checkpoint'])} · "
              f"dataset {e(result['dataset'])}</div>"]
     if result["synthetic"]:
         parts.append("<p><span class='synthetic'>SYNTHETIC sample data</span> — generated items, users and images</p>")
     parts.append(f"<h2>Recent history ({len(result['history'])} of {result['history_total']} items, oldest first)</h2>")
-    parts.append("<div class='row'>" + "".join(_card(ds, r) for r in result["history"]) + "</div>")
-    parts.append(get_task(result["task"]).step("html")(result, lambda row, extra="", cls="card": _card(ds, row, extra, cls)))
+    parts.append("<div class='row'>" + "".join(item_card(ds, r) for r in result["history"]) + "</div>")
+    parts.append(get_task(result["task"]).step("html")(result, lambda row, extra="", cls="card": item_card(ds, row, extra, cls)))
     parts.append("</body></html>\n")
     return "\n".join(parts)
 

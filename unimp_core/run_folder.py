@@ -13,7 +13,7 @@ Layout (every name other steps rely on is defined here):
     best/                  trainable.pt, state.json, checksums.json: the weights with the best valid rank metric
                            (the default checkpoint of evaluate and generate; unimp_core.training.selection)
     final/                 trainable.pt, state.json, checksums.json: the weights a finished run ends with
-    evaluations/<name>/    metrics.json, predictions/<task>.jsonl[, images/]: one per evaluation protocol
+    evaluations/<name>/    metrics.json, report.html, predictions/<task>.jsonl[, images/]: one per evaluation protocol
 
 Checkpoint and final folders are written atomically (unimp_core.training.checkpoint); a run is
 finished when final/trainable.pt exists.
@@ -57,6 +57,7 @@ CHECKSUMS = "checksums.json"
 # inside evaluations/<name>/
 EVALUATIONS = "evaluations"
 EVAL_METRICS = "metrics.json"
+EVAL_REPORT = "report.html"  # `unimp report` on this evaluation (unimp_core.report)
 PREDICTIONS = "predictions"
 IMAGES = "images"  # img_gen: generated|true PNG pairs
 

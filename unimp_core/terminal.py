@@ -130,8 +130,10 @@ def metrics_report(res: dict[str, Any], report: dict[str, Any]) -> tuple[Any, li
 
 def show_ranking(result: dict[str, Any]) -> list:
     title = f"results for “{result['query']}”" if result.get("query") else "recommended next"
+    history = ("the user's history items left out (--keep-history lists them)" if result.get("exclude_history")
+               else "the user's history items may be listed (--keep-history)")
     return [items_table(f"{title} (score: {result['score']})", result["recommendations"],
-                        [("#", "rank"), ("score", "score")])] + ([result["k_note"]] if result.get("k_note") else [])
+                        [("#", "rank"), ("score", "score")]), history] + ([result["k_note"]] if result.get("k_note") else [])
 
 
 def show_image(result: dict[str, Any]) -> list:

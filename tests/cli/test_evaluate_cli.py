@@ -50,7 +50,9 @@ def test_table_and_json(cli, run):
     table = res.output
     assert "popularity" in res.output and "HR" in res.output and "@10" in res.output and "SYNTHETIC" in res.output
     assert "by the target's interactions in the training data" in res.output
-    assert "final-test-first5/metrics.json" in res.output
+    assert "final-test-first5/metrics.json" in res.output and "final-test-first5/report.html" in res.output
+    page = (run / "evaluations" / "final-test-first5" / "report.html").read_text()
+    assert "final-test-first5" in page and page.count('class="chart"') >= 3  # loss, lr, samples/s, rec's bars
     res = cli("evaluate", "--run", run, "--tasks", "rec", "--k", "1,10", "--limit", "5", "--json")
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)

@@ -171,3 +171,24 @@ def test_files_source_with_item_attributes(cli, tmp_path):
     assert res.exit_code == 1
     line = res.stderr.strip().splitlines()[-1]
     assert line.startswith("error: ") and "item2attributes.json: key '7': attributes:" in line
+
+
+def test_ids_only_real_sequences_print_no_empty_promises(cli, tmp_path):
+    """The real Beauty sequences (ids only) with --no-images: no bar without a total, no image step,
+    one line naming the tasks left out, and no claim about explanations."""
+    from tests.data.test_files import BEAUTY_SEQ, _sequences_to_table
+    from unimp_core.data.store import load_dataset
+
+    lines = [line for line in BEAUTY_SEQ.read_text().splitlines() if line.strip()]
+    _sequences_to_table(lines, tmp_path / "beauty.csv")
+    res = cli("prepare", "--source", "files", "--interactions", tmp_path / "beauty.csv", "--no-images",
+              "--protocol", "leave-one-out", "--user-core", 5, "--item-core", 5,
+              "--out", tmp_path / "ds", "--cache-dir", tmp_path / "c")
+    assert res.exit_code == 0, res.output
+    out = res.output
+    assert "0/0" not in out and "image" not in out.replace("no item images", "") and "explanations from" not in out
+    assert "reading beauty.csv" in out
+    skipped = [line for line in out.splitlines() if "skipped tasks" in line]
+    assert skipped == ["skipped tasks: search (no item categories to query); exp (no reviews); "
+                       "img_sel, img_gen (no item images)"]
+    assert set(load_dataset(tmp_path / "ds").instances) == {"rec"}

@@ -88,8 +88,8 @@ def test_a_rebuilt_dataset_is_refused_naming_both(cli, tmp_path, run):
     assert cli("generate", "--run", run, "--data", copy, "--user", 0, "--json").exit_code == 0
 
 
-def test_generate_exclude_history_lists_only_new_items_in_strict_json(cli, run):
-    res = cli("generate", "--run", run, "--user", 0, "--k", 240, "--exclude-history", "--json")
+def test_generate_lists_only_new_items_by_default_in_strict_json(cli, run):
+    res = cli("generate", "--run", run, "--user", 0, "--k", 240, "--json")
     assert res.exit_code == 0, res.output
 
     def refuse(constant):
@@ -102,6 +102,10 @@ def test_generate_exclude_history_lists_only_new_items_in_strict_json(cli, run):
     assert recs and not any(r["in_history"] for r in recs) and not {r["item_id"] for r in recs} & seen
     assert len(recs) == N_ITEMS - len(seen) and f"{len(recs)} of the 240 asked" in result["k_note"]
     assert all(0.0 <= r["score"] <= 1.0 for r in recs)
+    kept = cli("generate", "--run", run, "--user", 0, "--k", 240, "--keep-history", "--json")
+    assert kept.exit_code == 0, kept.output
+    recs = json.loads(kept.stdout)["recommendations"]
+    assert len(recs) == N_ITEMS and {r["item_id"] for r in recs if r["in_history"]} == seen
 
 
 def test_generate_user_and_output_errors_are_one_line(cli, tmp_path, run):

@@ -92,7 +92,7 @@ def test_concurrent_recommendations_share_a_forward_pass_and_equal_generate(engi
 
 def test_unseen_history_search_and_excluded_history(engine):
     async def fn(client, app):
-        rec = await post(client, "/v1/recommend", {"history": [4, "id:6", "SYN00001"], "k": 40, "exclude_history": True})
+        rec = await post(client, "/v1/recommend", {"history": [4, "id:6", "SYN00001"], "k": 40})  # history left out by default
         search = await post(client, "/v1/search", {"user": "synthetic:u00002", "query": "Lamps", "k": 3})
         return rec, search
 

@@ -15,7 +15,7 @@ from ..io import write_json_atomic
 from ..progress import Progress
 from ..specs.data import FilterImagesSpec, ImageDownloadSpec, PrepareSpec
 from . import images as image_io
-from .prepare import build_dataset
+from .prepare import build_dataset, draw_instances
 from .raw import RawData
 from .store import MANIFEST, load_dataset, new_manifest, read_manifest, write_tables, writing_dataset
 
@@ -58,6 +58,7 @@ def run_filter_images(spec: FilterImagesSpec, progress: Progress | None = None) 
         new.items = new.items.with_columns(
             pl.col("item_id").replace_strict(placed, default=None, return_dtype=pl.Utf8).alias("image")
         )
+        draw_instances(new, prep, info)
         write_tables(staging, new)
         before = {"items": ds.items.height, "users": ds.users.height, "interactions": ds.interactions.height}
         after = {"items": new.items.height, "users": new.users.height, "interactions": new.interactions.height}
@@ -70,6 +71,7 @@ def run_filter_images(spec: FilterImagesSpec, progress: Progress | None = None) 
             **new_manifest(),
             "counts": {**ds.manifest["counts"], **info["counts"]},
             "images": {**image_counts, "downloaded": ds.manifest["images"].get("downloaded")},
+            "tasks_skipped": info["tasks_skipped"],
             "filter_images": report,
         }
         manifest.pop(CODES_KEY, None)  # item ids change: image codes must be made again (tokenize-images)

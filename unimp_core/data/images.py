@@ -251,15 +251,16 @@ def materialize(
             sources.append((int(item_id), cache_path(cache_dir, url)))
         else:
             missing += 1
-    verdicts = [None] * len(sources) if verified else verify_images([p for _, p in sources], MIN_SIDE, progress)
     placed: dict[int, str] = {}
-    for (item_id, src), reason in progress.track(list(zip(sources, verdicts)), "placing images"):
-        if reason:
-            failed[reason] += 1
-            continue
-        rel = f"images/{item_id}.jpg"
-        place(src, root / rel)
-        placed[item_id] = rel
+    if sources:  # no image to look at (--no-images, or none named): no step shown for it
+        verdicts = [None] * len(sources) if verified else verify_images([p for _, p in sources], MIN_SIDE, progress)
+        for (item_id, src), reason in progress.track(list(zip(sources, verdicts)), "placing images"):
+            if reason:
+                failed[reason] += 1
+                continue
+            rel = f"images/{item_id}.jpg"
+            place(src, root / rel)
+            placed[item_id] = rel
     counts = {"ok": len(placed), "failed": dict(sorted(failed.items())), "missing": missing,
               "downloaded": spec.enabled}
     return placed, counts

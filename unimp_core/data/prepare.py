@@ -13,6 +13,7 @@ from ..errors import UnimpError
 from ..io import write_json_atomic
 from ..progress import Progress
 from ..specs.data import PrepareSpec
+from ..tasks import unsupported_tasks
 from . import images as image_io
 from . import process
 from .attributes import attribute_counts
@@ -38,7 +39,8 @@ def attach_explanations(inter: pl.DataFrame, spec: PrepareSpec) -> tuple[pl.Data
 
 
 def build_dataset(raw: RawData, spec: PrepareSpec, keep_splits: pl.DataFrame | None = None) -> tuple[Dataset, dict]:
-    """Everything between a source's raw tables and the folder, minus images. Returns (dataset, counts).
+    """Everything between a source's raw tables and the folder, minus images and the evaluation instances
+    (`draw_instances`, once the images are placed). Returns (dataset, counts).
 
     `keep_splits` (user_key, split) re-uses an existing split and order (filter-images).
     """
@@ -67,9 +69,8 @@ def build_dataset(raw: RawData, spec: PrepareSpec, keep_splits: pl.DataFrame | N
         pl.col("user_key").first(), pl.len().cast(pl.Int64).alias("length")
     ).with_columns(pl.col("user_key").str.splitn(":", 2).struct.field("field_0").alias("domain")).sort("user_id")
     users = process.assign_splits(users, spec.protocol, spec.split, spec.seed, keep=keep_splits)
-    instances = process.eval_instances(inter, items, users, spec.protocol, spec.seed)
     ds = Dataset(items=items, interactions=inter.sort(["user_id", "timestamp"], maintain_order=True),
-                 users=users, instances=instances)
+                 users=users, instances={})
     rows = {"read": raw.read, "kept": inter.height, "skipped": dict(row_skips.most_common())}
     check_accounting(rows)
     counts = {
@@ -77,7 +78,6 @@ def build_dataset(raw: RawData, spec: PrepareSpec, keep_splits: pl.DataFrame | N
         "users": users.height,
         "items": items.height,
         "interactions": inter.height,
-        "per_split": process.split_counts(users, instances),
         "attributes": attribute_counts(items),
     }
     return ds, {"counts": counts, "explanation_source": explanation_source, "rows": rows,
@@ -89,6 +89,15 @@ def check_accounting(rows: dict) -> None:
     counted = rows["kept"] + sum(rows["skipped"].values())
     if counted != rows["read"]:
         raise AssertionError(f"interaction rows: {rows['read']} read but {counted} kept or skipped: {rows}")
+
+
+def draw_instances(ds: Dataset, spec: PrepareSpec, info: dict) -> None:
+    """`ds.instances` for every task the data can support (its items' placed images decide img_sel, so
+    this runs after the images); `info` gains the counts per split and `tasks_skipped` (task -> why)."""
+    skipped = unsupported_tasks(ds.items, ds.interactions)
+    ds.instances = process.eval_instances(ds.interactions, ds.items, ds.users, spec.protocol, spec.seed, skip=skipped)
+    info["counts"]["per_split"] = process.split_counts(ds.users, ds.instances)
+    info["tasks_skipped"] = skipped
 
 
 def check_paths(spec: PrepareSpec) -> None:
@@ -127,6 +136,7 @@ def run_prepare(spec: PrepareSpec, progress: Progress | None = None) -> Path:
         ds.items = ds.items.with_columns(
             pl.col("item_id").replace_strict(placed, default=None, return_dtype=pl.Utf8).alias("image")
         )
+        draw_instances(ds, spec, info)
         write_tables(staging, ds)
         spec.save(staging / "prepare_spec.json")
         manifest = new_manifest(

@@ -4,6 +4,7 @@
     -> per task: this process's share of the instances -> records (one per instance, keyed by its index)
     -> gather the records of every process (no duplicates, no drops) -> metrics (+ popularity baseline)
     -> evaluations/<name>/metrics.json and predictions/<task>.jsonl (main process, atomic writes)
+(`unimp evaluate` then draws evaluations/<name>/report.html: unimp_core.report.report_beside)
 
 Where the results go: `RUN/evaluations/<checkpoint>-<split>[-<decode>][-exclude-history][-h<N>][-first<N>]/`
 (e.g. `runs/x/evaluations/final-test/metrics.json`), so evaluating another checkpoint, split or
@@ -199,7 +200,9 @@ def run_evaluate(spec: EvaluateSpec, progress: Progress | None = None) -> dict[s
     check_family_tasks(loaded, tasks, spec.decode)
     missing = [t for t in tasks if instance_table(t) not in loaded.dataset.instances]
     if missing:
-        raise UnimpError(f"{loaded.dataset.root}: no evaluation instances for {', '.join(missing)} (rerun `unimp prepare`)")
+        skipped = loaded.dataset.manifest.get("tasks_skipped") or {}  # prepare drew none: the data cannot support it
+        why = "; ".join(f"{t} ({skipped[t]})" if t in skipped else f"{t} (rerun `unimp prepare`)" for t in missing)
+        raise UnimpError(f"{loaded.dataset.root}: no evaluation instances for {why}")
     train_items, train_ratings = training_interactions(loaded.dataset, loaded.ctx)
     counts = M.item_counts(train_items, loaded.bundle.n_items)
     gather = gather_object if state.num_processes > 1 else None

@@ -45,7 +45,8 @@ class RecommendRequest(Asker):
     """POST /v1/recommend: the next items for a user, ranked over the whole catalogue."""
 
     k: int = Field(default=10, ge=1, le=MAX_K, description="How many items to list.")
-    exclude_history: bool = Field(default=False, description="Never list an item of the user's history.")
+    exclude_history: bool = Field(default=True, description="Leave the user's history items out (the default; "
+                                  "false lists them too).")
 
 
 class SearchRequest(RecommendRequest):

@@ -105,7 +105,8 @@ class GenerateSpec(Spec):
     item: str | None = Field(default=None, description="exp: the item (id or source id) to rate and explain.")
     candidates: list[str] = Field(default_factory=list, description=f"img_sel: 2 to {N_SLOTS} candidate items (ids or source ids).")
     k: int = Field(default=10, ge=1, le=1000, description="rec/search: how many items to recommend.")
-    exclude_history: bool = Field(default=False, description="rec/search: never recommend an item of the history.")
+    exclude_history: bool = Field(default=True, description="rec/search: leave the user's history items out of "
+                                  "the recommendations (the default; --keep-history lists them too).")
     num_beams: int = Field(default=1, ge=1, le=20, description="exp/img_sel/img_gen: beams of generation (1: greedy).")
     max_new_tokens: int = Field(default=48, ge=1, le=1024, description="exp/img_sel: longest generated answer, in tokens.")
     history_len: int | None = Field(default=None, ge=1, le=50, description="History items in the prompt (default: the run's).")

@@ -13,9 +13,10 @@ mapping task -> length (see `history_lengths`).
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
+import polars as pl
 
 from ..data.store import Dataset
 from ..errors import UnimpError
@@ -29,16 +30,53 @@ assert tuple(TASKS) == BUILTIN_TASKS
 
 __all__ = [
     "BUILTIN_TASKS", "TASKS", "Sample", "Task", "TaskContext",
-    "build_eval_samples", "build_training_samples", "context", "curriculum_mix", "curriculum_tasks",
+    "DATA_NEEDS", "build_eval_samples", "build_training_samples", "context", "curriculum_mix", "curriculum_tasks",
     "get_task", "history_lengths", "instance_table", "run_history_lengths", "register",
-    "task_names", "unregister",
+    "skipped_line", "task_names", "unregister", "unsupported_tasks",
 ]
+
+
+def _any_text(column: pl.Series) -> bool:
+    return bool((column.drop_nulls().str.strip_chars().str.len_chars() > 0).any())
+
+
+# What a task may need of a dataset (`Task.data_needs`): (the reason given when it is absent, whether the
+# dataset's items (with their placed `image`) and interactions hold it).
+DATA_NEEDS: dict[str, tuple[str, Callable[[pl.DataFrame, pl.DataFrame], bool]]] = {
+    "images": ("no item images", lambda items, inter: bool(items["image"].is_not_null().any())),
+    "reviews": ("no reviews", lambda items, inter: _any_text(inter["explanation"])),
+    "categories": ("no item categories to query", lambda items, inter: _any_text(items["category"])),
+}
+
+
+def unsupported_tasks(items: pl.DataFrame, interactions: pl.DataFrame,
+                      tasks: Sequence[str] | None = None) -> dict[str, str]:
+    """task -> why the dataset cannot support it, for each of `tasks` (default: every task) whose
+    `data_needs` the dataset lacks; training or evaluating such a task would teach or measure nothing."""
+    held = {need: has(items, interactions) for need, (_, has) in DATA_NEEDS.items()}
+    out = {}
+    for name in tasks if tasks is not None else list(TASKS):
+        missing = [DATA_NEEDS[need][0] for need in get_task(name).data_needs if not held[need]]
+        if missing:
+            out[name] = ", ".join(missing)
+    return out
+
+
+def skipped_line(skipped: Mapping[str, str]) -> str:
+    """One line naming the skipped tasks and why: `skipped tasks: exp (no reviews); img_sel, img_gen (no item images)`."""
+    by_reason: dict[str, list[str]] = {}
+    for name, reason in skipped.items():
+        by_reason.setdefault(reason, []).append(name)
+    return "skipped tasks: " + "; ".join(f"{', '.join(names)} ({reason})" for reason, names in by_reason.items())
 
 
 def register(task: Task) -> Task:
     """Make `task` known by its name to every command (specs, training, evaluate, generate)."""
     if task.name in TASKS and TASKS[task.name] is not task:
         raise UnimpError(f"task {task.name!r} is already registered")
+    unknown = set(task.data_needs) - set(DATA_NEEDS)
+    if unknown:
+        raise UnimpError(f"task {task.name!r}: unknown data_needs {sorted(unknown)} (known: {', '.join(DATA_NEEDS)})")
     TASKS[task.name] = task
     add_task_name(task.name)
     return task

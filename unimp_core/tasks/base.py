@@ -340,6 +340,9 @@ class Task:
         history_len: the task's own history length (None: the run's)
         instances: the stored eval table its evaluation reads (None: its own name)
         ranked: --decode and --exclude-history change its numbers (they then name the evaluation folder)
+        data_needs: what the dataset must hold for the task to mean anything (names of
+            `unimp_core.tasks.DATA_NEEDS`: images, reviews, categories); prepare draws no instances and
+            train refuses the task on a dataset without them
         needs / accepts: the GenerateSpec options (query, item, candidates, out) the task requires /
             also takes; other tasks refuse them
     """
@@ -360,6 +363,7 @@ class Task:
     show: Callable[..., list] | None = None
     html: Callable[..., str] | None = None
     ranked: bool = False
+    data_needs: tuple[str, ...] = ()
     needs: tuple[str, ...] = ()
     accepts: tuple[str, ...] = ()
 

@@ -26,7 +26,7 @@ from ..model.setup import Setup, load_trainable, load_weights, setup_model, trai
 from ..progress import Progress
 from ..run_folder import FINAL, SPEC_FILE
 from ..specs.train import TrainSpec
-from ..tasks import get_task, run_history_lengths, task_names
+from ..tasks import get_task, run_history_lengths, skipped_line, task_names, unsupported_tasks
 from . import checkpoint as ckpt
 from .distributed import make_accelerator, reset_accelerate_state
 from .loss import LossParts, answer_loss_parts, check_finite_loss, per_task
@@ -211,12 +211,28 @@ def _record_dataset(run: Run, ds: Dataset) -> None:
     run.accelerator.wait_for_everyone()
 
 
+def _settle_tasks(spec: TrainSpec, ds: Dataset, log: Callable[[str], None]) -> None:
+    """Tasks the dataset cannot support (no images, reviews or categories: they would teach nothing) are
+    one error when named, and left out of the default task list (with one line saying so)."""
+    cannot = unsupported_tasks(ds.items, ds.interactions)
+    skipped = {t: cannot[t] for t in spec.data.tasks if t in cannot}
+    kept = [t for t in spec.data.tasks if t not in skipped]
+    if skipped and ("tasks" in spec.data.model_fields_set or not kept):
+        why = "; ".join(f"{t}: {reason}" for t, reason in skipped.items())
+        raise UnimpError(f"--tasks {','.join(skipped)}: {ds.root} cannot support this ({why}); "
+                         f"its tasks: {', '.join(t for t in task_names() if t not in cannot)}")
+    if skipped:
+        spec.data.__dict__["tasks"] = kept
+        log(f"training {', '.join(kept)}; {skipped_line(skipped)}")
+
+
 def _setup_dataset(spec: TrainSpec, log: Callable[[str], None] | None = None) -> Dataset:
     from ..model.item_ids import choose_item_ids
     from ..specs.model import ModelSpec
 
-    tasks = [get_task(t) for t in spec.data.tasks]
     ds = load_dataset(spec.data.path)
+    _settle_tasks(spec, ds, log or Progress().log)
+    tasks = [get_task(t) for t in spec.data.tasks]
     for task in tasks:
         if task.configure is not None:
             task.configure(spec, ds)
