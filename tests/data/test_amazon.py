@@ -68,7 +68,7 @@ def test_2014_tables(tmp_path):
     row = items.row(1, named=True)
     assert row == {"source_id": shop["asins"][1], "domain": "beauty", "title": f"Item {shop['asins'][1]}",
                    "brand": None, "category": "Beauty > Sub", "price": 1.99, "description": None,
-                   "image_url": f"http://img.example/{shop['asins'][1]}.jpg", "image_path": None}
+                   "image_url": f"http://img.example/{shop['asins'][1]}.jpg", "image_path": None, "attributes": None}
 
 
 def test_2014_missing_optional_fields_and_meta(tmp_path):
@@ -90,7 +90,7 @@ def test_2014_missing_optional_fields_and_meta(tmp_path):
     items = raw.items.sort("source_id")
     assert items["source_id"].to_list() == ["A1", "A2"]
     assert items["domain"].to_list() == ["beauty", "beauty"]
-    assert items.row(0)[2:] == (None,) * 7
+    assert items.row(0)[2:] == (None,) * 8
     assert items.row(1, named=True)["title"] == "Tom's \"best\" baume é"
     assert items.row(1, named=True)["brand"] == "B"
 
@@ -222,7 +222,7 @@ def test_2018_tables(tmp_path):
     items = {r["source_id"]: r for r in raw.items.iter_rows(named=True)}
     assert items["A1"] == {"source_id": "A1", "domain": "beauty", "title": "Lip Balm", "brand": "Acme",
                            "category": "All Beauty > Lips", "price": 12.99, "description": "Soft. Smells nice.",
-                           "image_url": "http://i/l.jpg", "image_path": None}
+                           "image_url": "http://i/l.jpg", "image_path": None, "attributes": None}
     assert items["A2"]["title"] == '<span class="a-size-medium">Junk</span>'  # kept as text
     assert items["A2"]["price"] is None and items["A2"]["image_url"] == "http://i/only-small.jpg"
     assert items["A3"]["price"] == 1299.0 and items["A3"]["title"] is None and items["A3"]["category"] is None
