@@ -132,7 +132,8 @@ def popularity_section(task: str, entries: list[tuple[RunView, dict, dict]], slu
     if not tables:
         return ""
     buckets = list(tables[0][1])
-    metrics = [m for m in ranking_names(tables[0][1][buckets[0]])]
+    # an empty bucket (no user's target that rare) has no numbers: take the names from one that has
+    metrics = next((list(ranking_names(row)) for row in tables[0][1].values() if ranking_names(row)), [])
     chosen = "NDCG@10" if "NDCG@10" in metrics else (metrics[0] if metrics else None)
     head = ["target popularity", "users", *[f"{run.name} {m}" for run, _ in tables for m in metrics]]
     rows = [[b, tables[0][1][b].get("users"), *[t.get(b, {}).get(m) for _, t in tables for m in metrics]]
