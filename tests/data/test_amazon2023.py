@@ -94,10 +94,12 @@ def test_2023_malformed_lines_are_counted_and_strict_names_file_and_line(tmp_pat
     meta = [meta_2023("P1", title="ok"), "{broken", json.dumps({"title": "no key"})]
     raw = category(tmp_path, reviews, meta)
     assert raw.interactions["user_key"].to_list() == ["beauty:U1", "beauty:U2"]
-    assert raw.skipped == Counter({
+    assert raw.row_skips == Counter({  # review lines: interaction rows read and skipped
         "All_Beauty.jsonl.gz: bad json": 2,
         "All_Beauty.jsonl.gz: missing user_id or parent_asin": 2,
         "All_Beauty.jsonl.gz: non-numeric rating": 1,
+    })
+    assert raw.skipped == Counter({
         "meta_All_Beauty.jsonl.gz: bad json": 1,
         "meta_All_Beauty.jsonl.gz: missing parent_asin": 1,
     })

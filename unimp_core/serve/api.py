@@ -133,6 +133,7 @@ class Ranking(Asked):
     recommendations: list[RankedItem]
     score: str = Field(description="What `score` measures.")
     k_note: str | None = Field(default=None, description="Why fewer than k items are listed, if they are.")
+    exclude_history: bool | None = Field(default=None, description="Whether the user's history items were left out.")
     query: str | None = None
 
 
