@@ -191,6 +191,20 @@ class Lines:
             raise UnimpError(f"{self.name}:{lineno}: {reason}")
         self.skipped[f"{self.name}: {reason}"] += 1
 
+    def record(self, lineno: int, line: bytes, parse: Callable[[bytes], Any] | None = None,
+               reason: str = "bad json") -> dict | None:
+        """The line's object (`parse`: JSON by default), or None: a blank line silently, anything that is not
+        an object counted (or raised) as `reason`."""
+        try:
+            r = (parse or json_loads)(line)
+        except (ValueError, RecursionError):
+            r = None
+        if type(r) is not dict:
+            if line.strip():
+                self.bad(lineno, reason)
+            return None
+        return r
+
 
 class Columns:
     """Rows gathered as column lists (slow path) or frames (fast path), in file order, and merged into
@@ -273,14 +287,8 @@ def _reviews_slow(first: int, block: list[bytes], cols: dict[str, list], lines: 
     users, asins, times = cols["user_key"], cols["source_id"], cols["timestamp"]
     ratings, reviews, summaries = cols["rating"], cols["review"], cols["summary"]
     for n, line in enumerate(block, first):
-        try:
-            r = json_loads(line)
-        except (ValueError, RecursionError):
-            if line.strip():
-                lines.bad(n, "bad json")
-            continue
-        if type(r) is not dict:
-            lines.bad(n, "bad json")
+        r = lines.record(n, line)
+        if r is None:
             continue
         user, asin = r.get("reviewerID"), r.get("asin")
         if not (user and asin and type(user) is str and type(asin) is str):
@@ -344,15 +352,10 @@ def read_meta(
                 m = _ASIN_2014.match(line)
                 if m is not None and m.group(1).decode() not in wanted:
                     continue
-                record = _literal(_RELATED_2014.sub(b"", line, count=1))
+                record = lines.record(n, _RELATED_2014.sub(b"", line, count=1), _literal, "bad literal")
             else:
-                try:
-                    record = json_loads(line)
-                except (ValueError, RecursionError):
-                    record = None
-            if record is None or type(record) is not dict:
-                if line.strip():
-                    lines.bad(n, "bad literal" if release == "amazon2014" else "bad json")
+                record = lines.record(n, line)
+            if record is None:
                 continue
             asin = record.get("asin")
             if not asin or type(asin) is not str:

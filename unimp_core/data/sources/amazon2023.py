@@ -27,7 +27,7 @@ from ...progress import Progress
 from ..raw import RawData
 from . import amazon
 from .amazon import (INTERACTION_SCHEMA, ITEM_SCHEMA, Columns, Lines, clean_text, gzip_blocks, joined_text,
-                     json_loads, nonempty, parse_price, split_lines, to_number)
+                     nonempty, parse_price, split_lines, to_number)
 
 # Review fields the fast path reads; polars ignores the others (images, asin, helpful_vote, ...).
 _REVIEW_JSON = {"user_id": pl.Utf8, "parent_asin": pl.Utf8, "rating": pl.Float64, "timestamp": pl.Int64,
@@ -65,14 +65,8 @@ def _reviews_fast(block: bytes) -> pl.DataFrame | None:
 def _reviews_slow(first: int, block: list[bytes], cols: dict[str, list], lines: Lines) -> None:
     """Parse review lines one by one into `cols`, skipping (or raising on) malformed ones."""
     for n, line in enumerate(block, first):
-        try:
-            r = json_loads(line)
-        except (ValueError, RecursionError):
-            if line.strip():
-                lines.bad(n, "bad json")
-            continue
-        if type(r) is not dict:
-            lines.bad(n, "bad json")
+        r = lines.record(n, line)
+        if r is None:
             continue
         user, item = r.get("user_id"), r.get("parent_asin")
         if not (user and item and type(user) is str and type(item) is str):
@@ -116,13 +110,8 @@ def read_meta(
     out = Columns(ITEM_SCHEMA)
     for first, block in gzip_blocks(path, progress, f"read {path.name}"):
         for n, line in enumerate(split_lines(block), first):
-            try:
-                record = json_loads(line)
-            except (ValueError, RecursionError):
-                record = None
-            if type(record) is not dict:
-                if line.strip():
-                    lines.bad(n, "bad json")
+            record = lines.record(n, line)
+            if record is None:
                 continue
             key = record.get("parent_asin")
             if not key or type(key) is not str:
