@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 
 import numpy as np
 import polars as pl
 import pytest
 
+from tests.browser import CHROMIUM
 from tests.conftest import skip_unless_ci
 from tests.evaluation.trained import trained_run
 from unimp_core.errors import UnimpError
@@ -17,8 +17,6 @@ from unimp_core.generation import build_prompt, list_users, render_html, resolve
 from unimp_core.specs.evaluate import GenerateSpec
 from unimp_core.tasks import build_eval_samples, context
 from unimp_core.tokens import ANSWER, IMAGE
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium", path="/usr/bin")
 
 
 @pytest.fixture(scope="module")

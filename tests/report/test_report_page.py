@@ -8,31 +8,14 @@ import pytest
 
 from tests.report.pixels import coloured_pixels
 from tests.report.runs import reported_run, second_run  # noqa: F401 (fixtures)
-from tests.serve.test_page import CHROMEDRIVER, CHROMIUM
+from tests.browser import headless_chromium
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def browser(tmp_path, monkeypatch):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    from tests.conftest import skip_unless_ci
-
-    if CHROMIUM is None or CHROMEDRIVER is None:
-        skip_unless_ci("no chromium or chromedriver (Debian's chromium and chromium-driver; .ci/run installs them)")
-    monkeypatch.setenv("SE_OFFLINE", "true")  # never let Selenium Manager look for a driver online
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000",
-                "--disable-background-networking", "--disable-component-update", "--no-first-run",
-                f"--user-data-dir={tmp_path / 'profile'}"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    yield driver
-    driver.quit()
+    yield from headless_chromium(tmp_path / "profile", monkeypatch, "1400,1000", console_log=True)
 
 
 def test_every_chart_renders_from_disk_without_console_errors(reported_run, second_run, browser, tmp_path):  # noqa: F811

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
+from tests.browser import CHROMEDRIVER, CHROMIUM, headless_chromium
 from tests.conftest import skip_unless_ci
 from tests.evaluation.trained import trained_run
 from tests.serve.process import ServerProcess
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium", path="/usr/bin")
-CHROMEDRIVER = shutil.which("chromedriver") or shutil.which("chromedriver", path="/usr/bin")
 
 pytestmark = pytest.mark.slow
 
@@ -27,19 +24,7 @@ def server(tmp_path_factory):
 
 @pytest.fixture
 def browser(tmp_path, monkeypatch):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    monkeypatch.setenv("SE_OFFLINE", "true")  # never let Selenium Manager look for a driver online
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,900",
-                "--disable-background-networking", "--disable-component-update", "--no-first-run",
-                f"--user-data-dir={tmp_path / 'profile'}"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    yield driver
-    driver.quit()
+    yield from headless_chromium(tmp_path / "profile", monkeypatch, "1200,900")
 
 
 def test_pick_a_user_see_recommendations_and_an_explanation(server, browser):
