@@ -242,11 +242,15 @@ def assemble(task: str, parts: list[tuple[str, list[int]]], answer: str, train: 
     Training samples carry `answer <|endofchunk|>` inside the text; evaluation samples stop at
     `<answer>` and keep the answer aside.
     """
-    text = join(*(t for t, _ in parts), ANSWER)
-    images = [i for _, im in parts for i in im]
+    return answered(task, join(*(t for t, _ in parts), ANSWER), [i for _, im in parts for i in im], answer, train, meta)
+
+
+def answered(task: str, prompt: str, images: list[int], answer: str, train: bool, meta: dict[str, Any]) -> Sample:
+    """A prompt that ends where the answer goes: training samples carry `answer<|endofchunk|>` inside the
+    text, evaluation samples keep the answer aside."""
     if train:
-        return Sample(task, f"{text} {answer_span(answer)}", images, None, meta)
-    return Sample(task, text, images, answer, meta)
+        return Sample(task, f"{prompt} {answer_span(answer)}", images, None, meta)
+    return Sample(task, prompt, images, answer, meta)
 
 
 def draw_negatives(rng: np.random.Generator, n_items: int, seen: set[int], k: int) -> list[int] | None:

@@ -23,8 +23,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from ..tokens import ANSWER, answer_span
-from .base import Request, Sample, Task, TaskContext, assemble, lazy, pick_target
+from ..tokens import ANSWER
+from .base import Request, Sample, Task, TaskContext, answered, assemble, lazy, pick_target
 
 NAME = "rec"
 QUESTION = "What is the next item recommended to the user?"
@@ -44,11 +44,7 @@ def make_sample(ctx: TaskContext, user_id: int, seq: np.ndarray, position: int, 
         item = int(item)
         parts += [ctx.item_name(item), ctx.item_text(item)]
         images += ctx.image_of(item)
-    text = " ".join(p for p in parts if p)
-    answer = ctx.item_name(target)
-    if train:
-        return Sample(NAME, f"{text} {answer_span(answer)}", images, None, meta)
-    return Sample(NAME, text, images, answer, meta)
+    return answered(NAME, " ".join(p for p in parts if p), images, ctx.item_name(target), train, meta)
 
 
 def training(ctx: TaskContext, rng: np.random.Generator, history_len: int) -> list[Sample]:

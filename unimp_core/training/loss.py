@@ -21,6 +21,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from ..errors import UnimpError
 from .collate import IGNORE_INDEX
 
 
@@ -103,7 +104,5 @@ def check_finite_loss(loss: float, step: int, lr: float) -> None:
     """Stop a run whose loss became NaN or infinite, before a checkpoint or a metrics line keeps it:
     nothing trains on NaN, and the message names the setting that usually causes it."""
     if not math.isfinite(loss):
-        from ..errors import UnimpError
-
         raise UnimpError(f"step {step}: the training loss is {loss} (not a finite number); stopped before saving. "
                          f"Lower --lr (now {lr:g}) or --task-weight and start again, or resume from the last checkpoint")
