@@ -33,6 +33,7 @@ import shlex
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,20 +100,9 @@ def rec_metrics(report: dict) -> dict:
 
 
 def train_all(commands: list[list[str]], env: dict[str, str], jobs: int) -> None:
-    """Run the training commands, `jobs` at a time; any failure stops the benchmark."""
-    waiting, running = list(commands), []
-    while waiting or running:
-        while waiting and len(running) < jobs:
-            cmd = waiting.pop(0)
-            print("$", " ".join(shlex.quote(c) for c in cmd), flush=True)
-            running.append((cmd, subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)))
-        time.sleep(5)
-        for cmd, proc in list(running):
-            if proc.poll() is not None:
-                running.remove((cmd, proc))
-                if proc.returncode:
-                    raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}")
-
+    """Run the training commands (`run`), `jobs` at a time; any failure stops the benchmark."""
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        list(pool.map(lambda cmd: run(cmd, env, capture=True), commands))  # capture: no interleaved logs
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
