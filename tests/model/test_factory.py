@@ -110,6 +110,48 @@ def test_logits_at_label_positions_match_the_full_logits(arch):
     assert not model.lang_encoder.is_conditioned()
 
 
+@pytest.mark.parametrize("arch", ["gpt_neox", "llama"])
+def test_packed_training_batches_give_the_padded_batches_logits(arch):
+    """A model without cross-attention packs a training batch (`model.packing`): each sample's rows side by
+    side, positions restarting, attention kept within a sample; the loss reads the same logits."""
+    from unimp_core.model import openflamingo
+    from unimp_core.model.packing import pack_right_padded
+    from unimp_core.model.vocab import item_token_range
+    from unimp_core.training.loss import answer_loss_parts, item_rows, label_positions
+
+    ds = make_dataset(12)
+    bundle = build_model(ModelSpec(tiny={"lm_arch": arch, "layers": 2}, cross_attn_every_n_layers=0),
+                         items_text=ds, n_items=12)
+    model, tok = bundle.model, bundle.tokenizer
+    model.eval()  # no dropout: the two layouts draw different masks
+    texts = ["next? <answer> item_3 item_5 item_7 item_8 item_9 item_10 item_11 <|endofchunk|>",
+             "<answer> item_1 <|endofchunk|>", "<answer> item_2 item_4 <|endofchunk|>", "<answer> item_6 <|endofchunk|>"]
+    enc = _batch(tok, texts)
+    labels = enc.input_ids.clone()
+    labels[(enc.attention_mask == 0)] = -100
+    labels[:, :2] = -100
+    batch = {"vision_x": torch.zeros(4, 1, 1, 3, bundle.image_size, bundle.image_size), "input_ids": enc.input_ids,
+             "attention_mask": enc.attention_mask, "labels": labels}
+    assert openflamingo.packs(model)
+    assert pack_right_padded(enc.input_ids, enc.attention_mask, pad=0).input_ids.shape[0] == 2  # 4 samples in 2 rows
+    packed = openflamingo.forward(model, batch)
+    padded = model(vision_x=batch["vision_x"], lang_x=enc.input_ids, attention_mask=enc.attention_mask,
+                   logits_at=label_positions(labels)).logits
+    torch.testing.assert_close(packed, padded)
+    # Item labels scored against the items alone: their rows never computed over the rest of the vocabulary,
+    # the same loss as masking the other columns out of the full rows.
+    item_range = item_token_range(tok)
+    split = openflamingo.forward(model, batch, item_range)
+    rows = item_rows(labels[:, 1:][labels[:, 1:] != -100], item_range)
+    assert 0 < int(rows.sum()) < len(rows)  # items and the closing tokens
+    torch.testing.assert_close(split.items, padded[rows, item_range[0]:item_range[1]])
+    torch.testing.assert_close(split.others, padded[~rows])
+    torch.testing.assert_close(answer_loss_parts(split, labels, item_range=item_range).loss,
+                               answer_loss_parts(padded, labels, item_range=item_range).loss)
+    reading = build_model(ModelSpec(tiny={"lm_arch": arch, "layers": 2}), items_text=ds, n_items=12).model
+    assert not openflamingo.packs(reading)  # cross-attention: a packed row would see another sample's image
+
+
 def test_gates_closed_means_images_do_nothing_open_means_they_matter(tiny_bundle, fresh_model):
     tok, size = tiny_bundle.tokenizer, tiny_bundle.image_size
     enc = _batch(tok, [HISTORY * 2 + " What next? <answer>"] * 2)

@@ -48,6 +48,21 @@ def test_item_rows_are_read_and_scored_with_their_attributes(content_bundle):
     assert torch.equal(content[0], content[12])
 
 
+def test_the_split_head_scores_items_with_their_attributes(content_bundle):
+    """Training's head over the item rows alone (`SplitLogits`) reads the same content as the full head."""
+    from unimp_core.model.factory import _split_head
+
+    head = content_bundle.model.lang_encoder.get_output_embeddings()
+    lo, hi = content_bundle.ids.item_range
+    hidden = torch.randn(6, head.weight.shape[1])
+    rows = torch.tensor([True, False, True, True, False, True])
+    with torch.no_grad():
+        items, others = _split_head(head, hidden, rows, (lo, hi))
+        full = head(hidden)  # (6, V)
+    torch.testing.assert_close(items, full[rows, lo:hi])
+    torch.testing.assert_close(others, full[~rows])
+
+
 def test_attribute_embeddings_train(content_bundle):
     names = [n for n, p in content_bundle.model.named_parameters() if p.requires_grad]
     assert any("item_content.attributes" in n for n in names)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .. import run_folder as RF
@@ -317,19 +318,24 @@ class _NoImageBatchMixin:
 
 
 class _LabelLogitsMixin:
-    """`Flamingo.forward(..., logits_at=mask)`: the output head only where the loss reads it.
+    """`Flamingo.forward(..., logits_at=positions)`: the output head only where the loss reads it.
 
     Training reads the logits of a few answer positions, but the LM head (hidden -> the whole
     vocabulary, catalogue included) over every position of every row, padding too, is most of a small
-    model's work. With `logits_at` (B, T) bool, the LM returns its last hidden states (post final norm,
-    as transformers' built-in LMs give them), the head runs on the selected positions only and the
-    output's `logits` is (N, V), in `mask.nonzero()` order; the same numbers as `logits[logits_at]`.
-    An LM that cannot skip its logits (remote code without `logits_to_keep`) computes them all and is
-    indexed. Being `forward`, this runs inside DDP / DeepSpeed wrappers like any forward pass.
+    model's work. With `logits_at` ((B, T) bool, or (N,) flat indices into the (B, T) positions), the LM
+    returns its last hidden states (post final norm, as transformers' built-in LMs give them), the head
+    runs on the selected positions only and the output's `logits` is (N, V), in `mask.nonzero()` (or
+    the indices') order; the same numbers as `logits[logits_at]`. With `item_rows` ((N,) bool) and
+    `item_columns` (lo, hi), `logits` is a pair: those rows over the item tokens lo..hi-1 alone
+    (N_item, hi - lo), the other rows over the whole vocabulary. `position_ids` without an attention
+    mask is transformers' packed-sequence format (`model.packing`). An LM that cannot skip its logits
+    (remote code without `logits_to_keep`) computes them all and is indexed. Being `forward`, this runs
+    inside DDP / DeepSpeed wrappers like any forward pass.
     """
 
     def forward(self, vision_x, lang_x, attention_mask=None, labels=None, clear_conditioned_layers=True,
-                past_key_values=None, use_cache=False, logits_at=None):
+                past_key_values=None, use_cache=False, logits_at=None, position_ids=None, item_rows=None,
+                item_columns=None):
         if logits_at is None:
             return super().forward(vision_x, lang_x, attention_mask=attention_mask, labels=labels,
                                    clear_conditioned_layers=clear_conditioned_layers,
@@ -337,6 +343,9 @@ class _LabelLogitsMixin:
         from transformers.modeling_outputs import CausalLMOutput
 
         lm = self.lang_encoder
+        if logits_at.dtype == torch.bool:
+            logits_at = logits_at.flatten().nonzero().squeeze(1)  # (N,) in row-major order
+        extra = {} if position_ids is None else {"position_ids": position_ids}
         if not lm._use_cached_vision_x:
             self._encode_vision_x(vision_x=vision_x)
             self._condition_media_locations(input_ids=lang_x)
@@ -346,18 +355,33 @@ class _LabelLogitsMixin:
             if head is not None and getattr(lm, "_unimp_keeps_logits", True):
                 try:
                     out = lm(input_ids=lang_x, attention_mask=attention_mask, output_hidden_states=True,
-                             logits_to_keep=1)
-                    logits = head(out.hidden_states[-1][logits_at])  # (N, V)
+                             logits_to_keep=1, use_cache=False, **extra)
+                    hidden = out.hidden_states[-1].flatten(0, 1)[logits_at]  # (N, H)
+                    logits = head(hidden) if item_rows is None else _split_head(head, hidden, item_rows, item_columns)
                 except TypeError as exc:
                     if "logits_to_keep" not in str(exc):
                         raise
                     lm._unimp_keeps_logits = False
             if logits is None:
-                logits = lm(input_ids=lang_x, attention_mask=attention_mask).logits[logits_at]
+                logits = lm(input_ids=lang_x, attention_mask=attention_mask, **extra).logits.flatten(0, 1)[logits_at]
+                if item_rows is not None:
+                    lo, hi = item_columns
+                    logits = (logits[item_rows, lo:hi], logits[~item_rows])
         finally:
             if clear_conditioned_layers:
                 lm.clear_conditioned_layers()
         return CausalLMOutput(logits=logits)
+
+
+def _split_head(head: nn.Module, hidden: torch.Tensor, item_rows: torch.Tensor,
+                item_columns: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The output head on (N, H) hidden states: the item rows against the item tokens' rows of the head
+    alone ((N_item, hi - lo)), the others against all of it ((N_other, V))."""
+    lo, hi = item_columns
+    weight = head.scoring_weight() if hasattr(head, "scoring_weight") else head.weight  # (V, H); item content adds to it
+    bias = getattr(head, "bias", None)
+    return (F.linear(hidden[item_rows], weight[lo:hi], None if bias is None else bias[lo:hi]),
+            F.linear(hidden[~item_rows], weight, bias))
 
 
 class _OptionalMaskMixin:

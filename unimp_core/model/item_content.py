@@ -87,8 +87,12 @@ class _ContentEmbedding:
 
 
 class _ContentHead:
+    def scoring_weight(self) -> torch.Tensor:
+        """(V, d) what the head scores with (a head computing a part of its rows reads it)."""
+        return _with_content(self)
+
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return F.linear(hidden, _with_content(self), self.bias)
+        return F.linear(hidden, self.scoring_weight(), self.bias)
 
 
 def save_run_attributes(run_dir: Path, vocab: Sequence[str], per_item: Sequence[Sequence[int]]) -> None:

@@ -16,6 +16,7 @@ from ..progress import Progress
 from ..specs.train import TrainSpec
 from ..tokens import ADDED_TOKEN_RE
 from .factory import ModelBundle, build_model, load_bundle, reads_images, save_bundle
+from .packing import pack_right_padded
 
 NAME = "openflamingo"
 
@@ -78,15 +79,45 @@ def collator(bundle: ModelBundle, images: Callable, image_shape: tuple[int, ...]
                          image_shape=image_shape, task_weights=task_weights)
 
 
-def forward(model, batch: dict[str, Any]):
-    """The logits the loss reads: (N, V) at the label positions of a batch with labels (the head runs
-    there only, `training.loss.label_positions` order), else (B, T, V)."""
-    from ..training.loss import label_positions
+def forward(model, batch: dict[str, Any], item_range: tuple[int, int] | None = None):
+    """The logits the loss reads: at the label positions of a batch with labels (the head runs there only,
+    `training.loss.label_positions` order), else (B, T, V). At the label positions: (N, V), or with
+    `item_range` a `SplitLogits` whose item labels' rows are computed over the item tokens alone. A batch
+    with labels is packed (`model.packing`) when the model can take it: the same logits for a fraction
+    of the work."""
+    from ..training.collate import IGNORE_INDEX
+    from ..training.loss import SplitLogits, item_rows, label_positions
 
     labels = batch.get("labels")
-    return model(vision_x=batch["vision_x"], lang_x=batch["input_ids"], attention_mask=batch["attention_mask"],
-                 logits_at=None if labels is None else label_positions(labels)).logits
+    if labels is None:
+        return model(vision_x=batch["vision_x"], lang_x=batch["input_ids"],
+                     attention_mask=batch["attention_mask"]).logits
+    at = label_positions(labels)  # (B, T)
+    split = {}
+    if item_range is not None:
+        split = {"item_rows": item_rows(labels[:, 1:][labels[:, 1:] != IGNORE_INDEX], item_range),
+                 "item_columns": item_range}
+    if packs(model):
+        packed = pack_right_padded(batch["input_ids"], batch["attention_mask"], pad=0)  # pad: its own segment, no label
+        R = packed.input_ids.shape[0]
+        logits = model(vision_x=batch["vision_x"][:R], lang_x=packed.input_ids, attention_mask=None,
+                       position_ids=packed.position_ids, logits_at=packed.index[at], **split).logits
+    else:
+        logits = model(vision_x=batch["vision_x"], lang_x=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       logits_at=at, **split).logits
+    return SplitLogits(*logits) if split else logits
 
+
+def packs(model) -> bool:
+    """Whether training batches can be packed: the model reads no images (packed rows would let a sample's
+    text see the previous sample's image through cross-attention) and its LM is one of transformers' own
+    (they take packed sequences as position_ids that restart; remote code may not)."""
+    net = getattr(model, "module", model)  # DDP / DeepSpeed wrap the model
+    if not hasattr(net, "_unimp_packs"):
+        lm_classes = type(net.lang_encoder).__mro__
+        net._unimp_packs = (not reads_images(net)
+                            and any(c.__module__.startswith("transformers.models.") for c in lm_classes))
+    return net._unimp_packs
 
 
 def rank_scores(setup, model, samples, *, device, max_tokens: int, precision: str = "fp32"):

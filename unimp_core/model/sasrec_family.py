@@ -64,7 +64,7 @@ def collator(*args, **kwargs):
     raise UnimpError("SASRec reads item ids, not prompts: it has no collator (task rec only)")
 
 
-def forward(model, batch):
+def forward(model, batch, item_range=None):
     raise UnimpError("SASRec reads item ids, not prompts (task rec only)")
 
 

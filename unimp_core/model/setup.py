@@ -42,9 +42,10 @@ class Setup:
         """Samples -> batch; "right" padding for training and validation, "left" for generation."""
         return self.family.collator(self.bundle, self.images, self.image_shape, max_length, padding_side, task_weights)
 
-    def forward(self, model, batch: dict[str, Any]) -> torch.Tensor:
-        """The logits the loss reads: (B, T, V) or (N, V) at the label positions (`model` may be the accelerate-wrapped one)."""
-        return self.family.forward(model, batch)
+    def forward(self, model, batch: dict[str, Any], item_range: tuple[int, int] | None = None):
+        """The logits the loss reads: (B, T, V) or, at the label positions, (N, V) or split by item labels
+        (`training.loss.SplitLogits`, with `item_range`); `model` may be the accelerate-wrapped one."""
+        return self.family.forward(model, batch, item_range)
 
 
 def setup_model(spec: TrainSpec, ds: Dataset, run_dir: Path, fresh: bool, progress: Progress) -> Setup:

@@ -25,6 +25,15 @@ from ..errors import UnimpError
 from .collate import IGNORE_INDEX
 
 
+class SplitLogits(NamedTuple):
+    """The head's output at the label positions (`label_positions` order) when an item label's softmax runs
+    over the item tokens alone: those rows are computed over the item tokens only, never over the rest of
+    the vocabulary (a model's head can skip that work and the (N, V) masking)."""
+
+    items: torch.Tensor  # (N_item, hi - lo) the rows whose label is an item token, over the item tokens lo..hi-1
+    others: torch.Tensor  # (N - N_item, V) the other rows, over the whole vocabulary
+
+
 class LossParts(NamedTuple):
     loss: torch.Tensor  # () the objective
     sample_sums: torch.Tensor  # (B,) detached weighted focal CE summed over each sample's answer tokens
@@ -42,7 +51,8 @@ def answer_loss_parts(
     """The loss and its per-sample pieces (for per-task logging).
 
     logits (B, T, V), or (N, V): the logits of the label positions only, in `label_positions(labels)`
-    order (what a model computing its head there alone returns); labels (B, T) with IGNORE_INDEX
+    order (what a model computing its head there alone returns), or those split by `item_rows`
+    (`SplitLogits`, with `item_range`); labels (B, T) with IGNORE_INDEX
     outside answers, weights (B,) (default 1).
     `normalizer` replaces the token count N (e.g. the count over all accumulation micro-batches).
     `item_range` [lo, hi): the item tokens; an item label's softmax runs over them alone.
@@ -51,9 +61,12 @@ def answer_loss_parts(
     shift_labels = labels[:, 1:]  # (B, T-1) token predicted at each position
     mask = shift_labels != IGNORE_INDEX
     # Only answer positions reach the softmax: a few tokens instead of (B, T, V) in float32.
-    picked = (logits if logits.ndim == 2 else logits[:, :-1][mask]).float()  # (N, V)
     targets = shift_labels[mask]  # (N,)
-    logp = _label_log_probs(picked, targets, item_range)  # (N,)
+    if isinstance(logits, SplitLogits):
+        logp = _split_log_probs(logits, targets, item_range)
+    else:
+        picked = (logits if logits.ndim == 2 else logits[:, :-1][mask]).float()  # (N, V)
+        logp = _label_log_probs(picked, targets, item_range)  # (N,)
     token_loss = -logp
     if gamma:
         token_loss = token_loss * (1.0 - logp.exp()).pow(gamma)
@@ -67,8 +80,8 @@ def answer_loss_parts(
         # The empty slice adds 0 but keeps the graph (and every rank's gradients) alive for a batch
         # without answer tokens, e.g. when truncation removed them all (0 * logits.sum() would turn
         # an overflowed logit into NaN). Only then: its backward is a zero-filled copy of the logits.
-        loss = loss + logits[..., :0].sum()
-    sample_sums = torch.zeros(B, dtype=torch.float32, device=logits.device)
+        loss = loss + sum(part[..., :0].sum() for part in (logits if isinstance(logits, SplitLogits) else [logits]))
+    sample_sums = torch.zeros(B, dtype=torch.float32, device=labels.device)
     sample_sums.index_add_(0, mask.nonzero()[:, 0], token_loss.detach().float())
     return LossParts(loss, sample_sums, n_tokens)
 
@@ -78,11 +91,29 @@ def _label_log_probs(picked: torch.Tensor, targets: torch.Tensor, item_range: tu
     (the other columns masked out of that row's softmax: one fused pass over (N, V), no gathers)."""
     if item_range is not None:
         lo, hi = item_range
-        is_item = (targets >= lo) & (targets < hi)  # (N,)
+        is_item = item_rows(targets, item_range)  # (N,)
         columns = torch.arange(picked.shape[1], device=picked.device)
         not_item_column = (columns < lo) | (columns >= hi)  # (V,)
         picked = picked.masked_fill(is_item[:, None] & not_item_column[None, :], float("-inf"))
     return -F.cross_entropy(picked, targets, reduction="none")
+
+
+def _split_log_probs(logits: SplitLogits, targets: torch.Tensor, item_range: tuple[int, int] | None) -> torch.Tensor:
+    """(N,) log p of each label from the split head: the item rows' softmax over the item tokens."""
+    if item_range is None:
+        raise UnimpError("split logits need the item token range they were computed over")
+    lo, hi = item_range
+    is_item = item_rows(targets, item_range)  # (N,)
+    logp = torch.empty(targets.shape, dtype=torch.float32, device=targets.device)
+    logp[is_item] = -F.cross_entropy(logits.items.float(), targets[is_item] - lo, reduction="none")
+    logp[~is_item] = -F.cross_entropy(logits.others.float(), targets[~is_item], reduction="none")
+    return logp
+
+
+def item_rows(targets: torch.Tensor, item_range: tuple[int, int]) -> torch.Tensor:
+    """(N,) bool: the labels that are item tokens (their softmax runs over the item tokens alone)."""
+    lo, hi = item_range
+    return (targets >= lo) & (targets < hi)
 
 
 def label_positions(labels: torch.Tensor) -> torch.Tensor:

@@ -347,7 +347,7 @@ def _micro_step(run: Run, batch: dict) -> LossParts:
     acc, opt = run.accelerator, run.optimizer
     with acc.accumulate(run.model):
         with acc.autocast():
-            logits = run.setup.forward(run.model, batch)  # (B, T, V) or (N, V) at the label positions
+            logits = run.setup.forward(run.model, batch, run.item_range)  # at the label positions
         parts = answer_loss_parts(logits, batch["labels"], batch["weights"], run.spec.optim.gamma,
                                   item_range=run.item_range)
         acc.backward(parts.loss)
@@ -460,7 +460,7 @@ def validation_loss(model, loaders: dict[str, Any], gamma: float, accelerator,
             for batch in loader:
                 batch = {n: v.to(accelerator.device) if torch.is_tensor(v) else v for n, v in batch.items()}
                 with accelerator.autocast():
-                    logits = forward(net, batch)  # (B, T, V) or (N, V) at the label positions
+                    logits = forward(net, batch, item_range)  # at the label positions
                 parts = answer_loss_parts(logits, batch["labels"], None, gamma, item_range=item_range)
                 sums[2 * k] += float(parts.sample_sums.sum())
                 sums[2 * k + 1] += float(parts.sample_tokens.sum())
