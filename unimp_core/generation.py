@@ -182,7 +182,7 @@ def prepare(loaded, spec: GenerateSpec, items: pl.DataFrame | None = None) -> Pr
 
 def answer(loaded, spec: GenerateSpec, prepared: Prepared | None = None, items: pl.DataFrame | None = None) -> dict[str, Any]:
     """Answer `spec.task` for one user with a loaded run: a JSON-able result (an image's pixels as a data URI)."""
-    from .evaluation import ranking as R
+    from .model.openflamingo import decode as R
 
     items = loaded.dataset.items.sort("item_id") if items is None else items
     p = prepared or prepare(loaded, spec, items)
@@ -243,7 +243,7 @@ def rank_items(loaded, scores, histories: list[list[int]], ks: list[int], exclud
     """
     import torch
 
-    from .evaluation import ranking as R
+    from .model.openflamingo import decode as R
 
     probs = torch.softmax(scores, dim=1)  # over the catalogue: how sure the model is, 0..1
     mask = (R.exclusion_mask([h if ex else [] for h, ex in zip(histories, exclude)], None, loaded.bundle.n_items)
@@ -277,14 +277,14 @@ def _ranking_fields(loaded, spec: GenerateSpec, recommendations: list[dict[str, 
 def ranking_answer(loaded, batch: dict[str, Any], spec: GenerateSpec, items: pl.DataFrame,
                    history: list[int]) -> dict[str, Any]:
     """rec / search (a token model's collated prompt): the top-k items over the whole catalogue, with their probabilities."""
-    from .model.openflamingo import batch_scores, cold_items
+    from .model.openflamingo.family import batch_scores, cold_items
 
     scores = batch_scores(loaded.bundle, loaded.bundle.model, batch, cold=cold_items(loaded.setup))  # (1, N)
     return _ranking_fields(loaded, spec, rank_items(loaded, scores, [history], [spec.k], [spec.exclude_history], items)[0])
 
 
 def _generated_text(loaded, batch: dict[str, Any], spec: GenerateSpec) -> str:
-    from .evaluation import ranking as R
+    from .model.openflamingo import decode as R
 
     ids = loaded.bundle.ids
     return R.generate_texts(loaded.bundle.model, batch, loaded.bundle.tokenizer, max_new_tokens=spec.max_new_tokens,

@@ -11,7 +11,7 @@ import torch
 from tests.evaluation.trained import sample_dataset
 from tests.model.conftest import open_gates
 from unimp_core.evaluation import metrics as M
-from unimp_core.evaluation import ranking as R
+from unimp_core.model.openflamingo import decode as R
 from unimp_core.tasks import build_eval_samples, context
 
 
@@ -91,7 +91,7 @@ def setup(tmp_path_factory):
     """The tiny model on the sample shop, its gates open and item output rows spread apart (a fresh
     model gives every new token the same row, so all items would tie)."""
     from unimp_core.data.store import load_dataset
-    from unimp_core.model.factory import build_model
+    from unimp_core.model.openflamingo.factory import build_model
     from unimp_core.model.vision_cache import ItemImages
     from unimp_core.specs.model import ModelSpec
     from unimp_core.training.collate import make_collator

@@ -11,7 +11,7 @@ from tests.evaluation.trained import sample_dataset
 from tests.model.conftest import open_gates
 from tests.item_codes import write_item_codes
 from unimp_core.errors import UnimpError
-from unimp_core.evaluation import ranking as R
+from unimp_core.model.openflamingo import decode as R
 from unimp_core.tasks import build_eval_samples, context
 
 
@@ -33,7 +33,7 @@ def setup(tmp_path_factory):
     gates open and code rows spread apart (fresh rows would make every path nearly equally likely)."""
     from unimp_core.data.store import load_dataset
     from unimp_core.itemcodes.codes import load_item_codes
-    from unimp_core.model.factory import build_model
+    from unimp_core.model.openflamingo.factory import build_model
     from unimp_core.model.vision_cache import ItemImages
     from unimp_core.specs.model import ItemCodesRecord, ModelSpec
     from unimp_core.training.collate import make_collator

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from unimp_core.errors import UnimpError
-from unimp_core.model.factory import build_model, load_bundle, save_bundle
+from unimp_core.model.openflamingo.factory import build_model, load_bundle, save_bundle
 from unimp_core.model.item_content import ItemContent, attach
 from unimp_core.specs.model import ModelSpec
 

@@ -47,7 +47,7 @@ def tokens_to_codes(tokens: torch.Tensor, code_ids: torch.Tensor) -> torch.Tenso
 def generate_codes(model, batch: dict[str, Any], code_ids: torch.Tensor, n_codes: int, *, eoc_id: int, pad_id: int,
                    num_beams: int = 1, precision: str = "fp32") -> torch.Tensor:
     """Exactly `n_codes` image codes per prompt (greedy, or the best of `num_beams` beams): (B, n_codes) long."""
-    from .ranking import generate
+    from ..model.openflamingo.decode import generate
 
     seqs, _ = generate(model, batch, max_new_tokens=n_codes, min_new_tokens=n_codes, eos_id=eoc_id, pad_id=pad_id,
                        num_beams=num_beams, num_return=1, allowed=code_constraint(code_ids.tolist()),

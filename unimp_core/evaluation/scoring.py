@@ -74,7 +74,7 @@ def _batches(indices: list[int], size: int):
 def ranking_records(ev: EvalContext, samples, mine: list[int], advance) -> list[dict]:
     """rec / search: the target's rank over the whole catalogue (or among the beams) and the top items."""
     loaded, spec = ev.loaded, ev.spec
-    from . import ranking as R
+    from ..model.openflamingo import decode as R
 
     # each item's token sequence after <answer> (vocab_ids checked that the tokenizer spells it so)
     trie = None if spec.decode == "rank" else R.TokenTrie.build(loaded.bundle.ids.item_tokens.tolist())
@@ -98,7 +98,7 @@ def _record(index: int, sample, rank: int, items: list, scores: list[float]) -> 
 
 def _exact_ranks(loaded: LoadedRun, chunk: list[int], group, spec: EvaluateSpec) -> list[dict]:
     """One forward pass: every item's score (the model family's), the target's rank (pessimistic ties), the top items."""
-    from . import ranking as R
+    from ..model.openflamingo import decode as R
 
     targets = [s.meta["target"] for s in group]
     mask = (R.exclusion_mask([s.meta["history"] for s in group], targets, loaded.bundle.n_items)
@@ -113,7 +113,7 @@ def _exact_ranks(loaded: LoadedRun, chunk: list[int], group, spec: EvaluateSpec)
 
 def _beam_ranks(loaded: LoadedRun, batch, chunk: list[int], group, spec: EvaluateSpec, trie) -> list[dict]:
     """Beam search, constrained to valid item ids (beam) or not (free): the target's place among the beams."""
-    from . import ranking as R
+    from ..model.openflamingo import decode as R
 
     ids = loaded.bundle.ids
     banned = ([set(s.meta["history"]) - {s.meta["target"]} for s in group]
@@ -146,7 +146,7 @@ def _text_records(ev: EvalContext, samples, mine: list[int], advance, max_new: i
                   parse: Callable[[Any, str], dict]) -> list[dict]:
     """Generate each answer; `parse(sample, text)` turns it into the record's task fields."""
     loaded, spec = ev.loaded, ev.spec
-    from . import ranking as R
+    from ..model.openflamingo import decode as R
 
     collate = loaded.collator()
     ids = loaded.bundle.ids
@@ -198,7 +198,7 @@ def image_records(ev: EvalContext, samples, mine: list[int], advance) -> list[di
     vq = ev.once("vq", lambda: image_tokenizer(loaded, loaded.device))
     from ..imagegen.quality import psnr, ssim, to_unit
     from . import image_gen as IG
-    from . import ranking as R
+    from ..model.openflamingo import decode as R
 
     collate = loaded.collator()
     ids = loaded.bundle.ids

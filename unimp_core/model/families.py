@@ -4,7 +4,7 @@ A run folder records its family in model.json (`unimp_core.run_folder.read_model
 takes it from `spec.model.family`. Everything that turns a run into a model asks `family(name)`, so a
 new family is one module plus one line in FAMILIES (and its spec class in `specs.model.MODEL_SPECS`).
 
-A family module provides (see `unimp_core.model.openflamingo`, the reference):
+A family module provides (see `unimp_core.model.openflamingo.family`, the reference):
     NAME                                        the family's name, as in FAMILIES and model.json
     build(spec: TrainSpec, ds, progress)        -> bundle: a fresh model for `ds`'s catalogue
     save(bundle, run_dir)                       writes model.json (run_folder.write_model_meta) and its own files
@@ -31,8 +31,8 @@ from types import ModuleType
 from ..errors import UnimpError
 
 FAMILIES: dict[str, str] = {
-    "openflamingo": "unimp_core.model.openflamingo",
-    "sasrec": "unimp_core.model.sasrec_family",
+    "openflamingo": "unimp_core.model.openflamingo.family",
+    "sasrec": "unimp_core.model.sasrec.family",
 }
 
 

@@ -126,7 +126,7 @@ def run_train(spec: TrainSpec, progress: Progress | None = None) -> Path:
         raise UnimpError(f"--out {out}: is a file, not a folder; name a folder for the run")
     with RF.writer_lock(out):
         if spec.model.family == "sasrec":
-            from .sasrec import run_train_sasrec
+            from ..model.sasrec.recipe import run_train_sasrec
 
             return run_train_sasrec(spec, progress)
         return _run_train(spec, progress)

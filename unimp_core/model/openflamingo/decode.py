@@ -32,8 +32,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..errors import UnimpError
-from ..tokens import ANSWER, EOC, ITEM_RE, parse_semantic_item
+from ...errors import UnimpError
+from ...tokens import ANSWER, EOC, ITEM_RE, parse_semantic_item
 
 
 

@@ -2,7 +2,7 @@
 Perceiver, gated cross-attention and embeddings; prompts are text with `<image>` markers.
 
 The family interface is described in `unimp_core.model.families`; the model itself is built by
-`unimp_core.model.factory`.
+`unimp_core.model.openflamingo.factory`.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import itertools
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Mapping
 
-from ..data.store import Dataset
-from ..progress import Progress
-from ..specs.train import TrainSpec
-from ..tokens import ADDED_TOKEN_RE
+from ...data.store import Dataset
+from ...progress import Progress
+from ...specs.train import TrainSpec
+from ...tokens import ADDED_TOKEN_RE
 from .factory import ModelBundle, build_model, load_bundle, reads_images, save_bundle
 
 NAME = "openflamingo"
@@ -23,19 +23,19 @@ NAME = "openflamingo"
 def tokenizer_texts(ds: Dataset, seed: int) -> Iterator[str]:
     """What the tiny BPE tokenizer learns from: the catalogue and reviews, and the prompt phrases
     (without the added tokens, which are whole tokens anyway)."""
-    from ..tasks import BUILTIN_TASKS, build_training_samples
-    from .tokenizer import dataset_texts
+    from ...tasks import BUILTIN_TASKS, build_training_samples
+    from ..tokenizer import dataset_texts
 
     prompts = build_training_samples(ds, list(BUILTIN_TASKS), 5, seed, 0)[:2000]
     return itertools.chain(dataset_texts(ds), (ADDED_TOKEN_RE.sub(" ", s.text) for s in prompts))
 
 
 def build(spec: TrainSpec, ds: Dataset, progress: Progress) -> ModelBundle:
-    from .item_ids import choose_item_ids, dataset_codes
+    from ..item_ids import choose_item_ids, dataset_codes
 
     choose_item_ids(spec.model, ds, progress.log)  # resolved already when run_train built the spec
     codes = dataset_codes(spec.model, ds) if spec.model.item_ids == "semantic" else None
-    from ..data.attributes import item_attributes
+    from ...data.attributes import item_attributes
 
     attributes = item_attributes(ds) if spec.model.item_attributes else None
     if attributes is not None and not attributes[0]:
@@ -59,8 +59,8 @@ def inputs(bundle: ModelBundle, spec: TrainSpec, ds: Dataset, run_dir: Path,
     """item_id -> pixels (C, H, W); with `run.cache_vision_features` -> cached vision features (v, d),
     computed into the run folder once, and the model switched to take them (not for a model without
     cross-attention: nothing would read them)."""
-    from ..run_folder import FEATURES
-    from .vision_cache import ItemImages, build_feature_cache, use_cached_features
+    from ...run_folder import FEATURES
+    from ..vision_cache import ItemImages, build_feature_cache, use_cached_features
 
     images = ItemImages(ds, bundle.image_transform)
     if not spec.run.cache_vision_features or not reads_images(bundle.model):
@@ -72,7 +72,7 @@ def inputs(bundle: ModelBundle, spec: TrainSpec, ds: Dataset, run_dir: Path,
 
 def collator(bundle: ModelBundle, images: Callable, image_shape: tuple[int, ...], max_length: int,
              padding_side: Literal["right", "left"] = "right", task_weights: Mapping[str, float] | None = None):
-    from ..training.collate import make_collator
+    from ...training.collate import make_collator
 
     return make_collator(bundle.tokenizer, max_length=max_length, padding_side=padding_side, images=images,
                          image_shape=image_shape, task_weights=task_weights)
@@ -81,7 +81,7 @@ def collator(bundle: ModelBundle, images: Callable, image_shape: tuple[int, ...]
 def forward(model, batch: dict[str, Any]):
     """The logits the loss reads: (N, V) at the label positions of a batch with labels (the head runs
     there only, `training.loss.label_positions` order), else (B, T, V)."""
-    from ..training.loss import label_positions
+    from ...training.loss import label_positions
 
     labels = batch.get("labels")
     return model(vision_x=batch["vision_x"], lang_x=batch["input_ids"], attention_mask=batch["attention_mask"],
@@ -91,7 +91,7 @@ def forward(model, batch: dict[str, Any]):
 
 def rank_scores(setup, model, samples, *, device, max_tokens: int, precision: str = "fp32"):
     """(B, N) CPU scores of every catalogue item for rec/search samples (see `batch_scores`)."""
-    from ..evaluation import ranking as R
+    from . import decode as R
 
     batch = R.to_device(setup.collator(max_tokens, padding_side="left")(list(samples)), device)
     return batch_scores(setup.bundle, model, batch, precision, cold_items(setup))
@@ -101,7 +101,7 @@ def batch_scores(bundle: ModelBundle, model, batch: dict[str, Any], precision: s
     """(B, N) CPU scores of every item for a left-padded batch of prompts ending at `<answer>`: the item
     tokens' logits (atomic ids), or each item's code-path log-probability (semantic ids, `ranking.path_scores`;
     `cold`: the items never trained, `cold_items`, scored by their trained prefix)."""
-    from ..evaluation import ranking as R
+    from . import decode as R
 
     ids = bundle.ids
     if ids.semantic:
@@ -119,8 +119,8 @@ def cold_items(setup):
     if not hasattr(setup, "_cold_items"):
         import numpy as np
 
-        from ..evaluation.ranking import ColdItems
-        from ..itemcodes.embed import training_histories
+        from .decode import ColdItems
+        from ...itemcodes.embed import training_histories
 
         trained = np.zeros(len(ids.item_tokens), dtype=bool)
         trained[training_histories(setup.dataset)[0]] = True

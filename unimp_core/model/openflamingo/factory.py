@@ -26,20 +26,20 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 import torch
 from torch import nn
 
-from .. import run_folder as RF
-from ..errors import UnimpError, first_line
-from ..progress import Progress
-from ..data.store import Dataset
-from ..specs.model import ModelSpec, TinyModelSpec
-from .presets import CHECKPOINT_FILE, Preset, resolve_preset
-from .tokenizer import dataset_texts, load_tokenizer, save_tokenizer, train_bpe_tokenizer
-from .vocab import (VocabIds, add_flamingo_tokens, add_unimp_tokens, base_vocab_size, flamingo_vocab_size,
+from ... import run_folder as RF
+from ...errors import UnimpError, first_line
+from ...progress import Progress
+from ...data.store import Dataset
+from ...specs.model import ModelSpec, TinyModelSpec
+from ..presets import CHECKPOINT_FILE, Preset, resolve_preset
+from ..tokenizer import dataset_texts, load_tokenizer, save_tokenizer, train_bpe_tokenizer
+from ..vocab import (VocabIds, add_flamingo_tokens, add_unimp_tokens, base_vocab_size, flamingo_vocab_size,
                     resize_embeddings, vocab_ids)
 
 if TYPE_CHECKING:
     from open_flamingo import Flamingo
 
-    from ..itemcodes.codes import ItemCodes
+    from ...itemcodes.codes import ItemCodes
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 # Length of EleutherAI/gpt-neox-20b's tokenizer, which RedPajama-INCITE and the MPT models all use:
@@ -138,7 +138,7 @@ def build_model(
 
 
 def _add_item_content(lm, ids, item_attributes, std: float) -> None:
-    from .item_content import ItemContent, attach
+    from ..item_content import ItemContent, attach
 
     if ids.semantic:
         raise UnimpError("item attributes are added to atomic item ids (model.item_ids atomic), not to semantic ids")
@@ -561,8 +561,8 @@ def freeze(model: "Flamingo", train_lm: bool = False) -> int:
 def save_bundle(bundle: ModelBundle, run_dir: str | Path) -> None:
     """Write what rebuilds the model offline: `model.json` (family, spec, catalogue size), `tokenizer/` and the
     items' code tuples of semantic ids."""
-    from .item_content import save_run_attributes
-    from .item_ids import save_run_codes
+    from ..item_content import save_run_attributes
+    from ..item_ids import save_run_codes
 
     save_tokenizer(bundle.tokenizer, run_dir)
     if bundle.item_codes is not None:
@@ -576,7 +576,7 @@ def load_bundle(run_dir: str | Path, device: str | torch.device = "cpu",
                 progress: Progress | None = None) -> ModelBundle:
     """Rebuild a run's model and tokenizer from its folder (tiny: fully offline; presets: the LM and
     checkpoint come from the local cache). Trainable weights are loaded by the caller."""
-    from .item_content import RUN_FILE as RUN_ATTRIBUTES, load_run_attributes
+    from ..item_content import RUN_FILE as RUN_ATTRIBUTES, load_run_attributes
 
     meta = RF.read_model_meta(run_dir)
     tokenizer_dir = RF.tokenizer_dir(run_dir)
@@ -588,7 +588,7 @@ def load_bundle(run_dir: str | Path, device: str | torch.device = "cpu",
         raise UnimpError(f"{Path(run_dir) / RF.MODEL_META}: unreadable: {first_line(exc)}") from exc
     codes = None
     if spec.item_ids == "semantic":
-        from .item_ids import load_run_codes
+        from ..item_ids import load_run_codes
 
         if spec.item_codes is None:
             raise UnimpError(f"{Path(run_dir) / RF.MODEL_META}: semantic item ids without their item_codes record")

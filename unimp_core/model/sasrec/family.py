@@ -1,7 +1,7 @@
 """The SASRec model family: the built-in sequential-recommendation yardstick (item ids only, task rec).
 
-The family interface is described in `unimp_core.model.families`; the network is `unimp_core.model.sasrec`
-and its training loop `unimp_core.training.sasrec`. A SASRec run folder is an ordinary run folder
+The family interface is described in `unimp_core.model.families`; the network is `unimp_core.model.sasrec.net`
+and its training loop `unimp_core.model.sasrec.recipe`. A SASRec run folder is an ordinary run folder
 (train_spec.json, model.json, checkpoints/, best/, final/, metrics.jsonl) without a tokenizer.
 """
 
@@ -13,13 +13,13 @@ from typing import Any, Sequence
 
 import torch
 
-from .. import run_folder as RF
-from ..data.store import Dataset
-from ..errors import UnimpError
-from ..progress import Progress
-from ..specs.model import SASRecSpec
-from ..specs.train import TrainSpec
-from .sasrec import SASRec, history_batch
+from ... import run_folder as RF
+from ...data.store import Dataset
+from ...errors import UnimpError
+from ...progress import Progress
+from ...specs.model import SASRecSpec
+from ...specs.train import TrainSpec
+from .net import SASRec, history_batch
 
 NAME = "sasrec"
 TASKS = ("rec",)  # what evaluate and generate may ask of a SASRec run

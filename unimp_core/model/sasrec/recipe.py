@@ -20,24 +20,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import run_folder as RF
-from ..errors import UnimpError
-from ..model import sasrec as S
-from ..model.setup import load_trainable, setup_model, trainable_state
-from ..progress import Progress
-from ..specs.train import TrainSpec
-from ..tasks import build_eval_samples, context
-from . import checkpoint as ckpt
-from .loss import check_finite_loss
-from .selection import Selection, metric_name
+from ... import run_folder as RF
+from ...errors import UnimpError
+from . import net as S
+from ..setup import load_trainable, setup_model, trainable_state
+from ...progress import Progress
+from ...specs.train import TrainSpec
+from ...tasks import build_eval_samples, context
+from ...training import checkpoint as ckpt
+from ...training.loss import check_finite_loss
+from ...training.selection import Selection, metric_name
 
 BETAS = (0.9, 0.98)  # the paper's Adam
 
 
 def run_train_sasrec(spec: TrainSpec, progress: Progress | None = None) -> Path:
     """Train (or resume) the SASRec run described by `spec`; returns the run folder."""
-    from .distributed import make_accelerator, reset_accelerate_state
-    from .train import Run, _record_dataset, _setup_dataset, _setup_run_dir
+    from ...training.distributed import make_accelerator, reset_accelerate_state
+    from ...training.train import Run, _record_dataset, _setup_dataset, _setup_run_dir
 
     progress = progress or Progress()
     try:
@@ -139,7 +139,7 @@ class _Loop:
 
     def _validate(self) -> bool:
         """Rank the valid split, keep best/ on a new best; True when early stopping says stop."""
-        from ..evaluation.runner import valid_rank_metrics
+        from ...evaluation.runner import valid_rank_metrics
 
         k = int(self.selection.metric.split("@")[1])
         metrics = valid_rank_metrics(self.setup, self.model, self.valid, device=self.device,
