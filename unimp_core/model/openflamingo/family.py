@@ -126,3 +126,10 @@ def cold_items(setup):
         trained[training_histories(setup.dataset)[0]] = True
         setup._cold_items = ColdItems.build(ids.item_tokens.cpu().numpy(), trained)
     return setup._cold_items
+
+
+def recipe(spec: TrainSpec, progress: Progress | None = None) -> Path:
+    """Train (or resume, or finetune) the run `spec` describes; returns the run folder."""
+    from .recipe import run_train_openflamingo
+
+    return run_train_openflamingo(spec, progress)

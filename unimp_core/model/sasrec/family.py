@@ -74,3 +74,10 @@ def rank_scores(setup, model: SASRec, samples: Sequence, *, device, max_tokens: 
     """(B, N) scores of every catalogue item after each sample's whole history (its last max_len items)."""
     histories = [s.meta["history"] for s in samples]
     return model.last_scores(history_batch(histories, model.max_len).to(device)).float().cpu()
+
+
+def recipe(spec: TrainSpec, progress: Progress | None = None) -> Path:
+    """Train (or resume) the run `spec` describes; returns the run folder."""
+    from .recipe import run_train_sasrec
+
+    return run_train_sasrec(spec, progress)
