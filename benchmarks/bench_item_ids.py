@@ -266,6 +266,7 @@ def rank(args) -> None:
 
     from unimp_core.data.store import load_dataset
     from unimp_core.model.openflamingo import decode as R
+    from unimp_core.model.openflamingo import tree as T
     from unimp_core.itemcodes.codes import load_item_codes
     from unimp_core.model.openflamingo.factory import build_model
     from unimp_core.model.openflamingo.family import batch_scores
@@ -289,7 +290,7 @@ def rank(args) -> None:
                                 image_shape=(3, bundle.image_size, bundle.image_size))
         extra = ""
         if kind == "semantic":
-            tree = R.code_tree(bundle.ids.item_tokens)
+            tree = T.code_tree(bundle.ids.item_tokens)
             extra = (f"; prefixes fed per user {tree.fed:,} (per depth "
                      f"{[len(level.tokens) for level in tree.levels][1:]}), scored "
                      f"{[len(level.scored) for level in tree.levels]}")

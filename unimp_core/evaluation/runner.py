@@ -141,7 +141,7 @@ def with_checkpoint(spec):
 
 
 def check_family_tasks(loaded, tasks: list[str], decode: str = "rank") -> None:
-    """A model family that cannot do a task (SASRec: rec only, exact ranking) says so in one line."""
+    """A model family that cannot do a task (one that reads item ids: rec only, exact ranking) says so in one line."""
     allowed = getattr(loaded.setup.family, "TASKS", None)
     if allowed is None:
         return

@@ -1,6 +1,6 @@
 """What every family's training recipe shares: the run folder's setup and the dataset it records.
 
-A recipe (`Family.recipe`, e.g. `unimp_core.model.sasrec.recipe`) has torchtune's shape, setup → train
+A recipe (`Family.recipe`, in its family's package) has torchtune's shape, setup → train
 → save → cleanup; its setup starts the same way whatever the family:
 
     ds = setup_dataset(spec, log)      # before the run folder is touched: a bad --data leaves nothing behind

@@ -15,7 +15,9 @@ from ...data.store import Dataset
 from ...progress import Progress
 from ...specs.train import TrainSpec
 from ...tokens import ADDED_TOKEN_RE
-from .factory import ModelBundle, build_model, load_bundle, reads_images, save_bundle
+from . import decode as decoder  # the tasks' decoders read logits, beams and generated text through it
+from .factory import ModelBundle, build_model, load_bundle, save_bundle
+from .mixins import reads_images
 
 NAME = "openflamingo"
 
@@ -88,30 +90,32 @@ def forward(model, batch: dict[str, Any]):
                  logits_at=None if labels is None else label_positions(labels)).logits
 
 
-
 def rank_scores(setup, model, samples, *, device, max_tokens: int, precision: str = "fp32"):
     """(B, N) CPU scores of every catalogue item for rec/search samples (see `batch_scores`)."""
-    from . import decode as R
+    batch = decoder.to_device(setup.collator(max_tokens, padding_side="left")(list(samples)), device)
+    return collated_scores(setup, model, batch, precision)
 
-    batch = R.to_device(setup.collator(max_tokens, padding_side="left")(list(samples)), device)
+
+def collated_scores(setup, model, batch: dict[str, Any], precision: str = "fp32"):
+    """(B, N) CPU scores of every catalogue item for an already collated, left-padded batch."""
     return batch_scores(setup.bundle, model, batch, precision, cold_items(setup))
 
 
 def batch_scores(bundle: ModelBundle, model, batch: dict[str, Any], precision: str = "fp32", cold=None):
     """(B, N) CPU scores of every item for a left-padded batch of prompts ending at `<answer>`: the item
-    tokens' logits (atomic ids), or each item's code-path log-probability (semantic ids, `ranking.path_scores`;
+    tokens' logits (atomic ids), or each item's code-path log-probability (semantic ids, `tree.path_scores`;
     `cold`: the items never trained, `cold_items`, scored by their trained prefix)."""
-    from . import decode as R
+    from . import tree
 
     ids = bundle.ids
     if ids.semantic:
-        return R.checked_path_scores(model, batch, R.code_tree(ids.item_tokens), ids.item_tokens, precision,
-                                     cold).cpu()
-    return R.item_scores(R.answer_logits(model, batch, precision), ids.items).cpu()
+        return tree.checked_path_scores(model, batch, tree.code_tree(ids.item_tokens), ids.item_tokens, precision,
+                                        cold).cpu()
+    return decoder.item_scores(decoder.answer_logits(model, batch, precision), ids.items).cpu()
 
 
 def cold_items(setup):
-    """Semantic ids: the dataset's items that no training history holds (`ranking.ColdItems`), computed once
+    """Semantic ids: the dataset's items that no training history holds (`tree.ColdItems`), computed once
     per setup; None for atomic ids (an untrained item token cannot be helped) or when every item trained."""
     ids = setup.bundle.ids
     if not ids.semantic:
@@ -119,7 +123,7 @@ def cold_items(setup):
     if not hasattr(setup, "_cold_items"):
         import numpy as np
 
-        from .decode import ColdItems
+        from .tree import ColdItems
         from ...itemcodes.embed import training_histories
 
         trained = np.zeros(len(ids.item_tokens), dtype=bool)
