@@ -14,14 +14,9 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 from ..errors import UnimpError
-
-if TYPE_CHECKING:
-    from ..data.store import Dataset
-    from ..progress import Progress
-    from ..specs.train import TrainSpec
 
 DEFAULT_FAMILY = "openflamingo"  # what a spec without `model.family` builds
 
@@ -52,16 +47,17 @@ class Family(Protocol):
 
     NAME: str
 
-    def build(self, spec: "TrainSpec", ds: "Dataset", progress: "Progress") -> Any:
+    # spec: a TrainSpec; ds: a data.store.Dataset; progress: a progress.Progress (not imported: specs read this table)
+    def build(self, spec: Any, ds: Any, progress: Any) -> Any:
         """A fresh bundle for `ds`'s catalogue."""
 
     def save(self, bundle: Any, run_dir: Path) -> None:
         """Write model.json (`run_folder.write_model_meta`) and the family's own files."""
 
-    def load(self, run_dir: Path, meta: dict[str, Any], progress: "Progress") -> Any:
+    def load(self, run_dir: Path, meta: dict[str, Any], progress: Any) -> Any:
         """The bundle rebuilt from the folder (its trainable weights are the caller's to load)."""
 
-    def recipe(self, spec: "TrainSpec", progress: "Progress | None" = None) -> Path:
+    def recipe(self, spec: Any, progress: Any = None) -> Path:
         """Train (or resume) the run `spec` describes (setup -> train -> save -> cleanup); the run folder."""
 
     def rank_scores(self, setup: Any, model: Any, samples: Sequence, *, device: Any, max_tokens: int | None,

@@ -7,16 +7,13 @@ only names the presets so a spec can be validated (and printed by `--dry-run`) i
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import Field, model_validator
 
 from ..errors import UnimpError
 from ..task_names import RecPrompt
 from .base import Spec
-
-if TYPE_CHECKING:
-    from .train import TrainSpec
 
 
 class FamilySpec(Spec):
@@ -39,8 +36,8 @@ class FamilySpec(Spec):
         e.g. {"optim": {"lr": 1e-3}}; a saved spec holds them all, so it reads back the same."""
         return {}
 
-    def check_train(self, spec: "TrainSpec") -> None:
-        """Raise ValueError for a training setting this family cannot honour."""
+    def check_train(self, spec: Any) -> None:
+        """Raise ValueError for a training setting of `spec` (the whole TrainSpec) this family cannot honour."""
 
     def describe_inputs(self, report: dict[str, Any]) -> str:
         """What the model read, for `unimp evaluate`'s header."""

@@ -3,15 +3,12 @@ and the training settings it refuses."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
 from ...errors import UnimpError
 from ...specs.model import FamilySpec
-
-if TYPE_CHECKING:
-    from ...specs.train import TrainSpec
 
 # Settings that mean nothing to SASRec (item ids, its own window, Adam at a constant rate, one process):
 # setting one for a SASRec run is an error rather than silently ignored.
@@ -60,7 +57,7 @@ class SASRecSpec(FamilySpec):
         return {"data": {"tasks": ["rec"]}, "optim": {"lr": 1e-3, "batch_size": 128},
                 "run": {"epochs": epochs, "eval_every": every}}
 
-    def check_train(self, spec: "TrainSpec") -> None:
+    def check_train(self, spec: Any) -> None:
         for section, names in NOT_FOR_SASREC.items():
             part = getattr(spec, section)  # a saved spec holds every field: compare with the defaults
             given = [n for n in names if getattr(part, n) != type(part).model_fields[n].get_default(call_default_factory=True)]
