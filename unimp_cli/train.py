@@ -35,10 +35,11 @@ def _model(g) -> dict:
     from unimp_core.model.families import DEFAULT_FAMILY, FAMILIES, spec_class
 
     named = g("model") in FAMILIES
-    return spec_class(g("model") if named else DEFAULT_FAMILY).from_flags({
+    flags = spec_class(g("model") if named else DEFAULT_FAMILY).from_flags({
         "preset": None if named else g("model"), "item_ids": g("item_ids"), "loss": g("loss"), "train_lm": g("train_lm"),
         "vision": g("vision"), "lm": g("lm"), "cross_attn_every_n_layers": g("cross_attn_every"),
         "checkpoint": g("flamingo_checkpoint")})
+    return {"family": g("model"), **flags} if named else flags  # else a --config file's family stands
 
 
 def _family_help() -> str:

@@ -45,12 +45,12 @@ class FamilySpec(Spec):
 
     @classmethod
     def from_flags(cls, flags: dict[str, Any]) -> dict[str, Any]:
-        """The model section from `unimp train`'s model flags (field name -> value, None: not given). A flag
+        """The model section's settings from `unimp train`'s model flags (field name -> value, None: not given). A flag
         that another family owns (its FLAGS) is a one-line error naming that family; any other flag goes to
         the spec, which refuses what it does not know."""
         from ..model.families import FAMILIES, spec_class
 
-        out: dict[str, Any] = {"family": cls.model_fields["family"].default}
+        out: dict[str, Any] = {}
         for name, value in flags.items():
             if value is None:
                 continue

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SerializeAsAny, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from ..model.families import DEFAULT_FAMILY, FAMILIES, spec_class
 from ..task_names import DEFAULT_TASK_WEIGHTS, DEFAULT_TRAIN_TASKS, TaskName, task_names
@@ -176,20 +177,16 @@ def _model_spec(value: Any) -> FamilySpec:
         raise ValueError(f"model: expected a mapping of settings, got {type(value).__name__}")
     name = value.get("family") or DEFAULT_FAMILY
     if name not in FAMILIES:
-        raise _model_error("family", name, ValueError(
-            f"unknown model family {name!r}: does not match any of the expected tags: "
-            + ", ".join(repr(f) for f in FAMILIES)))
+        tags = ", ".join(repr(f) for f in FAMILIES)
+        raise ValidationError.from_exception_data("TrainSpec", [{
+            "type": PydanticCustomError("union_tag_invalid", f"Input tag {name!r} does not match any of the expected "
+                                        f"tags: {tags}"), "loc": ("model",), "input": value}])
     try:
         return spec_class(name).model_validate(value)
-    except ValidationError as exc:  # located under model.
+    except ValidationError as exc:  # located under model.<family>.
         raise ValidationError.from_exception_data("TrainSpec", [
-            {"type": e["type"], "loc": ("model", *e["loc"]), "input": e["input"], **({"ctx": e["ctx"]} if "ctx" in e else {})}
+            {"type": e["type"], "loc": ("model", name, *e["loc"]), "input": e["input"], **({"ctx": e["ctx"]} if "ctx" in e else {})}
             for e in exc.errors()]) from None
-
-
-def _model_error(field: str, value: Any, error: ValueError) -> ValidationError:
-    return ValidationError.from_exception_data("TrainSpec", [
-        {"type": "value_error", "loc": ("model", field), "input": value, "ctx": {"error": error}}])
 
 
 def _fill(section: Any, defaults: dict[str, Any]) -> Any:

@@ -457,7 +457,7 @@ def save_bundle(bundle: ModelBundle, run_dir: str | Path) -> None:
         save_run_codes(Path(run_dir), bundle.item_codes)
     if bundle.item_attributes is not None:
         save_run_attributes(Path(run_dir), *bundle.item_attributes)
-    RF.write_model_meta(run_dir, "openflamingo", bundle.spec.model_dump(mode="json"), bundle.n_items)
+    RF.write_model_meta(run_dir, bundle.spec.family, bundle.spec.model_dump(mode="json"), bundle.n_items)
 
 
 def load_bundle(run_dir: str | Path, device: str | torch.device = "cpu",
