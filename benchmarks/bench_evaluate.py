@@ -44,7 +44,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="timings are the best of this many runs")
     args = ap.parse_args()
 
-    from unimp_core.evaluation import ranking as R
+    from unimp_core.model.openflamingo import decode as R
     from unimp_core.evaluation.scoring import EvalContext, ranking_records
     from unimp_core.model.setup import load_run
     from unimp_core.specs.evaluate import EvaluateSpec

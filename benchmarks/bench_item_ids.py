@@ -147,7 +147,7 @@ def embedding_rows(model) -> int:
 def memory(args) -> None:
     import torch
 
-    from unimp_core.model.factory import build_model
+    from unimp_core.model.openflamingo.factory import build_model
     from unimp_core.specs.model import ModelSpec
 
     torch.set_num_threads(1)
@@ -193,8 +193,8 @@ def step_child(kind: str, args) -> dict:
     import numpy as np
     import torch
 
-    from unimp_core.model.factory import build_model
-    from unimp_core.model.openflamingo import forward
+    from unimp_core.model.openflamingo.factory import build_model
+    from unimp_core.model.openflamingo.family import forward
     from unimp_core.tasks.base import Sample
     from unimp_core.tokens import ANSWER, EOC, item_token, semantic_item
     from unimp_core.training.collate import make_collator
@@ -265,10 +265,11 @@ def rank(args) -> None:
     import torch
 
     from unimp_core.data.store import load_dataset
-    from unimp_core.evaluation import ranking as R
+    from unimp_core.model.openflamingo import decode as R
+    from unimp_core.model.openflamingo import tree as T
     from unimp_core.itemcodes.codes import load_item_codes
-    from unimp_core.model.factory import build_model
-    from unimp_core.model.openflamingo import batch_scores
+    from unimp_core.model.openflamingo.factory import build_model
+    from unimp_core.model.openflamingo.family import batch_scores
     from unimp_core.model.vision_cache import ItemImages
     from unimp_core.tasks import build_eval_samples, context
     from unimp_core.training.collate import make_collator
@@ -289,7 +290,7 @@ def rank(args) -> None:
                                 image_shape=(3, bundle.image_size, bundle.image_size))
         extra = ""
         if kind == "semantic":
-            tree = R.code_tree(bundle.ids.item_tokens)
+            tree = T.code_tree(bundle.ids.item_tokens)
             extra = (f"; prefixes fed per user {tree.fed:,} (per depth "
                      f"{[len(level.tokens) for level in tree.levels][1:]}), scored "
                      f"{[len(level.scored) for level in tree.levels]}")

@@ -146,7 +146,7 @@ def scripted(run, monkeypatch):
     (cutting at the end of chunk, decoding, parsing) is the real code."""
     import torch
 
-    from unimp_core.evaluation import ranking as R
+    from unimp_core.model.openflamingo import decode as R
     from unimp_core.model.tokenizer import load_tokenizer
 
     tok = load_tokenizer(run / "tokenizer", local_files_only=True)

@@ -61,11 +61,15 @@ def test_evaluation_report_reading(tmp_path):
 
 
 def test_every_registered_family_provides_the_interface():
+    from unimp_core.model.families import Family
+
     for name in FAMILIES:
         module = family(name)
-        assert module.NAME == name
-        for fn in ("build", "save", "load", "inputs", "collator", "forward"):
+        assert module.NAME == name and isinstance(module, Family)
+        for fn in ("build", "save", "load", "recipe", "rank_scores"):
             assert callable(getattr(module, fn)), f"{name}.{fn}"
+        for fn in ("inputs", "collator", "forward", "collated_scores", "history_window"):  # optional capabilities
+            assert getattr(module, fn, None) is None or callable(getattr(module, fn)), f"{name}.{fn}"
 
 
 def test_an_unknown_family_is_one_clear_error(tmp_path):

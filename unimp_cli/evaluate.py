@@ -140,8 +140,9 @@ def print_report(con, report: dict[str, Any]) -> None:
     from unimp_core.tasks import get_task
 
     synthetic = "  [bold yellow](SYNTHETIC sample data)[/]" if report.get("synthetic") else ""
-    reads = ("item ids (SASRec)" if report.get("model_family") == "sasrec"
-             else f"history {report['history_len']}")
+    from unimp_core.model.families import DEFAULT_FAMILY, spec_class
+
+    reads = spec_class(report.get("model_family") or DEFAULT_FAMILY)().describe_inputs(report)
     con.print(f"[bold]{report['run']}[/] checkpoint {report.get('checkpoint_note') or report['checkpoint']}, "
               f"split {report['split']}, {report['protocol']}, {reads}, {report['processes']} process(es){synthetic}")
     for task in report.get("evaluated", list(report["tasks"])):

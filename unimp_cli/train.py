@@ -9,7 +9,7 @@ import typer
 
 from unimp_core.errors import UnimpError
 from unimp_core.specs.base import describe as d
-from unimp_core.specs.model import ModelSpec as MS, SASRecSpec as SS
+from unimp_core.specs.model import ModelSpec as MS
 from unimp_core.specs.train import DataSpec as DS, OptimSpec as OS, RunSpec as RS
 
 from .common import CONFIG_HELP, DRY_RUN_HELP, fail, handle_errors, resolve
@@ -31,16 +31,30 @@ def _weights(pairs: list[str] | None) -> dict[str, float] | None:
 
 
 def _model(g) -> dict:
-    """--model sasrec picks the SASRec family; any other name is an OpenFlamingo preset."""
-    common = {"train_lm": g("train_lm"), "vision": g("vision"), "lm": g("lm"),
-              "cross_attn_every_n_layers": g("cross_attn_every"), "checkpoint": g("flamingo_checkpoint")}
-    if g("model") == "sasrec":
-        if g("item_ids") == "semantic":
-            raise UnimpError("--item-ids semantic: SASRec learns one embedding per item id (atomic ids only)")
-        return {"family": "sasrec", "loss": g("loss"), **common}
-    if g("loss") is not None:
-        raise UnimpError("--loss is a SASRec setting (--model sasrec)")
-    return {"preset": g("model"), "item_ids": g("item_ids"), **common}
+    """--model names a model family, or else a preset of the default family; the family's spec takes the flags."""
+    from unimp_core.model.families import DEFAULT_FAMILY, FAMILIES, spec_class
+
+    named = g("model") in FAMILIES
+    flags = spec_class(g("model") if named else DEFAULT_FAMILY).from_flags({
+        "preset": None if named else g("model"), "item_ids": g("item_ids"), "loss": g("loss"), "train_lm": g("train_lm"),
+        "vision": g("vision"), "lm": g("lm"), "cross_attn_every_n_layers": g("cross_attn_every"),
+        "checkpoint": g("flamingo_checkpoint")})
+    return {"family": g("model"), **flags} if named else flags  # else a --config file's family stands
+
+
+def _family_help() -> str:
+    """--model's help beyond the presets: the other families, each with what it is."""
+    from unimp_core.model.families import DEFAULT_FAMILY, FAMILIES, spec_class
+
+    return "".join(f" | {name} ({spec_class(name).CLI_HELP})." for name in FAMILIES if name != DEFAULT_FAMILY)
+
+
+def _flag_help(flag: str) -> str:
+    """A family's own flag: its family's title and the field's description."""
+    from unimp_core.model.families import FAMILIES, spec_class
+
+    owner = next(spec_class(name) for name in FAMILIES if flag in spec_class(name).FLAGS)
+    return f"{owner.TITLE}: {d(owner, flag)}"
 
 
 def _overrides(**o) -> dict:
@@ -92,11 +106,8 @@ def train(
     data: Optional[Path] = typer.Option(None, "--data", help=DATA_HELP),
     tasks: Optional[List[str]] = TASKS,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help=d(RS, "out")),
-    model: Optional[str] = typer.Option(None, "--model", help=d(MS, "preset") + " | sasrec (the built-in SASRec baseline: "
-                                        "item ids only, task rec, its own defaults: lr 1e-3, batch 128; ce: at most 200 epochs, "
-                                        "validation every epoch; bce: at most 250 epochs, validation every 2000 steps; both "
-                                        "stop early after --patience validations without improvement)."),
-    loss: Optional[str] = typer.Option(None, "--loss", help="SASRec: " + d(SS, "loss")),
+    model: Optional[str] = typer.Option(None, "--model", help=d(MS, "preset") + _family_help()),
+    loss: Optional[str] = typer.Option(None, "--loss", help=_flag_help("loss")),
     vision: Optional[str] = typer.Option(None, help=d(MS, "vision")),
     lm: Optional[str] = typer.Option(None, help=d(MS, "lm")),
     cross_attn_every: Optional[int] = typer.Option(None, help=d(MS, "cross_attn_every_n_layers")),

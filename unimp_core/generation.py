@@ -26,6 +26,7 @@ import polars as pl
 from .data.store import Dataset
 from .errors import UnimpError
 from .io import check_writable, safe_join, write_bytes_atomic
+from .model.families import capability
 from .progress import Progress
 from .specs.evaluate import GenerateSpec
 from .tasks import Sample, TaskContext, get_task, run_history_lengths
@@ -167,7 +168,8 @@ def prepare(loaded, spec: GenerateSpec, items: pl.DataFrame | None = None) -> Pr
         user = {"user_id": None, "user_key": None, "split": None, "unseen": True}
     item = resolve_items(items, [spec.item], "--item")[0] if spec.item else None
     candidates = resolve_items(items, spec.candidates, "--candidates") if spec.candidates else None
-    window = getattr(loaded.bundle.model, "max_len", None)  # SASRec reads its last max_len items, not a prompt
+    read = capability(loaded.setup.family, "history_window")  # a model that reads its last N items, not a prompt
+    window = read(loaded.bundle) if read is not None else None
     history_len = spec.history_len or window or run_history_lengths(loaded.train_spec.data, [spec.task],
                                                                      spec.history_len)[spec.task]
     sample = build_prompt(ctx, spec.task, uid, history, history_len, spec.query, item, candidates)
@@ -182,13 +184,11 @@ def prepare(loaded, spec: GenerateSpec, items: pl.DataFrame | None = None) -> Pr
 
 def answer(loaded, spec: GenerateSpec, prepared: Prepared | None = None, items: pl.DataFrame | None = None) -> dict[str, Any]:
     """Answer `spec.task` for one user with a loaded run: a JSON-able result (an image's pixels as a data URI)."""
-    from .evaluation import ranking as R
-
     items = loaded.dataset.items.sort("item_id") if items is None else items
     p = prepared or prepare(loaded, spec, items)
-    if get_task(spec.task).ranked:  # scored by the model family (SASRec has no prompts to collate)
+    if get_task(spec.task).ranked:  # scored by the model family (one that reads item ids has no prompts to collate)
         return answer_ranked(loaded, [p], items)[0]
-    batch = R.to_device(loaded.collator()([p.sample]), loaded.device)
+    batch = loaded.setup.decoder.to_device(loaded.collator()([p.sample]), loaded.device)
     return {**p.head, **get_task(spec.task).step("answer")(loaded, batch, spec, items, p.history)}
 
 
@@ -243,12 +243,12 @@ def rank_items(loaded, scores, histories: list[list[int]], ks: list[int], exclud
     """
     import torch
 
-    from .evaluation import ranking as R
+    from .evaluation import topk
 
     probs = torch.softmax(scores, dim=1)  # over the catalogue: how sure the model is, 0..1
-    mask = (R.exclusion_mask([h if ex else [] for h, ex in zip(histories, exclude)], None, loaded.bundle.n_items)
+    mask = (topk.exclusion_mask([h if ex else [] for h, ex in zip(histories, exclude)], None, loaded.bundle.n_items)
             if any(exclude) else None)  # (B, N)
-    top_p, top_i = R.top_items(probs, max(ks), mask)  # (B, max k)
+    top_p, top_i = topk.top_items(probs, max(ks), mask)  # (B, max k)
     out = []
     for row, (history, k) in enumerate(zip(histories, ks)):
         seen = set(history)
@@ -277,17 +277,13 @@ def _ranking_fields(loaded, spec: GenerateSpec, recommendations: list[dict[str, 
 def ranking_answer(loaded, batch: dict[str, Any], spec: GenerateSpec, items: pl.DataFrame,
                    history: list[int]) -> dict[str, Any]:
     """rec / search (a token model's collated prompt): the top-k items over the whole catalogue, with their probabilities."""
-    from .model.openflamingo import batch_scores, cold_items
-
-    scores = batch_scores(loaded.bundle, loaded.bundle.model, batch, cold=cold_items(loaded.setup))  # (1, N)
+    scores = capability(loaded.setup.family, "collated_scores")(loaded.setup, loaded.bundle.model, batch)  # (1, N)
     return _ranking_fields(loaded, spec, rank_items(loaded, scores, [history], [spec.k], [spec.exclude_history], items)[0])
 
 
 def _generated_text(loaded, batch: dict[str, Any], spec: GenerateSpec) -> str:
-    from .evaluation import ranking as R
-
     ids = loaded.bundle.ids
-    return R.generate_texts(loaded.bundle.model, batch, loaded.bundle.tokenizer, max_new_tokens=spec.max_new_tokens,
+    return loaded.setup.decoder.generate_texts(loaded.bundle.model, batch, loaded.bundle.tokenizer, max_new_tokens=spec.max_new_tokens,
                             num_beams=spec.num_beams, eoc_id=ids.eoc, pad_id=ids.pad, eos_id=ids.eos)[0]
 
 
@@ -322,7 +318,7 @@ def image_answer(loaded, batch: dict[str, Any], spec: GenerateSpec, items: pl.Da
 
     vq = image_tokenizer(loaded, loaded.device)
     ids = loaded.bundle.ids
-    codes = IG.generate_codes(loaded.bundle.model, batch, ids.image_codes, vq.codes_per_image, eoc_id=ids.eoc,
+    codes = IG.generate_codes(loaded.setup.decoder, loaded.bundle.model, batch, ids.image_codes, vq.codes_per_image, eoc_id=ids.eoc,
                               pad_id=ids.pad, num_beams=spec.num_beams)  # (1, grid*grid)
     png = IG.png_bytes(vq.decode(codes)[0])
     if spec.out is not None:

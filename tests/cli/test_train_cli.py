@@ -74,7 +74,7 @@ def test_settings_outside_their_domain_are_refused_by_dry_run(cli, config, tmp_p
 
 
 def test_a_loss_that_turns_nan_stops_the_run_before_saving(cli, config, tmp_path, monkeypatch):
-    from unimp_core.training import train as train_mod
+    from unimp_core.model.openflamingo import recipe as train_mod
 
     real = train_mod.answer_loss_parts
 

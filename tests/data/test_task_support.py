@@ -54,7 +54,7 @@ def test_ids_only_data_draws_rec_alone(ids_only):
 
 def test_train_defaults_to_the_supported_tasks_and_refuses_named_others(ids_only, tmp_path, cli):
     from unimp_core.specs.train import TrainSpec
-    from unimp_core.training.train import _settle_tasks
+    from unimp_core.training.recipe import _settle_tasks
 
     ds = load_dataset(ids_only)
     said = []

@@ -10,6 +10,7 @@ import torch
 
 from unimp_core.errors import UnimpError
 from unimp_core.evaluation import image_gen as IG
+from unimp_core.model.openflamingo import decode
 
 N_CODES, CODEBOOK = 6, 12
 
@@ -17,7 +18,7 @@ N_CODES, CODEBOOK = 6, 12
 @pytest.fixture(scope="module")
 def bundle():
     from tests.model.conftest import make_dataset
-    from unimp_core.model.factory import build_model
+    from unimp_core.model.openflamingo.factory import build_model
     from unimp_core.specs.model import ModelSpec
 
     return build_model(ModelSpec(image_gen_codes=CODEBOOK), items_text=make_dataset(10), n_items=10)
@@ -39,7 +40,7 @@ def test_constrained_generation_gives_exactly_n_valid_codes(bundle, beams):
     # a text prompt whose unconstrained continuation would not be image codes
     batch = _batch(bundle, ["Query: red What is the generated image ID? <answer>",
                             "ID img_3 img_4 <|endofchunk|> Query: a longer query here <answer>"])
-    codes = IG.generate_codes(bundle.model.eval(), batch, ids.image_codes, N_CODES, eoc_id=ids.eoc, pad_id=ids.pad,
+    codes = IG.generate_codes(decode, bundle.model.eval(), batch, ids.image_codes, N_CODES, eoc_id=ids.eoc, pad_id=ids.pad,
                               num_beams=beams)
     assert codes.shape == (2, N_CODES) and codes.dtype == torch.long
     assert int(codes.min()) >= 0 and int(codes.max()) < CODEBOOK

@@ -11,7 +11,8 @@ import torch
 from tests.evaluation.trained import sample_dataset
 from tests.model.conftest import open_gates
 from unimp_core.evaluation import metrics as M
-from unimp_core.evaluation import ranking as R
+from unimp_core.model.openflamingo import decode as R
+from unimp_core.evaluation import topk
 from unimp_core.tasks import build_eval_samples, context
 
 
@@ -25,15 +26,15 @@ def test_position_ids_count_from_first_real_token():
 
 def test_top_items_orders_ties_by_item_id_and_skips_excluded():
     scores = torch.tensor([[1.0, 3.0, 3.0, 2.0, 3.0]])
-    values, items = R.top_items(scores, 4)
+    values, items = topk.top_items(scores, 4)
     assert items.tolist() == [[1, 2, 4, 3]] and values.tolist() == [[3.0, 3.0, 3.0, 2.0]]
-    mask = R.exclusion_mask([[1, 3]], None, 5)
-    assert R.top_items(scores, 3, mask)[1].tolist() == [[2, 4, 0]]
-    assert R.top_items(scores, 99)[1].shape == (1, 5)  # k larger than the catalogue
+    mask = topk.exclusion_mask([[1, 3]], None, 5)
+    assert topk.top_items(scores, 3, mask)[1].tolist() == [[2, 4, 0]]
+    assert topk.top_items(scores, 99)[1].shape == (1, 5)  # k larger than the catalogue
 
 
 def test_exclusion_mask_never_removes_the_target():
-    mask = R.exclusion_mask([[0, 2, 3], []], [2, 1], 4)
+    mask = topk.exclusion_mask([[0, 2, 3], []], [2, 1], 4)
     assert mask.tolist() == [[True, False, False, True], [False, False, False, False]]
 
 
@@ -91,7 +92,7 @@ def setup(tmp_path_factory):
     """The tiny model on the sample shop, its gates open and item output rows spread apart (a fresh
     model gives every new token the same row, so all items would tie)."""
     from unimp_core.data.store import load_dataset
-    from unimp_core.model.factory import build_model
+    from unimp_core.model.openflamingo.factory import build_model
     from unimp_core.model.vision_cache import ItemImages
     from unimp_core.specs.model import ModelSpec
     from unimp_core.training.collate import make_collator
@@ -157,7 +158,7 @@ def test_fast_ranking_top10_equals_constrained_10_beam_search(setup):
     ids = bundle.ids
     batch = collate(samples)
     scores = R.item_scores(R.answer_logits(bundle.model, batch), ids.items)  # (B, N)
-    top_scores, top_items = R.top_items(scores, 11)
+    top_scores, top_items = topk.top_items(scores, 11)
     # no exact ties at the top, so there is one right order to compare
     assert (top_scores[:, :-1] > top_scores[:, 1:]).all()
     trie = R.TokenTrie.build(R.item_token_sequences(bundle.tokenizer, ids.n_items))
@@ -209,7 +210,7 @@ def test_ranks_agree_with_metrics_target_ranks(setup):
     scores = R.item_scores(R.answer_logits(bundle.model, batch), bundle.ids.items)
     targets = [s.meta["target"] for s in samples]
     ranks = M.target_ranks(scores.numpy(), targets)
-    order = R.top_items(scores, bundle.ids.n_items)[1].numpy()
+    order = topk.top_items(scores, bundle.ids.n_items)[1].numpy()
     assert ranks.tolist() == [int(np.where(row == t)[0][0]) for row, t in zip(order, targets)]
 
 

@@ -11,13 +11,15 @@ from tests.evaluation.trained import sample_dataset
 from tests.model.conftest import open_gates
 from tests.item_codes import write_item_codes
 from unimp_core.errors import UnimpError
-from unimp_core.evaluation import ranking as R
+from unimp_core.model.openflamingo import decode as R
+from unimp_core.model.openflamingo import tree as T
+from unimp_core.evaluation import topk
 from unimp_core.tasks import build_eval_samples, context
 
 
 def test_code_tree_feeds_only_prefixes_that_lead_to_a_choice():
     # a0 has two continuations (scored); a1 and every depth-2 prefix have one (cost nothing, never fed)
-    tree = R.CodeTree.build(np.array([[10, 20, 30], [10, 21, 30], [11, 20, 30]]))
+    tree = T.CodeTree.build(np.array([[10, 20, 30], [10, 21, 30], [11, 20, 30]]))
     root, first, second = tree.levels
     assert root.scored.tolist() == [0] and root.allowed.tolist() == [[True, True]]
     assert first.tokens.tolist() == [10] and first.scored.tolist() == [0] and first.vocab.tolist() == [20, 21]
@@ -33,7 +35,7 @@ def setup(tmp_path_factory):
     gates open and code rows spread apart (fresh rows would make every path nearly equally likely)."""
     from unimp_core.data.store import load_dataset
     from unimp_core.itemcodes.codes import load_item_codes
-    from unimp_core.model.factory import build_model
+    from unimp_core.model.openflamingo.factory import build_model
     from unimp_core.model.vision_cache import ItemImages
     from unimp_core.specs.model import ItemCodesRecord, ModelSpec
     from unimp_core.training.collate import make_collator
@@ -65,27 +67,27 @@ def test_tree_scores_equal_scoring_every_items_full_path(setup, monkeypatch):
     batch = collate(samples)
     assert (batch["attention_mask"] == 0).any(), "the batch should need padding"
     ids = bundle.ids
-    tree = R.code_tree(ids.item_tokens)
-    assert R.code_tree(ids.item_tokens) is tree  # built once per run
+    tree = T.code_tree(ids.item_tokens)
+    assert T.code_tree(ids.item_tokens) is tree  # built once per run
     assert [len(level.tokens) for level in tree.levels] == [0, 4, 16]  # every prefix leads to a choice here
-    scores = R.path_scores(bundle.model, batch, tree)  # (B, N)
+    scores = T.path_scores(bundle.model, batch, tree)  # (B, N)
     every = list(range(ids.n_items))
     for row in range(len(samples)):
-        torch.testing.assert_close(scores[row], R.reference_path_scores(bundle.model, batch, tree, ids.item_tokens,
+        torch.testing.assert_close(scores[row], T.reference_path_scores(bundle.model, batch, tree, ids.item_tokens,
                                                                          row, every), atol=1e-4, rtol=1e-4)
     # constrained decoding's log-probabilities: a distribution over the catalogue
     torch.testing.assert_close(scores.exp().sum(dim=1), torch.ones(len(samples)), atol=1e-4, rtol=1e-4)
     # small chunks of prefixes per pass give the same scores
-    monkeypatch.setattr(R, "TREE_CHUNK_SCORES", 1)
-    torch.testing.assert_close(R.path_scores(bundle.model, batch, tree), scores, atol=1e-5, rtol=1e-5)
+    monkeypatch.setattr(T, "TREE_CHUNK_SCORES", 1)
+    torch.testing.assert_close(T.path_scores(bundle.model, batch, tree), scores, atol=1e-5, rtol=1e-5)
 
 
 def test_constrained_beam_as_wide_as_the_catalogue_is_the_exact_ranking(setup):
     bundle, samples, collate = setup
     ids = bundle.ids
     batch = collate(samples)
-    scores = R.path_scores(bundle.model, batch, R.code_tree(ids.item_tokens))
-    values, order = R.top_items(scores, ids.n_items)
+    scores = T.path_scores(bundle.model, batch, T.code_tree(ids.item_tokens))
+    values, order = topk.top_items(scores, ids.n_items)
     assert (values[:, :-1] > values[:, 1:]).all(), "no exact ties: one right order"
     trie = R.TokenTrie.build(ids.item_tokens.tolist())
     assert trie.depth == 3
@@ -120,28 +122,28 @@ def test_an_lm_that_ignores_the_tree_mask_fails_in_one_line(setup, monkeypatch):
     bundle, samples, collate = setup
     ids, lm = bundle.ids, bundle.model.lang_encoder
     batch = collate(samples[:2])
-    checked = R.checked_path_scores(bundle.model, batch, R.code_tree(ids.item_tokens), ids.item_tokens)
+    checked = T.checked_path_scores(bundle.model, batch, T.code_tree(ids.item_tokens), ids.item_tokens)
     assert lm._unimp_tree_checked
-    torch.testing.assert_close(checked, R.path_scores(bundle.model, batch, R.code_tree(ids.item_tokens)))
-    real_mask = R._tree_mask
+    torch.testing.assert_close(checked, T.path_scores(bundle.model, batch, T.code_tree(ids.item_tokens)))
+    real_mask = T._tree_mask
 
     def everything(real, level, offsets, start, stop, seen, boolean):  # as if the mask were ignored
         return torch.ones_like(real_mask(real, level, offsets, start, stop, seen, True))
 
-    monkeypatch.setattr(R, "_tree_mask", everything)
+    monkeypatch.setattr(T, "_tree_mask", everything)
     monkeypatch.setattr(lm, "_unimp_tree_checked", False)
     with pytest.raises(UnimpError, match="differ from a plain forward pass.*--decode beam"):
-        R.checked_path_scores(bundle.model, batch, R.code_tree(ids.item_tokens), ids.item_tokens)
+        T.checked_path_scores(bundle.model, batch, T.code_tree(ids.item_tokens), ids.item_tokens)
 
 
 def test_cold_items_take_a_share_of_their_longest_trained_prefix():
     tokens = np.array([[10, 20, 30], [10, 20, 31], [10, 21, 30], [11, 22, 30], [12, 23, 30]])
     trained = np.array([True, False, True, False, True])
-    cold = R.ColdItems.build(tokens, trained)
+    cold = T.ColdItems.build(tokens, trained)
     # item 1 shares (10, 20) with item 0: two items under it; item 3's (11) is no trained item's: the root
     assert cold.items.tolist() == [1, 3] and cold.depth.tolist() == [2, 0]
     assert torch.allclose(cold.log_count.exp(), torch.tensor([2.0, 5.0]))
-    assert R.ColdItems.build(tokens, np.ones(5, dtype=bool)) is None
+    assert T.ColdItems.build(tokens, np.ones(5, dtype=bool)) is None
     prefixes = torch.log(torch.tensor([[[1.0, 1.0], [0.6, 0.2], [0.5, 0.1]]]))  # (1, D, K): lengths 0, 1, 2
     scores = cold.apply(torch.zeros(1, 5), prefixes)
     torch.testing.assert_close(scores[0, [1, 3]].exp(), torch.tensor([0.25, 0.2]))
@@ -152,13 +154,13 @@ def test_cold_scores_are_the_models_prefix_probabilities(setup):
     bundle, samples, collate = setup
     batch = collate(samples)
     ids = bundle.ids
-    tree = R.code_tree(ids.item_tokens)
+    tree = T.code_tree(ids.item_tokens)
     tokens = ids.item_tokens.numpy()
     trained = np.ones(ids.n_items, dtype=bool)
     trained[[3, 17]] = False
-    cold = R.ColdItems.build(tokens, trained)
-    plain = R.path_scores(bundle.model, batch, tree)
-    scores = R.checked_path_scores(bundle.model, batch, tree, ids.item_tokens, cold=cold)
+    cold = T.ColdItems.build(tokens, trained)
+    plain = T.path_scores(bundle.model, batch, tree)
+    scores = T.checked_path_scores(bundle.model, batch, tree, ids.item_tokens, cold=cold)
     keep = np.setdiff1d(np.arange(ids.n_items), [3, 17])
     torch.testing.assert_close(scores[:, keep], plain[:, keep])
     for item, depth, log_count in zip(cold.items.tolist(), cold.depth.tolist(), cold.log_count.tolist()):

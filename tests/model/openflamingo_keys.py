@@ -54,7 +54,7 @@ def checkpoint_keys(preset_name: str) -> list[tuple[str, tuple[int, ...]]]:
     from open_flamingo.src import factory as of_factory
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from unimp_core.model.factory import standin_tokenizer
+    from unimp_core.model.openflamingo.factory import standin_tokenizer
     from unimp_core.model.presets import PRESETS
 
     preset = PRESETS[preset_name]

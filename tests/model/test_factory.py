@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from unimp_core.errors import UnimpError
-from unimp_core.model.factory import build_model, freeze, load_bundle, save_bundle
+from unimp_core.model.openflamingo.factory import build_model, freeze, load_bundle, save_bundle
 from unimp_core.model.setup import trainable_state
 from unimp_core.specs.model import ModelSpec
 
@@ -114,7 +114,7 @@ def test_logits_at_label_positions_match_the_full_logits(arch):
 def test_packed_training_batches_give_the_padded_batches_logits(arch):
     """A model without cross-attention packs a training batch (`model.packing`): each sample's rows side by
     side, positions restarting, attention kept within a sample; the loss reads the same logits."""
-    from unimp_core.model import openflamingo
+    from unimp_core.model.openflamingo import family as openflamingo
     from unimp_core.model.packing import pack_right_padded
     from unimp_core.model.vocab import item_token_range
     from unimp_core.training.loss import answer_loss_parts, item_rows, label_positions
@@ -283,7 +283,7 @@ def test_load_bundle_needs_a_run_folder(tmp_path):
 
 
 def test_checkpoint_errors_are_one_line(tmp_path):
-    from unimp_core.model.factory import _load_checkpoint
+    from unimp_core.model.openflamingo.factory import _load_checkpoint
     from unimp_core.progress import Progress
 
     with pytest.raises(UnimpError, match="not a checkpoint file"):
@@ -295,7 +295,7 @@ def test_checkpoint_errors_are_one_line(tmp_path):
 
 
 def test_checkpoint_is_loaded_non_strictly(tiny_bundle, fresh_model, tmp_path):
-    from unimp_core.model.factory import _load_checkpoint
+    from unimp_core.model.openflamingo.factory import _load_checkpoint
     from unimp_core.progress import Progress
 
     # what OpenFlamingo saves: Perceiver and cross-attention (here without the embeddings), plus a stray tensor
@@ -322,7 +322,7 @@ def test_custom_model_from_local_folders_with_a_checkpoint(dataset, tmp_path):
     """The real-preset path (from_pretrained, the LM's tokenizer, checkpoint, then UniMP tokens), offline."""
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-    from unimp_core.model.factory import register_tiny_vision
+    from unimp_core.model.openflamingo.factory import register_tiny_vision
     from unimp_core.model.tokenizer import dataset_texts, train_bpe_tokenizer
     from unimp_core.specs.model import TinyModelSpec
 

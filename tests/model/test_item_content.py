@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from unimp_core.errors import UnimpError
-from unimp_core.model.factory import build_model, load_bundle, save_bundle
+from unimp_core.model.openflamingo.factory import build_model, load_bundle, save_bundle
 from unimp_core.model.item_content import ItemContent, attach
 from unimp_core.specs.model import ModelSpec
 
@@ -50,14 +50,14 @@ def test_item_rows_are_read_and_scored_with_their_attributes(content_bundle):
 
 def test_the_split_head_scores_items_with_their_attributes(content_bundle):
     """Training's head over the item rows alone (`SplitLogits`) reads the same content as the full head."""
-    from unimp_core.model.factory import _split_head
+    from unimp_core.model.openflamingo.mixins import split_head
 
     head = content_bundle.model.lang_encoder.get_output_embeddings()
     lo, hi = content_bundle.ids.item_range
     hidden = torch.randn(6, head.weight.shape[1])
     rows = torch.tensor([True, False, True, True, False, True])
     with torch.no_grad():
-        items, others = _split_head(head, hidden, rows, (lo, hi))
+        items, others = split_head(head, hidden, rows, (lo, hi))
         full = head(hidden)  # (6, V)
     torch.testing.assert_close(items, full[rows, lo:hi])
     torch.testing.assert_close(others, full[~rows])

@@ -30,7 +30,7 @@ def semantic_spec(codes: ItemCodes) -> ModelSpec:
 
 @pytest.fixture(scope="module")
 def semantic_bundle(dataset):
-    from unimp_core.model.factory import build_model
+    from unimp_core.model.openflamingo.factory import build_model
 
     codes = codes_for(N_ITEMS)
     return build_model(semantic_spec(codes), items_text=dataset, n_items=N_ITEMS, item_codes=codes)
@@ -99,13 +99,13 @@ def test_a_tokenizer_of_other_item_ids_is_refused(semantic_bundle, tiny_bundle):
     with pytest.raises(UnimpError, match="<a_3>"):
         add_unimp_tokens(copy.deepcopy(semantic_bundle.tokenizer), N_ITEMS, item_codes=fewer)
     with pytest.raises(UnimpError, match="item_ids semantic needs"):
-        from unimp_core.model.factory import build_model
+        from unimp_core.model.openflamingo.factory import build_model
 
         build_model(semantic_spec(codes), items_text=["x"], n_items=N_ITEMS)
 
 
 def test_a_semantic_bundle_round_trips_through_its_run_folder(semantic_bundle, tmp_path):
-    from unimp_core.model.factory import load_bundle, save_bundle
+    from unimp_core.model.openflamingo.factory import load_bundle, save_bundle
 
     save_bundle(semantic_bundle, tmp_path)
     again = load_bundle(tmp_path)

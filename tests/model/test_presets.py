@@ -42,7 +42,7 @@ RANGES = {
 
 @pytest.mark.parametrize("name", ["3b", "3b-instruct", "4b", "4b-instruct", "9b"])
 def test_meta_assembly_parameter_counts(name):
-    from unimp_core.model.factory import build_model
+    from unimp_core.model.openflamingo.factory import build_model
 
     bundle = build_model(ModelSpec(preset=name), n_items=12094, device="meta")
     model = bundle.model
@@ -61,7 +61,7 @@ def test_meta_assembly_parameter_counts(name):
 
 
 def test_meta_assembly_train_lm_trains_the_lm():
-    from unimp_core.model.factory import build_model
+    from unimp_core.model.openflamingo.factory import build_model
 
     frozen = build_model(ModelSpec(preset="4b"), n_items=10, device="meta")
     full = build_model(ModelSpec(preset="4b", train_lm=True), n_items=10, device="meta")
@@ -90,7 +90,7 @@ def test_openflamingo_checkpoint_fits_the_preset(name, tmp_path):
     """Every tensor of the preset's checkpoint (tests/assets/openflamingo/checkpoint-keys.txt) maps onto the
     model built for the preset with its shape, and every trainable parameter gets loaded."""
     from tests.model.openflamingo_keys import read_keys
-    from unimp_core.model.factory import build_model
+    from unimp_core.model.openflamingo.factory import build_model
 
     keys = read_keys()[name]
     new = {k for k in keys if _is_new_module(k)}
@@ -120,7 +120,7 @@ def test_openflamingo_checkpoint_fits_the_preset(name, tmp_path):
 def test_a_transformers_4_checkpoint_fills_the_output_embedding(tmp_path):
     """The released RedPajama checkpoints name the output embedding embed_out (transformers 4): it is loaded."""
     from tests.model.openflamingo_keys import read_keys
-    from unimp_core.model.factory import build_model
+    from unimp_core.model.openflamingo.factory import build_model
 
     keys = {**read_keys()["4b"], "lang_encoder.embed_out.weight": (50280, 2560)}
     bundle = build_model(ModelSpec(preset="4b", checkpoint=_checkpoint_file(keys, tmp_path / "c.pt")), n_items=3,
@@ -132,7 +132,7 @@ def test_a_partial_checkpoint_is_refused(tmp_path):
     """Non-strict loading must not let a checkpoint of another shape or layout through half-loaded."""
     from tests.model.openflamingo_keys import read_keys
     from unimp_core.errors import UnimpError
-    from unimp_core.model.factory import build_model
+    from unimp_core.model.openflamingo.factory import build_model
 
     keys = read_keys()["3b"]
     xattn = next(k for k in keys if ".gated_cross_attn_layer." in k)

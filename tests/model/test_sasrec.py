@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from unimp_core.model import sasrec as S
+from unimp_core.model.sasrec import net as S
 
 
 def _model(n_items=30, **kw) -> S.SASRec:

@@ -68,7 +68,7 @@ def test_spec_module_does_not_import_torch():
 
 
 def test_tiny_dropout_reaches_the_lm_config():
-    from unimp_core.model.factory import standin_tokenizer, tiny_lm_config
+    from unimp_core.model.openflamingo.factory import standin_tokenizer, tiny_lm_config
 
     tok = standin_tokenizer(300)
     neox = tiny_lm_config(TinyModelSpec(dropout=0.2), 300, tok)

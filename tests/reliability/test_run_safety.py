@@ -116,7 +116,7 @@ def test_generate_user_and_output_errors_are_one_line(cli, tmp_path, run):
 
 
 def test_ctrl_c_in_train_prints_the_command_that_resumes(cli, tmp_path, run, monkeypatch):
-    from unimp_core.training import train as train_mod
+    from unimp_core.model.openflamingo import recipe as train_mod
 
     def interrupt(*a, **k):
         raise KeyboardInterrupt

@@ -78,7 +78,7 @@ def subprocess_env(**extra: str) -> dict:
 RANK_DUMP_DRIVER = """
 import sys
 import torch
-from unimp_core.training import train
+from unimp_core.model.openflamingo import recipe as train
 
 real_save_final = train._save_final
 

@@ -67,7 +67,7 @@ def test_a_sasrec_run_is_an_ordinary_run(sample_data, tmp_path):
 
 
 def test_sasrec_resumes_after_a_crash_with_the_same_weights(sample_data, tmp_path, monkeypatch):
-    from unimp_core.model import sasrec as S
+    from unimp_core.model.sasrec import net as S
     from unimp_core.training.train import run_train
 
     straight = run_train(sasrec_spec(sample_data, tmp_path / "a", patience=0))

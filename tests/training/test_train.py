@@ -19,6 +19,7 @@ from unimp_core.model import setup as S
 from unimp_core.specs.train import finetune_spec
 from unimp_core.training.stream import validation_samples
 from unimp_core.training import checkpoint as ckpt
+from unimp_core.model.openflamingo import recipe as OF
 from unimp_core.training import train as T
 
 from .conftest import make_spec, open_gates, read_metrics, subprocess_env
@@ -52,14 +53,14 @@ def test_resume_after_crash_ends_with_the_same_weights(sample_data, tmp_path, mo
     uninterrupted one: weights, metrics lines, and the RNG state seen by every forward pass."""
     rng_seen: dict[str, list] = {"straight": [], "crashed": [], "resumed": []}
     current = {"name": "straight"}
-    real_loss = T.answer_loss_parts
+    real_loss = OF.answer_loss_parts
 
     def recording_loss(*args, **kwargs):  # training micro-steps only (validation passes weights=None)
         if args[2] is not None:
             rng_seen[current["name"]].append(torch.get_rng_state().clone())
         return real_loss(*args, **kwargs)
 
-    monkeypatch.setattr(T, "answer_loss_parts", recording_loss)
+    monkeypatch.setattr(OF, "answer_loss_parts", recording_loss)
     sections = dict(run={"max_steps": 6, "save_every": 2, "keep_last": 5})
     straight = T.run_train(make_spec(sample_data, tmp_path / "straight", **sections))
 
@@ -121,7 +122,7 @@ DRIVER = """
 import sys
 from pathlib import Path
 from unimp_core.training import checkpoint as ckpt
-from unimp_core.training import train
+from unimp_core.model.openflamingo import recipe as train
 
 marker = Path(sys.argv[1])
 real_loss = train.answer_loss_parts
@@ -317,7 +318,7 @@ def test_existing_run_needs_resume_and_the_same_settings(sample_data, tmp_path):
 
 def _gates_open_and_count_vision(monkeypatch, calls: list):
     """Open the cross-attention gates (images matter) and count vision-tower forward passes."""
-    real = T.setup_model
+    real = OF.setup_model
 
     def setup_model(*args, **kwargs):
         setup = real(*args, **kwargs)
@@ -325,7 +326,7 @@ def _gates_open_and_count_vision(monkeypatch, calls: list):
         setup.bundle.model.vision_encoder.register_forward_hook(lambda *a: calls.append(1))
         return setup
 
-    monkeypatch.setattr(T, "setup_model", setup_model)
+    monkeypatch.setattr(OF, "setup_model", setup_model)
 
 
 def test_cached_vision_features_give_the_same_losses(sample_data, tmp_path, monkeypatch):

@@ -1,6 +1,6 @@
 """img_gen: generate exactly one image's worth of code tokens, decode them, and score the pictures.
 
-    codes = generate_codes(model, batch, ids.image_codes, n_codes=16, eoc_id=..., pad_id=...)  # (B, 16)
+    codes = generate_codes(setup.decoder, model, batch, ids.image_codes, n_codes=16, eoc_id=..., pad_id=...)  # (B, 16)
     images = vq.decode(codes)                                                                 # PIL images
 
 Generation is constrained: every step may only emit an `img_<k>` token (prefix_allowed_tokens_fn) and
@@ -44,14 +44,13 @@ def tokens_to_codes(tokens: torch.Tensor, code_ids: torch.Tensor) -> torch.Tenso
     return codes
 
 
-def generate_codes(model, batch: dict[str, Any], code_ids: torch.Tensor, n_codes: int, *, eoc_id: int, pad_id: int,
-                   num_beams: int = 1, precision: str = "fp32") -> torch.Tensor:
-    """Exactly `n_codes` image codes per prompt (greedy, or the best of `num_beams` beams): (B, n_codes) long."""
-    from .ranking import generate
-
-    seqs, _ = generate(model, batch, max_new_tokens=n_codes, min_new_tokens=n_codes, eos_id=eoc_id, pad_id=pad_id,
-                       num_beams=num_beams, num_return=1, allowed=code_constraint(code_ids.tolist()),
-                       precision=precision)  # (B, n_codes)
+def generate_codes(decoder, model, batch: dict[str, Any], code_ids: torch.Tensor, n_codes: int, *, eoc_id: int,
+                   pad_id: int, num_beams: int = 1, precision: str = "fp32") -> torch.Tensor:
+    """Exactly `n_codes` image codes per prompt (greedy, or the best of `num_beams` beams): (B, n_codes) long.
+    `decoder`: the run's token decoding (`Setup.decoder`)."""
+    seqs, _ = decoder.generate(model, batch, max_new_tokens=n_codes, min_new_tokens=n_codes, eos_id=eoc_id,
+                               pad_id=pad_id, num_beams=num_beams, num_return=1,
+                               allowed=code_constraint(code_ids.tolist()), precision=precision)  # (B, n_codes)
     if seqs.shape[1] != n_codes:
         raise UnimpError(f"img_gen: generated {seqs.shape[1]} tokens instead of {n_codes}")
     return tokens_to_codes(seqs, code_ids)

@@ -141,7 +141,7 @@ def with_checkpoint(spec):
 
 
 def check_family_tasks(loaded, tasks: list[str], decode: str = "rank") -> None:
-    """A model family that cannot do a task (SASRec: rec only, exact ranking) says so in one line."""
+    """A model family that cannot do a task (one that reads item ids: rec only, exact ranking) says so in one line."""
     allowed = getattr(loaded.setup.family, "TASKS", None)
     if allowed is None:
         return
@@ -151,31 +151,6 @@ def check_family_tasks(loaded, tasks: list[str], decode: str = "rank") -> None:
         raise UnimpError(f"{loaded.run}: a {name} run does {', '.join(allowed)} only, not {', '.join(other)}")
     if decode != "rank":
         raise UnimpError(f"{loaded.run}: a {name} run ranks items exactly; --decode {decode} needs a token model")
-
-
-def valid_rank_metrics(setup, model, samples, *, device, ks, batch_size: int = 512, max_tokens: int | None = None,
-                       precision: str = "fp32", rank: int = 0, world: int = 1, gather=None) -> dict[str, float]:
-    """HR/NDCG/MRR@k of rec `samples` over the whole catalogue, each user's history items excluded (the
-    measurement behind model selection during training). Leaves `model` in eval mode.
-
-    With several processes each scores every world-th sample and `gather` (accelerate's gather_object)
-    collects the ranks, so every process returns the same metrics.
-    """
-    import torch
-
-    model.eval()
-    ranks: list[int] = []
-    indices = shard(len(samples), rank, world)
-    with torch.no_grad():
-        for start in range(0, len(indices), batch_size):
-            group = [samples[i] for i in indices[start:start + batch_size]]
-            scores = setup.family.rank_scores(setup, model, group, device=device, max_tokens=max_tokens,
-                                              precision=precision)  # (B, N)
-            ranks += M.target_ranks(scores.numpy(), [s.meta["target"] for s in group],
-                                    [s.meta["history"] for s in group]).tolist()
-    if gather is not None:
-        ranks = gather(ranks)
-    return M.ranking_metrics(np.asarray(ranks, dtype=np.int64), ks)
 
 
 def run_evaluate(spec: EvaluateSpec, progress: Progress | None = None) -> dict[str, Any]:

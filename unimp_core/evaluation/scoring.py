@@ -74,7 +74,7 @@ def _batches(indices: list[int], size: int):
 def ranking_records(ev: EvalContext, samples, mine: list[int], advance) -> list[dict]:
     """rec / search: the target's rank over the whole catalogue (or among the beams) and the top items."""
     loaded, spec = ev.loaded, ev.spec
-    from . import ranking as R
+    R = None if spec.decode == "rank" else loaded.setup.decoder  # beams: a token model's decoding
 
     # each item's token sequence after <answer> (vocab_ids checked that the tokenizer spells it so)
     trie = None if spec.decode == "rank" else R.TokenTrie.build(loaded.bundle.ids.item_tokens.tolist())
@@ -98,23 +98,22 @@ def _record(index: int, sample, rank: int, items: list, scores: list[float]) -> 
 
 def _exact_ranks(loaded: LoadedRun, chunk: list[int], group, spec: EvaluateSpec) -> list[dict]:
     """One forward pass: every item's score (the model family's), the target's rank (pessimistic ties), the top items."""
-    from . import ranking as R
+    from . import topk
 
     targets = [s.meta["target"] for s in group]
-    mask = (R.exclusion_mask([s.meta["history"] for s in group], targets, loaded.bundle.n_items)
+    mask = (topk.exclusion_mask([s.meta["history"] for s in group], targets, loaded.bundle.n_items)
             if spec.exclude_history else None)  # (B, N)
     scores = loaded.setup.family.rank_scores(loaded.setup, loaded.bundle.model, group, device=loaded.device,
                                              max_tokens=loaded.max_tokens, precision=spec.precision)  # (B, N)
     ranks = M.target_ranks(scores.numpy(), targets, None if mask is None else mask.numpy())
-    top_scores, top_items = R.top_items(scores, spec.save_top, mask)
+    top_scores, top_items = topk.top_items(scores, spec.save_top, mask)
     return [_record(i, s, r, items, values)
             for i, s, r, items, values in zip(chunk, group, ranks, top_items.tolist(), top_scores.tolist())]
 
 
 def _beam_ranks(loaded: LoadedRun, batch, chunk: list[int], group, spec: EvaluateSpec, trie) -> list[dict]:
     """Beam search, constrained to valid item ids (beam) or not (free): the target's place among the beams."""
-    from . import ranking as R
-
+    R = loaded.setup.decoder
     ids = loaded.bundle.ids
     banned = ([set(s.meta["history"]) - {s.meta["target"]} for s in group]
               if spec.exclude_history else [set()] * len(group))
@@ -146,8 +145,7 @@ def _text_records(ev: EvalContext, samples, mine: list[int], advance, max_new: i
                   parse: Callable[[Any, str], dict]) -> list[dict]:
     """Generate each answer; `parse(sample, text)` turns it into the record's task fields."""
     loaded, spec = ev.loaded, ev.spec
-    from . import ranking as R
-
+    R = loaded.setup.decoder
     collate = loaded.collator()
     ids = loaded.bundle.ids
     records = []
@@ -198,8 +196,8 @@ def image_records(ev: EvalContext, samples, mine: list[int], advance) -> list[di
     vq = ev.once("vq", lambda: image_tokenizer(loaded, loaded.device))
     from ..imagegen.quality import psnr, ssim, to_unit
     from . import image_gen as IG
-    from . import ranking as R
 
+    R = loaded.setup.decoder
     collate = loaded.collator()
     ids = loaded.bundle.ids
     images = dict(zip(loaded.dataset.items["item_id"].to_list(), loaded.dataset.items["image"].to_list()))
@@ -207,7 +205,7 @@ def image_records(ev: EvalContext, samples, mine: list[int], advance) -> list[di
     for chunk in _batches(mine, spec.batch_size):
         group = [samples[i] for i in chunk]
         batch = R.to_device(collate(group), loaded.device)
-        codes = IG.generate_codes(loaded.bundle.model, batch, ids.image_codes, vq.codes_per_image, eoc_id=ids.eoc,
+        codes = IG.generate_codes(R, loaded.bundle.model, batch, ids.image_codes, vq.codes_per_image, eoc_id=ids.eoc,
                                   pad_id=ids.pad, num_beams=spec.text_beams, precision=spec.precision)  # (B, n)
         true_codes = _torch_long([s.meta["codes"] for s in group])
         generated, reconstructed = vq.decode(codes), vq.decode(true_codes)

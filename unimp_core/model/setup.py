@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Callable
 
 import torch
@@ -23,7 +22,7 @@ from ..io import verify_checksums
 from ..progress import Progress
 from ..specs.train import TrainSpec
 from ..tasks import TaskContext, context
-from .families import family
+from .families import Family, capability, family
 
 
 @dataclass
@@ -34,18 +33,30 @@ class Setup:
     bundle: Any  # the family's bundle: .model, .n_items, .spec (token families: .tokenizer, .ids)
     images: Any  # item_id -> tensor (pixels or cached features); None for a family without images
     image_shape: tuple[int, ...]
-    family: ModuleType
+    family: Family
     ctx: TaskContext  # the dataset indexed for the tasks, naming items the way the model does (atomic or semantic ids)
 
     def collator(self, max_length: int, padding_side: str = "right",
                  task_weights: dict[str, float] | None = None) -> Callable:
         """Samples -> batch; "right" padding for training and validation, "left" for generation."""
-        return self.family.collator(self.bundle, self.images, self.image_shape, max_length, padding_side, task_weights)
+        return self._token_model("collator")(self.bundle, self.images, self.image_shape, max_length, padding_side,
+                                             task_weights)
 
     def forward(self, model, batch: dict[str, Any], item_range: tuple[int, int] | None = None):
         """The logits the loss reads: (B, T, V) or, at the label positions, (N, V) or split by item labels
         (`training.loss.SplitLogits`, with `item_range`); `model` may be the accelerate-wrapped one."""
-        return self.family.forward(model, batch, item_range)
+        return self._token_model("forward")(model, batch, item_range)
+
+    @property
+    def decoder(self) -> Any:
+        """The family's token decoding (answer logits, beam search, text generation; `Family`'s `decoder`)."""
+        return self._token_model("decoder")
+
+    def _token_model(self, name: str) -> Any:
+        found = capability(self.family, name)
+        if found is None:
+            raise UnimpError(f"a {self.family.NAME} run reads item ids, not prompts (it has no {name})")
+        return found
 
 
 def setup_model(spec: TrainSpec, ds: Dataset, run_dir: Path, fresh: bool, progress: Progress) -> Setup:
@@ -70,7 +81,8 @@ def setup_model(spec: TrainSpec, ds: Dataset, run_dir: Path, fresh: bool, progre
             raise UnimpError(f"{source}: the model knows {bundle.n_items} items, {ds.root} has {ds.items.height}")
     if fresh:
         fam.save(bundle, run_dir)
-    images, shape = fam.inputs(bundle, spec, ds, Path(run_dir), progress)
+    inputs = capability(fam, "inputs")
+    images, shape = inputs(bundle, spec, ds, Path(run_dir), progress) if inputs is not None else (None, ())
     ctx = context(ds, getattr(bundle, "item_codes", None)).with_rec_prompt(getattr(bundle.spec, "rec_prompt", "chunks"))
     return Setup(ds, bundle, images, shape, fam, ctx)
 

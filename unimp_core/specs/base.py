@@ -40,7 +40,7 @@ def field_descriptions(spec: type[Spec], prefix: str = "") -> list[tuple[str, st
 
     def specs_in(annotation) -> list[type[BaseModel]]:  # through Optional, Union and Annotated
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            return [annotation]
+            return list(getattr(annotation, "variants", lambda: [annotation])())  # a family spec: each family's
         return [s for arg in typing.get_args(annotation) for s in specs_in(arg)]
 
     out: list[tuple[str, str]] = []

@@ -1,4 +1,5 @@
-"""The model part of a run spec (`--model`, `--train-lm`, ...): which OpenFlamingo to build and how.
+"""The model part of a run spec (`--model`, `--train-lm`, ...): `FamilySpec`, what every model family's
+spec provides, and `ModelSpec`, OpenFlamingo's: which one to build and how.
 
 No torch import here: the preset table the factory uses lives in `unimp_core.model.presets`; this module
 only names the presets so a spec can be validated (and printed by `--dry-run`) instantly.
@@ -6,12 +7,60 @@ only names the presets so a spec can be validated (and printed by `--dry-run`) i
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union, get_args
+from typing import Any, ClassVar, Literal, get_args
 
-from pydantic import Discriminator, Field, Tag, model_validator
+from pydantic import Field, model_validator
 
+from ..errors import UnimpError
 from ..task_names import RecPrompt
 from .base import Spec
+
+
+class FamilySpec(Spec):
+    """The model section of a run spec, as each model family (`unimp_core.model.families`) spells it: a
+    `family: Literal["<name>"]` field, the family's settings, and what it asks of the rest of the spec."""
+
+    TITLE: ClassVar[str] = ""  # how messages name the family
+    CLI_HELP: ClassVar[str] = ""  # `--model <name>`'s help: what the family is and the defaults it brings
+    FLAGS: ClassVar[tuple[str, ...]] = ()  # `unimp train` model flags only this family has (field names)
+
+    @classmethod
+    def variants(cls) -> list[type["FamilySpec"]]:
+        """The spec classes a field typed `FamilySpec` may hold: every registered family's."""
+        from ..model.families import FAMILIES, spec_class
+
+        return [spec_class(name) for name in FAMILIES] if cls is FamilySpec else [cls]
+
+    def train_defaults(self) -> dict[str, dict[str, Any]]:
+        """Settings of the other sections that this family fills when the spec leaves them out (or None),
+        e.g. {"optim": {"lr": 1e-3}}; a saved spec holds them all, so it reads back the same."""
+        return {}
+
+    def check_train(self, spec: Any) -> None:
+        """Raise ValueError for a training setting of `spec` (the whole TrainSpec) this family cannot honour."""
+
+    def describe_inputs(self, report: dict[str, Any]) -> str:
+        """What the model read, for `unimp evaluate`'s header."""
+        return f"history {report['history_len']}"
+
+    @classmethod
+    def from_flags(cls, flags: dict[str, Any]) -> dict[str, Any]:
+        """The model section's settings from `unimp train`'s model flags (field name -> value, None: not given). A flag
+        that another family owns (its FLAGS) is a one-line error naming that family; any other flag goes to
+        the spec, which refuses what it does not know."""
+        from ..model.families import FAMILIES, spec_class
+
+        out: dict[str, Any] = {}
+        for name, value in flags.items():
+            if value is None:
+                continue
+            if name not in cls.model_fields:
+                owner = next((f for f in FAMILIES if name in spec_class(f).FLAGS), None)
+                if owner is not None:
+                    raise UnimpError(f"--{name.replace('_', '-')} is a {spec_class(owner).TITLE} setting "
+                                     f"(--model {owner})")
+            out[name] = value
+        return out
 
 Preset = Literal["tiny", "3b", "3b-instruct", "4b", "4b-instruct", "9b", "custom"]
 PRESET_NAMES: tuple[str, ...] = get_args(Preset)
@@ -82,8 +131,10 @@ class ItemCodesRecord(Spec):
         return self.levels * self.codes + self.collision_codes
 
 
-class ModelSpec(Spec):
+class ModelSpec(FamilySpec):
     """Which OpenFlamingo model to build, its added vocabulary and what is trained."""
+
+    TITLE: ClassVar[str] = "OpenFlamingo"
 
     family: Literal["openflamingo"] = Field(
         default="openflamingo", description="Model family (unimp_core.model.families): openflamingo, the paper's."
@@ -155,13 +206,18 @@ class ModelSpec(Spec):
     )
     tiny: TinyModelSpec = Field(default_factory=TinyModelSpec, description="Sizes of the tiny preset.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _train_lm(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("train_lm") is None:
+            # A random-init LM has nothing worth freezing: frozen, it is a fixed random projection.
+            data = {**data, "train_lm": data.get("preset", "tiny") == "tiny"}
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> "ModelSpec":
         if self.item_codes is not None and self.item_ids != "semantic":
             raise ValueError(f"item_codes: only for item_ids semantic (got {self.item_ids})")
-        if self.train_lm is None:
-            # A random-init LM has nothing worth freezing: frozen, it is a fixed random projection.
-            self.__dict__["train_lm"] = self.preset == "tiny"
         custom_only = {"vision": self.vision, "vision_pretrained": self.vision_pretrained, "lm": self.lm,
                        "tokenizer": self.tokenizer}
         if self.preset == "custom":
@@ -179,44 +235,8 @@ class ModelSpec(Spec):
             raise ValueError(f"cross_attn_every_n_layers: preset {self.preset} fixes it (its checkpoint depends on it)")
         return self
 
-
-class SASRecSpec(Spec):
-    """SASRec (Kang & McAuley, ICDM 2018), the sequential-recommendation yardstick: item ids only, task rec only.
-
-    Trained with Adam (betas 0.9, 0.98) at a constant learning rate on every position of every training
-    sequence; optim.schedule, warmup_ratio, weight_decay, grad_clip, grad_accum and gamma do not apply."""
-
-    family: Literal["sasrec"] = Field(default="sasrec", description="Model family: sasrec, the built-in baseline.")
-    loss: Literal["bce", "ce"] = Field(
-        default="ce",
-        description="ce: softmax cross-entropy over the whole catalogue (the default: far better on Amazon Beauty, "
-        "see the README); bce: the paper's binary cross-entropy with one sampled negative per position.",
-    )
-    hidden: int = Field(default=64, ge=8, le=1024, description="Hidden size (item and position embeddings).")
-    blocks: int = Field(default=2, ge=1, le=12, description="Self-attention blocks.")
-    heads: int = Field(default=1, ge=1, le=16, description="Attention heads per block.")
-    max_len: int = Field(default=50, ge=2, le=512, description="Longest history the model reads (the most recent items).")
-    dropout: float = Field(default=0.5, ge=0, lt=1, description="Dropout rate (0.5: the paper's for sparse data such as Amazon).")
-    init_seed: int = Field(default=0, description="Seed of the initial weights.")
-
-    @model_validator(mode="after")
-    def _divisible(self) -> "SASRecSpec":
-        if self.hidden % self.heads:
-            raise ValueError(f"hidden {self.hidden} is not a multiple of heads {self.heads}")
-        return self
+    def train_defaults(self) -> dict[str, dict[str, Any]]:
+        # tiny starts from random weights and wants a larger step; the presets use the paper's 1e-4
+        return {"optim": {"lr": 3e-3 if self.preset == "tiny" else 1e-4, "batch_size": 8}, "run": {"epochs": 1.0}}
 
 
-# One spec class per model family (unimp_core.model.families.FAMILIES), told apart by its `family`
-# field; a spec without one (every run written before families existed) is OpenFlamingo's.
-MODEL_SPECS: tuple[type[Spec], ...] = (ModelSpec, SASRecSpec)
-
-
-def _family_of(value: Any) -> str:
-    family = value.get("family") if isinstance(value, dict) else getattr(value, "family", None)
-    return family or "openflamingo"
-
-
-AnyModelSpec = Annotated[
-    Union[tuple(Annotated[cls, Tag(cls.model_fields["family"].default)] for cls in MODEL_SPECS)],  # type: ignore[misc]
-    Discriminator(_family_of),
-]

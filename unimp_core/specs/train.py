@@ -4,21 +4,15 @@ TrainSpec(model=..., data=..., optim=..., run=...)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SerializeAsAny, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
+from ..model.families import DEFAULT_FAMILY, FAMILIES, spec_class
 from ..task_names import DEFAULT_TASK_WEIGHTS, DEFAULT_TRAIN_TASKS, TaskName, task_names
 from .base import Spec, merge_spec
-from .model import AnyModelSpec, ModelSpec
-
-# Settings that mean nothing to SASRec (item ids, its own window, Adam at a constant rate, one process):
-# setting one for a SASRec run is an error rather than silently ignored.
-NOT_FOR_SASREC = {
-    "data": ("task_weights", "history_len", "task_history_len", "max_tokens", "curriculum", "valid_users"),
-    "optim": ("weight_decay", "schedule", "warmup_ratio", "grad_clip", "grad_accum", "gamma", "item_softmax"),
-    "run": ("precision", "distributed", "accelerate_config", "cache_vision_features", "trackers", "num_workers"),
-}
+from .model import FamilySpec, ModelSpec
 
 
 class DataSpec(Spec):
@@ -142,50 +136,69 @@ class RunSpec(Spec):
 class TrainSpec(Spec):
     """Everything `unimp train` needs; saved as train_spec.json in the run folder."""
 
-    model: AnyModelSpec = Field(default_factory=ModelSpec, description="Which model to build (its family and settings).")
+    model: SerializeAsAny[FamilySpec] = Field(default_factory=ModelSpec,
+                                              description="Which model to build (its family and settings).")
     data: DataSpec = Field(description="Dataset folder and tasks.")
     optim: OptimSpec = Field(default_factory=OptimSpec, description="Optimizer and schedule.")
     run: RunSpec = Field(description="Run folder and execution.")
     init_from: Path | None = Field(default=None, description="Start from this run's final weights (set by `unimp finetune --from`).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _family_defaults(cls, data: Any) -> Any:
+        """The model section validated by its family's spec class, and the settings the spec leaves out
+        (or None) filled from the family's `train_defaults` (a saved spec holds them, so it reads back the same)."""
+        if not isinstance(data, dict):
+            return data
+        model = _model_spec(data.get("model"))
+        data = {**data, "model": model}
+        for section, values in model.train_defaults().items():
+            if section in data or not cls.model_fields[section].is_required():  # a missing one stays an error
+                data[section] = _fill(data.get(section), values)
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> "TrainSpec":
         from ..training.selection import metric_name
 
         metric_name(self.run.select_metric)  # a bad name fails before anything runs
-        if self.model.family == "sasrec":
-            return self._check_sasrec()
-        if self.optim.lr is None:
-            self.optim.__dict__["lr"] = 3e-3 if self.model.preset == "tiny" else 1e-4
-        if self.optim.batch_size is None:
-            self.optim.__dict__["batch_size"] = 8
-        if self.run.epochs is None:
-            self.run.__dict__["epochs"] = 1.0
+        self.model.check_train(self)
         # img_gen's codebook size (model.image_gen_codes) is not checked here: `run_train` sets it from the
         # dataset's manifest (its image_tokens record), never from a hand-set value.
         return self
 
-    def _check_sasrec(self) -> "TrainSpec":
-        for section, names in NOT_FOR_SASREC.items():
-            part = getattr(self, section)  # a saved spec holds every field: compare with the defaults
-            given = [n for n in names if getattr(part, n) != type(part).model_fields[n].get_default(call_default_factory=True)]
-            if given:
-                raise ValueError(f"{section}.{given[0]} does not apply to SASRec (it reads item ids only, "
-                                 "trains with Adam at a constant rate, in one process)")
-        if "tasks" not in self.data.model_fields_set:
-            self.data.__dict__["tasks"] = ["rec"]
-        elif self.data.tasks != ["rec"]:
-            raise ValueError(f"SASRec trains task rec only (got tasks {', '.join(self.data.tasks)})")
-        if self.init_from is not None:
-            raise ValueError("finetuning starts from an OpenFlamingo run; SASRec trains from scratch")
-        # Caps, not budgets: early stopping on the valid split ends the run (ce peaked near epoch 32 on Beauty).
-        epochs, every = (200.0, None) if self.model.loss == "ce" else (250.0, 2000)
-        defaults = {("optim", "lr"): 1e-3, ("optim", "batch_size"): 128, ("run", "epochs"): epochs,
-                    ("run", "eval_every"): every}
-        for (section, name), value in defaults.items():
-            if getattr(getattr(self, section), name) is None:
-                getattr(self, section).__dict__[name] = value
-        return self
+
+def _model_spec(value: Any) -> FamilySpec:
+    """The model section as its family's spec (the default family's when none is named)."""
+    if isinstance(value, FamilySpec):
+        return value
+    value = {} if value is None else value
+    if not isinstance(value, dict):
+        raise ValueError(f"model: expected a mapping of settings, got {type(value).__name__}")
+    name = value.get("family") or DEFAULT_FAMILY
+    if name not in FAMILIES:
+        tags = ", ".join(repr(f) for f in FAMILIES)
+        raise ValidationError.from_exception_data("TrainSpec", [{
+            "type": PydanticCustomError("union_tag_invalid", f"Input tag {name!r} does not match any of the expected "
+                                        f"tags: {tags}"), "loc": ("model",), "input": value}])
+    try:
+        return spec_class(name).model_validate(value)
+    except ValidationError as exc:  # located under model.<family>.
+        raise ValidationError.from_exception_data("TrainSpec", [
+            {"type": e["type"], "loc": ("model", name, *e["loc"]), "input": e["input"], **({"ctx": e["ctx"]} if "ctx" in e else {})}
+            for e in exc.errors()]) from None
+
+
+def _fill(section: Any, defaults: dict[str, Any]) -> Any:
+    """`section` (raw settings or a spec) with each of `defaults` that it leaves out or sets to None."""
+    if isinstance(section, Spec):
+        missing = {k: v for k, v in defaults.items() if k not in section.model_fields_set or getattr(section, k) is None}
+        return section.model_copy(update=missing) if missing else section
+    section = dict(section or {})
+    for key, value in defaults.items():
+        if section.get(key) is None:
+            section[key] = value
+    return section
 
 
 def finetune_spec(source: Path, overrides: dict, config: Path | None = None) -> TrainSpec:

@@ -29,7 +29,8 @@ import torch
 
 from ..errors import UnimpError, first_line
 from ..io import verify_checksums, write_checksums
-from ..run_folder import CHECKPOINTS, CHECKSUMS, OPTIMIZER, RNG, SCHEDULER, STATE, WEIGHTS, list_checkpoints
+from ..run_folder import (BEST, CHECKPOINTS, CHECKSUMS, FINAL, OPTIMIZER, RNG, SCHEDULER, STATE, WEIGHTS, checkpoint_dir,
+                          list_checkpoints)
 
 
 
@@ -171,3 +172,13 @@ def load_latest(run_dir: Path, log: Callable[[str], None]) -> dict[str, Any] | N
     if damaged:
         raise UnimpError(f"{run_dir}: no intact checkpoint to resume from ({'; '.join(damaged)})")
     return None
+
+
+def write_best(run_dir: Path, weights: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
+    """`best/`: the weights of the best validation so far (`selection.Selection.best_state` says where)."""
+    write_folder_atomic(checkpoint_dir(run_dir, BEST), {WEIGHTS: weights, STATE: state})
+
+
+def write_final(run_dir: Path, weights: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
+    """`final/`: the weights the run ended with and where it ended (`state`: step, epoch, early_stopped, ...)."""
+    write_folder_atomic(Path(run_dir) / FINAL, {WEIGHTS: weights, STATE: state})

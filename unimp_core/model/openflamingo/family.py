@@ -2,7 +2,7 @@
 Perceiver, gated cross-attention and embeddings; prompts are text with `<image>` markers.
 
 The family interface is described in `unimp_core.model.families`; the model itself is built by
-`unimp_core.model.factory`.
+`unimp_core.model.openflamingo.factory`.
 """
 
 from __future__ import annotations
@@ -11,12 +11,14 @@ import itertools
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Mapping
 
-from ..data.store import Dataset
-from ..progress import Progress
-from ..specs.train import TrainSpec
-from ..tokens import ADDED_TOKEN_RE
-from .factory import ModelBundle, build_model, load_bundle, reads_images, save_bundle
-from .packing import pack_right_padded
+from ...data.store import Dataset
+from ...progress import Progress
+from ...specs.train import TrainSpec
+from ...tokens import ADDED_TOKEN_RE
+from . import decode as decoder  # the tasks' decoders read logits, beams and generated text through it
+from .factory import ModelBundle, build_model, load_bundle, save_bundle
+from .mixins import reads_images
+from ..packing import pack_right_padded
 
 NAME = "openflamingo"
 
@@ -24,19 +26,19 @@ NAME = "openflamingo"
 def tokenizer_texts(ds: Dataset, seed: int) -> Iterator[str]:
     """What the tiny BPE tokenizer learns from: the catalogue and reviews, and the prompt phrases
     (without the added tokens, which are whole tokens anyway)."""
-    from ..tasks import BUILTIN_TASKS, build_training_samples
-    from .tokenizer import dataset_texts
+    from ...tasks import BUILTIN_TASKS, build_training_samples
+    from ..tokenizer import dataset_texts
 
     prompts = build_training_samples(ds, list(BUILTIN_TASKS), 5, seed, 0)[:2000]
     return itertools.chain(dataset_texts(ds), (ADDED_TOKEN_RE.sub(" ", s.text) for s in prompts))
 
 
 def build(spec: TrainSpec, ds: Dataset, progress: Progress) -> ModelBundle:
-    from .item_ids import choose_item_ids, dataset_codes
+    from ..item_ids import choose_item_ids, dataset_codes
 
     choose_item_ids(spec.model, ds, progress.log)  # resolved already when run_train built the spec
     codes = dataset_codes(spec.model, ds) if spec.model.item_ids == "semantic" else None
-    from ..data.attributes import item_attributes
+    from ...data.attributes import item_attributes
 
     attributes = item_attributes(ds) if spec.model.item_attributes else None
     if attributes is not None and not attributes[0]:
@@ -60,8 +62,8 @@ def inputs(bundle: ModelBundle, spec: TrainSpec, ds: Dataset, run_dir: Path,
     """item_id -> pixels (C, H, W); with `run.cache_vision_features` -> cached vision features (v, d),
     computed into the run folder once, and the model switched to take them (not for a model without
     cross-attention: nothing would read them)."""
-    from ..run_folder import FEATURES
-    from .vision_cache import ItemImages, build_feature_cache, use_cached_features
+    from ...run_folder import FEATURES
+    from ..vision_cache import ItemImages, build_feature_cache, use_cached_features
 
     images = ItemImages(ds, bundle.image_transform)
     if not spec.run.cache_vision_features or not reads_images(bundle.model):
@@ -73,7 +75,7 @@ def inputs(bundle: ModelBundle, spec: TrainSpec, ds: Dataset, run_dir: Path,
 
 def collator(bundle: ModelBundle, images: Callable, image_shape: tuple[int, ...], max_length: int,
              padding_side: Literal["right", "left"] = "right", task_weights: Mapping[str, float] | None = None):
-    from ..training.collate import make_collator
+    from ...training.collate import make_collator
 
     return make_collator(bundle.tokenizer, max_length=max_length, padding_side=padding_side, images=images,
                          image_shape=image_shape, task_weights=task_weights)
@@ -85,8 +87,8 @@ def forward(model, batch: dict[str, Any], item_range: tuple[int, int] | None = N
     `item_range` a `SplitLogits` whose item labels' rows are computed over the item tokens alone. A batch
     with labels is packed (`model.packing`) when the model can take it: the same logits for a fraction
     of the work."""
-    from ..training.collate import IGNORE_INDEX
-    from ..training.loss import SplitLogits, item_rows, label_positions
+    from ...training.collate import IGNORE_INDEX
+    from ...training.loss import SplitLogits, item_rows, label_positions
 
     labels = batch.get("labels")
     if labels is None:
@@ -122,27 +124,30 @@ def packs(model) -> bool:
 
 def rank_scores(setup, model, samples, *, device, max_tokens: int, precision: str = "fp32"):
     """(B, N) CPU scores of every catalogue item for rec/search samples (see `batch_scores`)."""
-    from ..evaluation import ranking as R
+    batch = decoder.to_device(setup.collator(max_tokens, padding_side="left")(list(samples)), device)
+    return collated_scores(setup, model, batch, precision)
 
-    batch = R.to_device(setup.collator(max_tokens, padding_side="left")(list(samples)), device)
+
+def collated_scores(setup, model, batch: dict[str, Any], precision: str = "fp32"):
+    """(B, N) CPU scores of every catalogue item for an already collated, left-padded batch."""
     return batch_scores(setup.bundle, model, batch, precision, cold_items(setup))
 
 
 def batch_scores(bundle: ModelBundle, model, batch: dict[str, Any], precision: str = "fp32", cold=None):
     """(B, N) CPU scores of every item for a left-padded batch of prompts ending at `<answer>`: the item
-    tokens' logits (atomic ids), or each item's code-path log-probability (semantic ids, `ranking.path_scores`;
+    tokens' logits (atomic ids), or each item's code-path log-probability (semantic ids, `tree.path_scores`;
     `cold`: the items never trained, `cold_items`, scored by their trained prefix)."""
-    from ..evaluation import ranking as R
+    from . import tree
 
     ids = bundle.ids
     if ids.semantic:
-        return R.checked_path_scores(model, batch, R.code_tree(ids.item_tokens), ids.item_tokens, precision,
-                                     cold).cpu()
-    return R.item_scores(R.answer_logits(model, batch, precision), ids.items).cpu()
+        return tree.checked_path_scores(model, batch, tree.code_tree(ids.item_tokens), ids.item_tokens, precision,
+                                        cold).cpu()
+    return decoder.item_scores(decoder.answer_logits(model, batch, precision), ids.items).cpu()
 
 
 def cold_items(setup):
-    """Semantic ids: the dataset's items that no training history holds (`ranking.ColdItems`), computed once
+    """Semantic ids: the dataset's items that no training history holds (`tree.ColdItems`), computed once
     per setup; None for atomic ids (an untrained item token cannot be helped) or when every item trained."""
     ids = setup.bundle.ids
     if not ids.semantic:
@@ -150,10 +155,17 @@ def cold_items(setup):
     if not hasattr(setup, "_cold_items"):
         import numpy as np
 
-        from ..evaluation.ranking import ColdItems
-        from ..itemcodes.embed import training_histories
+        from .tree import ColdItems
+        from ...itemcodes.embed import training_histories
 
         trained = np.zeros(len(ids.item_tokens), dtype=bool)
         trained[training_histories(setup.dataset)[0]] = True
         setup._cold_items = ColdItems.build(ids.item_tokens.cpu().numpy(), trained)
     return setup._cold_items
+
+
+def recipe(spec: TrainSpec, progress: Progress | None = None) -> Path:
+    """Train (or resume, or finetune) the run `spec` describes; returns the run folder."""
+    from .recipe import run_train_openflamingo
+
+    return run_train_openflamingo(spec, progress)

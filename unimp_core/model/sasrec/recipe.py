@@ -20,34 +20,33 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import run_folder as RF
-from ..errors import UnimpError
-from ..model import sasrec as S
-from ..model.setup import load_trainable, setup_model, trainable_state
-from ..progress import Progress
-from ..specs.train import TrainSpec
-from ..tasks import build_eval_samples, context
-from . import checkpoint as ckpt
-from .loss import check_finite_loss
-from .selection import Selection, metric_name
+from ... import run_folder as RF
+from ...errors import UnimpError
+from . import net as S
+from ..setup import load_trainable, setup_model, trainable_state
+from ...progress import Progress
+from ...specs.train import TrainSpec
+from ...tasks import build_eval_samples, context
+from ...training import checkpoint as ckpt
+from ...training.loss import check_finite_loss
+from ...training.distributed import make_accelerator, reset_accelerate_state
+from ...training.recipe import RunFolder, record_dataset, setup_dataset, setup_run_dir
+from ...training.selection import Selection, metric_name, rank_valid, record_validation
 
 BETAS = (0.9, 0.98)  # the paper's Adam
 
 
 def run_train_sasrec(spec: TrainSpec, progress: Progress | None = None) -> Path:
     """Train (or resume) the SASRec run described by `spec`; returns the run folder."""
-    from .distributed import make_accelerator, reset_accelerate_state
-    from .train import Run, _record_dataset, _setup_dataset, _setup_run_dir
-
     progress = progress or Progress()
     try:
         accelerator = make_accelerator(spec, log_dir=spec.run.out)
         if accelerator.num_processes > 1:
             raise UnimpError("SASRec trains in one process (run `unimp train --model sasrec` without accelerate launch)")
-        run = Run(spec, Path(spec.run.out), accelerator, progress)
-        ds = _setup_dataset(spec)  # before the run folder is touched
-        fresh = _setup_run_dir(run)
-        _record_dataset(run, ds)  # dataset.json: evaluate, generate and --resume refuse a rebuilt dataset
+        run = RunFolder(spec, Path(spec.run.out), accelerator, progress)
+        ds = setup_dataset(spec)  # before the run folder is touched
+        fresh = setup_run_dir(run)
+        record_dataset(run, ds)  # dataset.json: evaluate, generate and --resume refuse a rebuilt dataset
         torch.manual_seed(spec.run.seed)
         setup = setup_model(spec, ds, run.out, fresh=fresh, progress=progress)
         _Loop(run, setup, ds, accelerator.device).train()
@@ -139,28 +138,15 @@ class _Loop:
 
     def _validate(self) -> bool:
         """Rank the valid split, keep best/ on a new best; True when early stopping says stop."""
-        from ..evaluation.runner import valid_rank_metrics
-
-        k = int(self.selection.metric.split("@")[1])
-        metrics = valid_rank_metrics(self.setup, self.model, self.valid, device=self.device,
-                                     ks=sorted({5, 10, 20, k}))
+        metrics = rank_valid(self.setup, self.model, self.valid, self.selection.metric, device=self.device)
         self.model.train()
-        better = self.selection.update(self.step, metrics)
-        self._log({"valid_rank": metrics, "valid_users": len(self.valid), "best": self.selection.best,
-                   "best_step": self.selection.best_step})
-        self.progress.log(f"step {self.step}: valid {self.selection.metric} {metrics[self.selection.metric]:.4f}"
-                          f" (best {self.selection.best:.4f} at step {self.selection.best_step})")
-        if better:
-            ckpt.write_folder_atomic(RF.checkpoint_dir(self.out, RF.BEST), {
-                RF.WEIGHTS: trainable_state(self.model),
-                RF.STATE: {"step": self.step, "epoch": self.step / self.per_epoch, "metric": self.selection.metric,
-                           "value": self.selection.best, "split": "valid", "users": len(self.valid),
-                           "exclude_history": True},
-            })
-        if self.selection.stop:
-            self.progress.log(f"early stop at step {self.step}: {self.selection.since_best} validations without a "
-                              f"better {self.selection.metric}")
-        return self.selection.stop
+
+        def save_best() -> None:
+            ckpt.write_best(self.out, trainable_state(self.model),
+                            self.selection.best_state(self.step / self.per_epoch, len(self.valid)))
+
+        return record_validation(self.selection, self.step, metrics, users=len(self.valid), write_line=self._log,
+                                 save_best=save_best, log=self.progress.log)
 
     def _state(self) -> dict[str, Any]:
         epoch, batch = divmod(self.step, self.per_epoch)
@@ -173,6 +159,4 @@ class _Loop:
         }, self.spec.run.keep_last)
 
     def _save_final(self, stopped: bool) -> None:
-        ckpt.write_folder_atomic(self.out / RF.FINAL, {
-            RF.WEIGHTS: trainable_state(self.model), RF.STATE: {**self._state(), "early_stopped": stopped},
-        })
+        ckpt.write_final(self.out, trainable_state(self.model), {**self._state(), "early_stopped": stopped})

@@ -1,20 +1,19 @@
 """DeepSpeed / FSDP optimizer state in a checkpoint: each process writes and reads its own share
-(`checkpoints/step-N/optimizer_shards/`); one process or DDP keeps the whole state in optimizer.pt."""
+(`checkpoints/step-N/optimizer_shards/`); one process or DDP keeps the whole state in optimizer.pt.
+
+`run` is the recipe's `recipe.Run` (accelerator, model, optimizer, out, position, sharding).
+"""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from .. import run_folder as RF
-from ..errors import UnimpError
-
-if TYPE_CHECKING:
-    from .train import Run
+from ... import run_folder as RF
+from ...errors import UnimpError
 
 
-def save_sharded_optimizer(run: "Run") -> Path | None:
+def save_sharded_optimizer(run) -> Path | None:
     """DeepSpeed / FSDP keep each process's share of the optimizer state: every process writes its
     own into a staging folder (moved into the checkpoint by the main process). None otherwise."""
     if run.sharding == "none":
@@ -35,7 +34,7 @@ def save_sharded_optimizer(run: "Run") -> Path | None:
     return staging
 
 
-def load_sharded_optimizer(run: "Run", checkpoint: Path) -> None:
+def load_sharded_optimizer(run, checkpoint: Path) -> None:
     folder = Path(checkpoint) / RF.SHARDS_DIR
     if run.sharding == "none":
         return

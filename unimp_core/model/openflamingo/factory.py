@@ -24,23 +24,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .. import run_folder as RF
-from ..errors import UnimpError, first_line
-from ..progress import Progress
-from ..data.store import Dataset
-from ..specs.model import ModelSpec, TinyModelSpec
-from .presets import CHECKPOINT_FILE, Preset, resolve_preset
-from .tokenizer import dataset_texts, load_tokenizer, save_tokenizer, train_bpe_tokenizer
-from .vocab import (VocabIds, add_flamingo_tokens, add_unimp_tokens, base_vocab_size, flamingo_vocab_size,
+from ... import run_folder as RF
+from ...errors import UnimpError, first_line
+from ...data.store import Dataset
+from ...progress import Progress
+from ...specs.model import ModelSpec, TinyModelSpec
+from ..presets import CHECKPOINT_FILE, Preset, resolve_preset
+from ..tokenizer import dataset_texts, load_tokenizer, save_tokenizer, train_bpe_tokenizer
+from ..vocab import (VocabIds, add_flamingo_tokens, add_unimp_tokens, base_vocab_size, flamingo_vocab_size,
                     resize_embeddings, vocab_ids)
+from .mixins import (EmbeddingFnMixin, LabelLogitsMixin, NoImageBatchMixin, OptionalMaskMixin, fp32_kwargs,
+                     lacks_input_embeddings, set_generation_tokens)
 
 if TYPE_CHECKING:
     from open_flamingo import Flamingo
 
-    from ..itemcodes.codes import ItemCodes
+    from ...itemcodes.codes import ItemCodes
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 # Length of EleutherAI/gpt-neox-20b's tokenizer, which RedPajama-INCITE and the MPT models all use:
@@ -124,7 +125,7 @@ def build_model(
                                           meta=meta)
             add_unimp_tokens(tok, n_items, spec.image_gen_codes, item_codes)
             resize_embeddings(model.lang_encoder, len(tok), std=new_row_std(preset, lm))
-            _set_generation_tokens(model.lang_encoder, tok)
+            set_generation_tokens(model.lang_encoder, tok)
             ids = vocab_ids(tok, n_items, spec.image_gen_codes, item_codes)
             if item_attributes is not None:
                 _add_item_content(model.lang_encoder, ids, item_attributes, new_row_std(preset, lm) or 0.02)
@@ -139,7 +140,7 @@ def build_model(
 
 
 def _add_item_content(lm, ids, item_attributes, std: float) -> None:
-    from .item_content import ItemContent, attach
+    from ..item_content import ItemContent, attach
 
     if ids.semantic:
         raise UnimpError("item attributes are added to atomic item ids (model.item_ids atomic), not to semantic ids")
@@ -281,121 +282,6 @@ def tiny_lm_config(tiny: TinyModelSpec, vocab_size: int, tok: "PreTrainedTokeniz
                          **common)
 
 
-class _EmbeddingFnMixin:
-    """MosaicGPT (mpt-1b-redpajama-200b's remote code) lacks get/set_input_embeddings (open_flamingo's hack)."""
-
-    def get_input_embeddings(self):
-        return self.transformer.wte
-
-    def set_input_embeddings(self, new_embeddings):
-        self.transformer.wte = new_embeddings
-
-
-def reads_images(model) -> bool:
-    """Whether any decoder layer has cross-attention (`cross_attn_every_n_layers: 0` builds none)."""
-    return any(layer.gated_cross_attn_layer is not None for layer in model.lang_encoder._get_decoder_layers())
-
-
-class _NoImageBatchMixin:
-    """Accept a batch in which no sample has an image (vision_x (B, 0, F, C, H, W)).
-
-    open_flamingo cannot encode zero images; one blank image per sample is encoded instead. No
-    `<image>` token refers to it, so the text attends to nothing, exactly as without images.
-    A model without cross-attention reads no images at all: its layers are conditioned on a placeholder
-    and the vision tower and the Perceiver (a third of a training step on the tiny preset) never run.
-    """
-
-    def _encode_vision_x(self, vision_x: torch.Tensor):
-        if not reads_images(self):
-            placeholder = vision_x.new_zeros(vision_x.shape[0], max(vision_x.shape[1], 1), 1, 1)  # (B, T_img, 1, 1)
-            for layer in self.lang_encoder._get_decoder_layers():
-                layer.condition_vis_x(placeholder)
-            return
-        if vision_x.ndim == 6 and vision_x.shape[1] == 0:
-            b, _, f, c, h, w = vision_x.shape
-            vision_x = vision_x.new_zeros(b, 1, f, c, h, w)
-        return super()._encode_vision_x(vision_x)
-
-
-class _LabelLogitsMixin:
-    """`Flamingo.forward(..., logits_at=positions)`: the output head only where the loss reads it.
-
-    Training reads the logits of a few answer positions, but the LM head (hidden -> the whole
-    vocabulary, catalogue included) over every position of every row, padding too, is most of a small
-    model's work. With `logits_at` ((B, T) bool, or (N,) flat indices into the (B, T) positions), the LM
-    returns its last hidden states (post final norm, as transformers' built-in LMs give them), the head
-    runs on the selected positions only and the output's `logits` is (N, V), in `mask.nonzero()` (or
-    the indices') order; the same numbers as `logits[logits_at]`. With `item_rows` ((N,) bool) and
-    `item_columns` (lo, hi), `logits` is a pair: those rows over the item tokens lo..hi-1 alone
-    (N_item, hi - lo), the other rows over the whole vocabulary. `position_ids` without an attention
-    mask is transformers' packed-sequence format (`model.packing`). An LM that cannot skip its logits
-    (remote code without `logits_to_keep`) computes them all and is indexed. Being `forward`, this runs
-    inside DDP / DeepSpeed wrappers like any forward pass.
-    """
-
-    def forward(self, vision_x, lang_x, attention_mask=None, labels=None, clear_conditioned_layers=True,
-                past_key_values=None, use_cache=False, logits_at=None, position_ids=None, item_rows=None,
-                item_columns=None):
-        if logits_at is None:
-            return super().forward(vision_x, lang_x, attention_mask=attention_mask, labels=labels,
-                                   clear_conditioned_layers=clear_conditioned_layers,
-                                   past_key_values=past_key_values, use_cache=use_cache)
-        from transformers.modeling_outputs import CausalLMOutput
-
-        lm = self.lang_encoder
-        if logits_at.dtype == torch.bool:
-            logits_at = logits_at.flatten().nonzero().squeeze(1)  # (N,) in row-major order
-        extra = {} if position_ids is None else {"position_ids": position_ids}
-        if not lm._use_cached_vision_x:
-            self._encode_vision_x(vision_x=vision_x)
-            self._condition_media_locations(input_ids=lang_x)
-        try:
-            head = lm.get_output_embeddings()
-            logits = None
-            if head is not None and getattr(lm, "_unimp_keeps_logits", True):
-                try:
-                    out = lm(input_ids=lang_x, attention_mask=attention_mask, output_hidden_states=True,
-                             logits_to_keep=1, use_cache=False, **extra)
-                    hidden = out.hidden_states[-1].flatten(0, 1)[logits_at]  # (N, H)
-                    logits = head(hidden) if item_rows is None else _split_head(head, hidden, item_rows, item_columns)
-                except TypeError as exc:
-                    if "logits_to_keep" not in str(exc):
-                        raise
-                    lm._unimp_keeps_logits = False
-            if logits is None:
-                logits = lm(input_ids=lang_x, attention_mask=attention_mask, **extra).logits.flatten(0, 1)[logits_at]
-                if item_rows is not None:
-                    lo, hi = item_columns
-                    logits = (logits[item_rows, lo:hi], logits[~item_rows])
-        finally:
-            if clear_conditioned_layers:
-                lm.clear_conditioned_layers()
-        return CausalLMOutput(logits=logits)
-
-
-def _split_head(head: nn.Module, hidden: torch.Tensor, item_rows: torch.Tensor,
-                item_columns: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The output head on (N, H) hidden states: the item rows against the item tokens' rows of the head
-    alone ((N_item, hi - lo)), the others against all of it ((N_other, V))."""
-    lo, hi = item_columns
-    weight = head.scoring_weight() if hasattr(head, "scoring_weight") else head.weight  # (V, H); item content adds to it
-    bias = getattr(head, "bias", None)
-    return (F.linear(hidden[item_rows], weight[lo:hi], None if bias is None else bias[lo:hi]),
-            F.linear(hidden[~item_rows], weight, bias))
-
-
-class _OptionalMaskMixin:
-    """Let the Flamingo LM run without an attention mask.
-
-    open_flamingo's `FlamingoLMMixin.forward(input_ids, attention_mask, ...)` requires the mask;
-    transformers >= 5.18 `generate()` drops an all-ones mask and the call fails. None is passed on to
-    the LM, which treats it as "attend to every token" (all ones), whatever the cache length.
-    """
-
-    def forward(self, input_ids=None, attention_mask=None, **kwargs):
-        return super().forward(input_ids, attention_mask, **kwargs)
-
-
 def _language_model(spec: ModelSpec, preset: Preset, meta: bool, base_vocab: int, tok) -> "PreTrainedModel":
     from open_flamingo.src.factory import _infer_decoder_layers_attr_name
     from open_flamingo.src.flamingo_lm import FlamingoLMMixin
@@ -410,14 +296,14 @@ def _language_model(spec: ModelSpec, preset: Preset, meta: bool, base_vocab: int
         try:
             lm = AutoModelForCausalLM.from_pretrained(
                 preset.lm, trust_remote_code=spec.trust_remote_code, local_files_only=spec.local_files_only,
-                **_fp32_kwargs(),
+                **fp32_kwargs(),
             )
         except Exception as exc:
             raise UnimpError(f"model.lm: cannot load {preset.lm!r}: {first_line(exc)}") from exc
-    if _lacks_input_embeddings(lm):
-        extend_instance(lm, _EmbeddingFnMixin)
+    if lacks_input_embeddings(lm):
+        extend_instance(lm, EmbeddingFnMixin)
     extend_instance(lm, FlamingoLMMixin)
-    extend_instance(lm, _OptionalMaskMixin)  # outermost: its forward runs first
+    extend_instance(lm, OptionalMaskMixin)  # outermost: its forward runs first
     try:
         lm.set_decoder_layers_attr_name(_infer_decoder_layers_attr_name(lm))
     except ValueError as exc:
@@ -433,28 +319,6 @@ def new_row_std(preset: Preset, lm) -> float | None:
     if not preset.is_tiny:
         return None
     return float(getattr(lm.config, "initializer_range", 0.02))
-
-
-def _fp32_kwargs() -> dict[str, Any]:
-    """Load weights in float32, as the paper's code did (transformers 4 default); transformers 5 defaults to the
-    checkpoint's dtype ("auto"), which would mix fp16 LM weights with fp32 Perceiver/cross-attention.
-    Mixed precision is the training loop's business (autocast)."""
-    import transformers
-
-    return {"dtype": torch.float32} if int(transformers.__version__.split(".")[0]) >= 5 else {}
-
-
-def _lacks_input_embeddings(lm) -> bool:
-    try:
-        return lm.get_input_embeddings() is None
-    except (NotImplementedError, AttributeError):
-        return hasattr(lm, "transformer") and hasattr(lm.transformer, "wte")
-
-
-def _set_generation_tokens(lm, tok) -> None:
-    lm.config.pad_token_id = tok.pad_token_id
-    if getattr(lm, "generation_config", None) is not None:
-        lm.generation_config.pad_token_id = tok.pad_token_id
 
 
 # --------------------------------------------------------------------------------- Flamingo assembly
@@ -474,8 +338,8 @@ def _assemble(spec: ModelSpec, preset: Preset, vision, lm, tok, vis_dim: int) ->
     )
     from open_flamingo.src.utils import extend_instance
 
-    extend_instance(model, _NoImageBatchMixin)
-    extend_instance(model, _LabelLogitsMixin)
+    extend_instance(model, NoImageBatchMixin)
+    extend_instance(model, LabelLogitsMixin)
     if preset.is_tiny:
         # Flamingo's constructor fixes the Perceiver at depth 6 / 64 latents; tiny swaps in a small one
         t = spec.tiny
@@ -585,22 +449,22 @@ def freeze(model: "Flamingo", train_lm: bool = False) -> int:
 def save_bundle(bundle: ModelBundle, run_dir: str | Path) -> None:
     """Write what rebuilds the model offline: `model.json` (family, spec, catalogue size), `tokenizer/` and the
     items' code tuples of semantic ids."""
-    from .item_content import save_run_attributes
-    from .item_ids import save_run_codes
+    from ..item_content import save_run_attributes
+    from ..item_ids import save_run_codes
 
     save_tokenizer(bundle.tokenizer, run_dir)
     if bundle.item_codes is not None:
         save_run_codes(Path(run_dir), bundle.item_codes)
     if bundle.item_attributes is not None:
         save_run_attributes(Path(run_dir), *bundle.item_attributes)
-    RF.write_model_meta(run_dir, "openflamingo", bundle.spec.model_dump(mode="json"), bundle.n_items)
+    RF.write_model_meta(run_dir, bundle.spec.family, bundle.spec.model_dump(mode="json"), bundle.n_items)
 
 
 def load_bundle(run_dir: str | Path, device: str | torch.device = "cpu",
                 progress: Progress | None = None) -> ModelBundle:
     """Rebuild a run's model and tokenizer from its folder (tiny: fully offline; presets: the LM and
     checkpoint come from the local cache). Trainable weights are loaded by the caller."""
-    from .item_content import RUN_FILE as RUN_ATTRIBUTES, load_run_attributes
+    from ..item_content import RUN_FILE as RUN_ATTRIBUTES, load_run_attributes
 
     meta = RF.read_model_meta(run_dir)
     tokenizer_dir = RF.tokenizer_dir(run_dir)
@@ -612,7 +476,7 @@ def load_bundle(run_dir: str | Path, device: str | torch.device = "cpu",
         raise UnimpError(f"{Path(run_dir) / RF.MODEL_META}: unreadable: {first_line(exc)}") from exc
     codes = None
     if spec.item_ids == "semantic":
-        from .item_ids import load_run_codes
+        from ..item_ids import load_run_codes
 
         if spec.item_codes is None:
             raise UnimpError(f"{Path(run_dir) / RF.MODEL_META}: semantic item ids without their item_codes record")

@@ -16,7 +16,7 @@ measured above the original on Beauty); padded keys are masked out of attention 
 for the BCE loss are drawn uniformly from the items not in the row's window (the paper: not in the
 user's training sequence; identical for sequences within `max_len + 1` items).
 
-Pure torch: no dataset or run-folder code here (the family glue lives in `model.sasrec_family`).
+Pure torch: no dataset or run-folder code here (the family glue lives in `model.sasrec.family`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The SASRec model family: the built-in sequential-recommendation yardstick (item ids only, task rec).
 
-The family interface is described in `unimp_core.model.families`; the network is `unimp_core.model.sasrec`
-and its training loop `unimp_core.training.sasrec`. A SASRec run folder is an ordinary run folder
+The family interface is described in `unimp_core.model.families` (SASRec has no prompts: no `inputs`,
+`collator`, `forward` or `decoder`); the network is `unimp_core.model.sasrec.net`
+and its training loop `unimp_core.model.sasrec.recipe`. A SASRec run folder is an ordinary run folder
 (train_spec.json, model.json, checkpoints/, best/, final/, metrics.jsonl) without a tokenizer.
 """
 
@@ -13,13 +14,12 @@ from typing import Any, Sequence
 
 import torch
 
-from .. import run_folder as RF
-from ..data.store import Dataset
-from ..errors import UnimpError
-from ..progress import Progress
-from ..specs.model import SASRecSpec
-from ..specs.train import TrainSpec
-from .sasrec import SASRec, history_batch
+from ... import run_folder as RF
+from ...data.store import Dataset
+from ...progress import Progress
+from ...specs.train import TrainSpec
+from .net import SASRec, history_batch
+from .spec import SASRecSpec
 
 NAME = "sasrec"
 TASKS = ("rec",)  # what evaluate and generate may ask of a SASRec run
@@ -56,16 +56,9 @@ def load(run_dir: Path, meta: dict[str, Any], progress: Progress) -> SASRecBundl
     return SASRecBundle(_model(spec, meta["n_items"]), meta["n_items"], spec)
 
 
-def inputs(bundle: SASRecBundle, spec: TrainSpec, ds: Dataset, run_dir: Path, progress: Progress):
-    return None, ()
-
-
-def collator(*args, **kwargs):
-    raise UnimpError("SASRec reads item ids, not prompts: it has no collator (task rec only)")
-
-
-def forward(model, batch, item_range=None):
-    raise UnimpError("SASRec reads item ids, not prompts (task rec only)")
+def history_window(bundle: SASRecBundle) -> int:
+    """SASRec reads its last max_len items, not a prompt."""
+    return bundle.model.max_len
 
 
 @torch.no_grad()
@@ -74,3 +67,10 @@ def rank_scores(setup, model: SASRec, samples: Sequence, *, device, max_tokens: 
     """(B, N) scores of every catalogue item after each sample's whole history (its last max_len items)."""
     histories = [s.meta["history"] for s in samples]
     return model.last_scores(history_batch(histories, model.max_len).to(device)).float().cpu()
+
+
+def recipe(spec: TrainSpec, progress: Progress | None = None) -> Path:
+    """Train (or resume) the run `spec` describes; returns the run folder."""
+    from .recipe import run_train_sasrec
+
+    return run_train_sasrec(spec, progress)
