@@ -100,14 +100,14 @@ def print_compare(con, result: dict[str, Any]) -> None:
     from rich.table import Table
 
     from unimp_core.evaluation.compare import protocol_line
+    from unimp_core.rank_metrics import brief, sort_key
     from unimp_core.terminal import fmt
 
     for task, res in result["tasks"].items():
         if not res.get("runs"):
             con.print(f"{task}: {res.get('note', 'no instances')}")
             continue
-        names = sorted((n for n in res["popularity"] if n.split("@")[0] in ("HR", "NDCG")),
-                       key=lambda n: (n.split("@")[0] != "HR", int(n.split("@")[1])))
+        names = sorted(brief(res["popularity"]), key=sort_key)
         heads = [f"{Path(r['run']).name}\n{r['model'] or ''} {r['checkpoint']}" for r in res["runs"]]
         table = Table("metric", *heads, "popularity", title=f"{task}, {result['dataset']}")
         for name in names:

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from ..rank_metrics import DEFAULT_KS
 from ..run_folder import CHECKPOINT_RE
 from ..task_names import TaskName
 from ..tokens import N_SLOTS
@@ -39,7 +40,7 @@ class EvaluateSpec(Spec):
         "--run and popularity (tasks rec, search).",
     )
     batch_size: int = Field(default=32, ge=1, description="Users per forward pass (per process).")
-    ks: list[int] = Field(default_factory=lambda: [1, 3, 5, 10, 20], description="Cut-offs k of HR@k, NDCG@k and MRR@k.")
+    ks: list[int] = Field(default_factory=lambda: list(DEFAULT_KS), description="Cut-offs k of HR@k, NDCG@k and MRR@k.")
     decode: Literal["rank", "beam", "free"] = Field(
         default="rank",
         description="rec/search: rank (exact: one forward pass, logits of every item token; semantic ids: every "

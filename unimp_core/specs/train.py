@@ -150,7 +150,7 @@ class TrainSpec(Spec):
 
     @model_validator(mode="after")
     def _check(self) -> "TrainSpec":
-        from ..training.selection import metric_name
+        from ..rank_metrics import metric_name
 
         metric_name(self.run.select_metric)  # a bad name fails before anything runs
         if self.model.family == "sasrec":
