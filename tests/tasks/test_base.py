@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from unimp_core.data.store import protocol_of
 from unimp_core.errors import UnimpError
 from unimp_core.tasks import base
 from unimp_core.tasks.base import Sample, TaskContext, clean, describe_item, pick_target
@@ -52,10 +53,10 @@ def test_context_training_prefixes_follow_protocol():
 def test_protocol_inferred_without_manifest_entry():
     ds = make_dataset("leave-one-out")
     ds.manifest = {}
-    assert base.protocol_of(ds) == "leave-one-out"
+    assert protocol_of(ds) == "leave-one-out"
     ds.manifest = {"protocol": "random"}
     with pytest.raises(UnimpError, match="unknown protocol"):
-        base.protocol_of(ds)
+        protocol_of(ds)
 
 
 def test_pick_target_prefers_full_windows():

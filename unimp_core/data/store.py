@@ -199,6 +199,33 @@ def read_manifest(root: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
+def protocol_of(ds: Dataset) -> str:
+    """The manifest's protocol; older folders without one are told apart by the users' split labels."""
+    protocol = ds.manifest.get("protocol")
+    if protocol is None:
+        protocol = "leave-one-out" if (ds.users["split"] == "all").any() else "user-split"
+    if protocol not in ("user-split", "leave-one-out"):
+        raise UnimpError(f"manifest.json: unknown protocol {protocol!r} (expected user-split or leave-one-out)")
+    return protocol
+
+
+def training_lengths(ds: Dataset) -> dict[int, int]:
+    """What counts as training data, the one rule every reader follows: user_id -> how many of the user's
+    first interactions (time order) training may see, for the users with at least one, by user_id.
+
+    Leave-one-out: each history minus its last two items (the validation and test targets). User-split:
+    the whole history of every user whose split is "train"; the valid and test users' are never seen.
+    """
+    lengths = ds.interactions.group_by("user_id").len()
+    if protocol_of(ds) == "leave-one-out":
+        lengths = lengths.with_columns(pl.col("len") - 2)
+    else:
+        train = ds.users.filter(pl.col("split") == "train")["user_id"]
+        lengths = lengths.filter(pl.col("user_id").is_in(train.implode()))
+    lengths = lengths.filter(pl.col("len") > 0).sort("user_id")
+    return dict(zip(lengths["user_id"].to_list(), lengths["len"].to_list()))
+
+
 def _read_table(path: Path, schema: dict[str, pl.DataType] | None = None) -> pl.DataFrame:
     """One parquet table of the folder; a missing, corrupt or incomplete one is a one-line error naming it."""
     try:

@@ -26,9 +26,8 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 import numpy as np
 import polars as pl
 
-from ..data.store import Dataset
+from ..data.store import Dataset, protocol_of, training_lengths
 from ..errors import UnimpError
-
 from ..task_names import RecPrompt
 from ..tokens import ANSWER, EOC, IMAGE, MARKERS_RE, answer_span, item_token, semantic_item
 
@@ -128,12 +127,6 @@ class TaskContext:
             pl.col("item_id"), pl.col("rating"), pl.col("explanation")
         )
         user_items = {u: np.asarray(s, dtype=np.int64) for u, s in zip(seqs["user_id"], seqs["item_id"].to_list())}
-        protocol = protocol_of(ds)
-        if protocol == "leave-one-out":
-            train = {u: len(s) - 2 for u, s in user_items.items()}
-        else:
-            train_ids = ds.users.filter(pl.col("split") == "train")["user_id"].to_list()
-            train = {u: len(user_items[u]) for u in train_ids if u in user_items}
         return cls(
             item_desc=desc,
             item_category=category,
@@ -141,8 +134,8 @@ class TaskContext:
             sequences=user_items,
             ratings=dict(zip(seqs["user_id"].to_list(), seqs["rating"].to_list())),
             explanations={u: [clean(e) for e in es] for u, es in zip(seqs["user_id"], seqs["explanation"].to_list())},
-            train_lengths={u: length for u, length in sorted(train.items()) if length >= 2},
-            protocol=protocol,
+            train_lengths={u: length for u, length in training_lengths(ds).items() if length >= 2},
+            protocol=protocol_of(ds),
             item_title=title,
             image_codes=image_codes_of(ds, n),
         )
@@ -219,16 +212,6 @@ def describe_item(row: dict[str, Any]) -> str:
     if title:
         parts.append(f"Title {title}")
     return " ".join(parts)
-
-
-def protocol_of(ds: Dataset) -> str:
-    """The manifest's protocol; older folders without one are told apart by the users' split labels."""
-    protocol = ds.manifest.get("protocol")
-    if protocol is None:
-        protocol = "leave-one-out" if (ds.users["split"] == "all").any() else "user-split"
-    if protocol not in ("user-split", "leave-one-out"):
-        raise UnimpError(f"manifest.json: unknown protocol {protocol!r} (expected user-split or leave-one-out)")
-    return protocol
 
 
 def join(*parts: str) -> str:
