@@ -332,6 +332,8 @@ class Task:
             train refuses the task on a dataset without them
         needs / accepts: the GenerateSpec options (query, item, candidates, out) the task requires /
             also takes; other tasks refuse them
+        endpoint: the name `unimp serve` answers it under (POST /v1/<endpoint>, its body and answer in
+            `unimp_core.serve.api.POSTS`); None: not served
     """
 
     name: str
@@ -353,6 +355,7 @@ class Task:
     data_needs: tuple[str, ...] = ()
     needs: tuple[str, ...] = ()
     accepts: tuple[str, ...] = ()
+    endpoint: str | None = None
 
     def step(self, name: str) -> Callable[..., Any]:
         """The task's `name` step; a task without it is one clear error."""
