@@ -30,7 +30,7 @@ def filter_images(
     from rich.console import Console
     from rich.table import Table
 
-    from unimp_core.data.filter_images import run_filter_images
+    from unimp_core.filter_images import run_filter_images
     from unimp_core.progress import Progress
 
     with Progress.rich() as progress:

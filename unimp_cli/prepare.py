@@ -89,7 +89,7 @@ def prepare(
 
     from rich.console import Console
 
-    from unimp_core.data.prepare import run_prepare
+    from unimp_core.prepare import run_prepare
     from unimp_core.data.store import read_manifest
     from unimp_core.progress import Progress
 
@@ -115,7 +115,7 @@ def _summary(con, path: Path, m: dict) -> None:
     tasks prepare drew no instances for (the data cannot support them)."""
     from rich.table import Table
 
-    from unimp_core.data.prepare import KCORE
+    from unimp_core.prepare import KCORE
     from unimp_core.tasks import skipped_line
 
     c = m["counts"]

@@ -178,7 +178,7 @@ def finetune(
     overrides = _overrides(**{k: v for k, v in locals().items() if k != "config"})
     import json
 
-    from unimp_core.specs.train import finetune_spec
+    from unimp_core.training.finetune import finetune_spec
 
     spec = finetune_spec(source, overrides, config)
     if dry_run:

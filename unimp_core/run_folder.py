@@ -43,7 +43,6 @@ FINAL = "final"
 BEST = "best"  # the weights with the best validation metric (unimp_core.training.selection)
 CHECKPOINTS = "checkpoints"
 STEP_RE = re.compile(r"^step-(\d+)$")
-CHECKPOINT_RE = re.compile(r"^(final|best|step-\d+)$")
 
 # inside checkpoints/step-N/ and final/
 STATE = "state.json"

@@ -31,14 +31,16 @@ import polars as pl
 
 from .. import __version__
 from ..errors import UnimpError
-from ..imagegen.codes import MANIFEST_KEY as CODES_KEY
-from ..itemcodes.codes import MANIFEST_KEY as ITEM_CODES_KEY
 from ..io import atomic_path, folder_lock, replacing_folder
 
 log = logging.getLogger("unimp.data")
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
+# the manifest's records of `unimp tokenize-images` and `unimp tokenize-items` (unimp_core.imagegen.codes,
+# unimp_core.itemcodes.codes): adding codes does not make the folder another dataset (`dataset_identity`)
+CODES_KEY = "image_tokens"
+ITEM_CODES_KEY = "item_codes"
 TABLES = ("items.parquet", "interactions.parquet", "users.parquet")
 # Everything unimp writes into a dataset folder (prepare, filter-images, tokenize-images, tokenize-items); --overwrite
 # replaces a folder only when it holds nothing else. Hidden `.NAME.*.tmp` and `.NAME.unimp-*` files are

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from ..rank_metrics import DEFAULT_KS
-from ..run_folder import CHECKPOINT_RE
 from ..task_names import TaskName
 from ..tokens import N_SLOTS
 from .base import Spec
 
+# The checkpoints a run folder holds (unimp_core.run_folder: BEST, FINAL, checkpoints/step-N).
+CHECKPOINT_RE = re.compile(r"^(final|best|step-\d+)$")
 
 
 def _check_checkpoint(value: str) -> str:
@@ -127,16 +129,7 @@ class GenerateSpec(Spec):
             return self
         if (self.user is None) == (not self.history):
             raise ValueError("give either --user (a known user) or --history (items of an unseen user), not both or none")
-        from ..tasks import TASKS  # the registry (polars; not needed by --help)
-
-        given = {"query": self.query, "item": self.item, "candidates": self.candidates, "out": self.out}
-        task = TASKS[self.task]
-        for name, value in given.items():
-            if name in task.needs and not value:
-                raise ValueError(f"--task {self.task} needs --{name}")
-            takers = [t.name for t in TASKS.values() if name in t.needs + t.accepts]
-            if self.task not in takers and value:
-                raise ValueError(f"--{name} is only for --task {' / '.join(takers)}")
+        # which task needs or takes --query, --item, ... is the task's (generation.check_options)
         if self.candidates and not 2 <= len(self.candidates) <= N_SLOTS:
             raise ValueError(f"candidates: give 2 to {N_SLOTS} items (got {len(self.candidates)})")
         return self

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from ..task_names import DEFAULT_TASK_WEIGHTS, DEFAULT_TRAIN_TASKS, TaskName, task_names
-from .base import Spec, merge_spec
+from .base import Spec
 from .model import AnyModelSpec, ModelSpec
 
 # Settings that mean nothing to SASRec (item ids, its own window, Adam at a constant rate, one process):
@@ -186,25 +186,3 @@ class TrainSpec(Spec):
             if getattr(getattr(self, section), name) is None:
                 getattr(self, section).__dict__[name] = value
         return self
-
-
-def finetune_spec(source: Path, overrides: dict, config: Path | None = None) -> TrainSpec:
-    """`unimp finetune --from RUN`: the run's model and data, its final weights, `rec` alone and a
-    constant schedule (as the paper's finetune script) unless a `config` file or the flags (`overrides`,
-    which win) say otherwise."""
-    from .. import run_folder as RF
-    from ..errors import UnimpError
-    from .base import deep_merge, load_config
-
-    source = Path(source)
-    base = RF.read_train_spec_dict(source)
-    if not RF.is_finished(source):
-        raise UnimpError(f"{source}: the run has not finished (no {RF.FINAL}/); resume it first")
-    base["init_from"] = str(source.resolve())
-    base["data"]["tasks"] = ["rec"]
-    base["optim"]["schedule"] = "constant"
-    kept = ("precision", "distributed", "seed", "cache_vision_features", "num_workers", "trackers")
-    base["run"] = {k: v for k, v in base.get("run", {}).items() if k in kept}
-    if config is not None:
-        base = deep_merge(base, load_config(config))
-    return merge_spec(TrainSpec, base, overrides, str(config) if config else "finetune options")
