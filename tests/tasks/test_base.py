@@ -50,10 +50,12 @@ def test_context_training_prefixes_follow_protocol():
     assert all(us.train_lengths[u] == len(us.sequences[u]) for u in us.train_lengths)
 
 
-def test_protocol_inferred_without_manifest_entry():
+def test_protocol_of_a_manifest():
     ds = make_dataset("leave-one-out")
-    ds.manifest = {}
     assert protocol_of(ds) == "leave-one-out"
+    ds.manifest = {"schema_version": 1, "unimp_version": "0.0.9"}  # an older folder: one error naming its version
+    with pytest.raises(UnimpError, match=r"no protocol: a dataset folder of unimp 0\.0\.9 .*rerun `unimp prepare`"):
+        protocol_of(ds)
     ds.manifest = {"protocol": "random"}
     with pytest.raises(UnimpError, match="unknown protocol"):
         protocol_of(ds)

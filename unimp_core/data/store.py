@@ -202,10 +202,13 @@ def read_manifest(root: str | os.PathLike) -> dict[str, Any]:
 
 
 def protocol_of(ds: Dataset) -> str:
-    """The manifest's protocol; older folders without one are told apart by the users' split labels."""
+    """The manifest's protocol (user-split or leave-one-out)."""
     protocol = ds.manifest.get("protocol")
     if protocol is None:
-        protocol = "leave-one-out" if (ds.users["split"] == "all").any() else "user-split"
+        where = ds.root / MANIFEST if ds.root is not None else MANIFEST
+        raise UnimpError(f"{where}: no protocol: a dataset folder of unimp {ds.manifest.get('unimp_version', '?')} "
+                         f"(schema version {ds.manifest.get('schema_version', '?')}); unimp {__version__} reads schema "
+                         f"version {SCHEMA_VERSION} folders that record it; rerun `unimp prepare`")
     if protocol not in ("user-split", "leave-one-out"):
         raise UnimpError(f"manifest.json: unknown protocol {protocol!r} (expected user-split or leave-one-out)")
     return protocol

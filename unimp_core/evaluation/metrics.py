@@ -249,8 +249,8 @@ def parse_rating(text: str | None) -> int | None:
 def parse_exp_output(text: str | None) -> tuple[int | None, str]:
     """Split an `exp` output into (rating or None, explanation).
 
-    The explanation is the answer with every `rate_<n>` token removed and whitespace collapsed (the
-    seed took everything after the first token, which loses a word when the rating is missing).
+    The explanation is the answer with every `rate_<n>` token removed and whitespace collapsed (taking only
+    what follows the first token would lose a word when the rating is missing).
     """
     answer = _answer_part(text)
     return parse_rating(answer), " ".join(RATE_RE.sub(" ", answer).split())

@@ -51,7 +51,7 @@ def read_run(path: Path, evaluations: list[str] | None = None) -> RunView:
     """The run folder at `path` with its evaluations (all of them, or those named)."""
     path = Path(path)
     spec = RF.read_train_spec_dict(path)  # "not a run folder" when it is not one
-    family = spec.get("model", {}).get("family", RF.DEFAULT_FAMILY)
+    family = spec.get("model", {}).get("family")  # a saved spec always names it
     there = {}
     folder = path / RF.EVALUATIONS
     for sub in sorted(folder.iterdir()) if folder.is_dir() else []:

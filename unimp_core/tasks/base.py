@@ -9,9 +9,8 @@ Items are named through `TaskContext.item_name`: `item_<i>` (atomic ids) or the 
 Training prompts end with the task's answer and `<|endofchunk|>`; evaluation prompts end right
 after `<answer>`, the answer text is kept in `Sample.answer`.
 
-Evaluation prompts keep the `<answer> item_<i><|endofchunk|>` reconstruction in the history (the
-seed dropped the `<answer>` marker there), so the model sees at test time exactly the layout it
-was trained on.
+Evaluation prompts keep the `<answer> item_<i><|endofchunk|>` reconstruction in the history, so the
+model sees at test time exactly the layout it was trained on.
 """
 
 from __future__ import annotations
