@@ -72,8 +72,8 @@ def _specs(annotation) -> list[type[BaseModel]]:
 
 
 def _cli_type(annotation):
-    """The type typer parses a field's values as: Optional[X] with X from the annotation (Literal choices and
-    constrained strings are str, checked by the spec; lists stay lists)."""
+    """The type typer parses a field's values as (Literal choices and constrained strings are str, checked by
+    the spec; lists stay lists; anything else is given as text)."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin is typing.Annotated:
         return _cli_type(args[0])
@@ -113,8 +113,7 @@ def spec_options(table: list[Flag | str], root: type[BaseModel]):
             else:
                 params.append(_parameter(root, entry))
         params += own.values()
-        params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY,
-                            annotation=hints.get(p.name, p.annotation) if p.name in hints else p.annotation)
+        params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=hints.get(p.name, p.annotation))
                   for p in params]
 
         @functools.wraps(fn)

@@ -18,6 +18,7 @@ def finetune_spec(source: Path, overrides: dict, config: Path | None = None) -> 
     base = RF.read_train_spec_dict(source)
     if not RF.is_finished(source):
         raise UnimpError(f"{source}: the run has not finished (no {RF.FINAL}/); resume it first")
+    RF.read_train_spec(source)  # refuses a run folder of an older unimp before anything is built
     base["init_from"] = str(source.resolve())
     base["data"]["tasks"] = ["rec"]
     base["optim"]["schedule"] = "constant"
