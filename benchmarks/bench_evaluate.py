@@ -24,7 +24,7 @@ import torch
 
 
 def _trained_run(base: Path, steps: int) -> Path:
-    from unimp_core.data.prepare import run_prepare
+    from unimp_core.prepare import run_prepare
     from unimp_core.specs.data import PrepareSpec
     from unimp_core.specs.train import TrainSpec
     from unimp_core.training.train import run_train

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import polars as pl
 
-from unimp_core.data.prepare import build_dataset
+from unimp_core.prepare import build_dataset
 from unimp_core.data.raw import RawData
 from unimp_core.specs.data import PrepareSpec
 

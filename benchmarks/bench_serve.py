@@ -50,7 +50,7 @@ DEMO_RUN = ROOT / "demo" / "runs" / "sample-tiny"
 
 def _demo_run(base: Path) -> Path:
     """The tiny run `make demo` trains (examples/train-sample-tiny.yaml on the bundled sample)."""
-    from unimp_core.data.prepare import run_prepare
+    from unimp_core.prepare import run_prepare
     from unimp_core.specs import resolve_spec
     from unimp_core.specs.data import PrepareSpec
     from unimp_core.specs.train import TrainSpec

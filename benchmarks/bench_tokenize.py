@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from unimp_core.data.prepare import run_prepare
+from unimp_core.prepare import run_prepare
 from unimp_core.data.store import load_dataset
 from unimp_core.imagegen import tokenize as tok_mod
 from unimp_core.imagegen.vq import load_vq

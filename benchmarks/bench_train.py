@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from unimp_core.data.prepare import run_prepare
+from unimp_core.prepare import run_prepare
 from unimp_core.data.store import load_dataset
 from unimp_core.progress import Progress
 from unimp_core.specs.data import PrepareSpec

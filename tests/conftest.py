@@ -56,7 +56,7 @@ def one_thread():
 @pytest.fixture(scope="session")
 def _sample_master(tmp_path_factory):
     """The bundled synthetic shop at 60 users and 30 items, prepared once per session."""
-    from unimp_core.data.prepare import run_prepare
+    from unimp_core.prepare import run_prepare
     from unimp_core.specs.data import PrepareSpec
 
     base = tmp_path_factory.mktemp("sample")

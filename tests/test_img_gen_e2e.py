@@ -14,7 +14,7 @@ TOKENIZE = ["--resolution", 16, "--factor", 4, "--width", 8, "--codebook-size", 
 
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory):
-    from unimp_core.data.prepare import run_prepare
+    from unimp_core.prepare import run_prepare
     from unimp_core.specs.data import PrepareSpec
 
     base = tmp_path_factory.mktemp("img-gen")

@@ -67,7 +67,7 @@ def first_task():
 
 
 def test_a_task_defined_here_runs_through_prepare_train_evaluate_and_generate(first_task, tmp_path, cli):
-    from unimp_core.data.prepare import run_prepare
+    from unimp_core.prepare import run_prepare
     from unimp_core.data.store import load_dataset
     from unimp_core.specs.data import PrepareSpec
     from unimp_core.specs.train import TrainSpec

@@ -7,10 +7,10 @@ from typing import Any, List, Optional
 
 import typer
 
-from unimp_core.specs.base import describe as d
 from unimp_core.specs.evaluate import EvaluateSpec as ES
 
 from .common import CONFIG_HELP, DRY_RUN_HELP, handle_errors, resolve
+from .options import Flag, spec_options, spec_overrides
 
 
 def _ks(values: list[str] | None) -> list[int] | None:
@@ -22,42 +22,44 @@ def _ks(values: list[str] | None) -> list[int] | None:
         raise typer.BadParameter(f"--k {','.join(values)}: expected whole numbers such as 1,5,10") from None
 
 
+# The flags of `unimp evaluate`, each a field of EvaluateSpec (its --help is the field's description).
+EVALUATE: list[Flag | str] = [
+    Flag("run", "--run", exists=True, file_okay=False),
+    Flag("checkpoint"),
+    Flag("split"),
+    Flag("tasks", "--tasks", after=" Several: --tasks rec exp."),
+    Flag("data", "--data", exists=True, file_okay=False),
+    Flag("compare", "--compare", exists=True, file_okay=False, after=" Several: --compare RUN2 RUN3."),
+    Flag("batch_size"),
+    Flag("ks", "--k", name="k", type=List[str], convert=_ks, after=" Comma-separated: --k 1,5,10."),
+    Flag("decode"),
+    Flag("num_beams"),
+    Flag("exclude_history", "--exclude-history/--keep-history"),
+    Flag("text_beams"),
+    Flag("image_pairs"),
+    Flag("max_new_tokens"),
+    Flag("rating_policy"),
+    Flag("save_top"),
+    Flag("limit"),
+    Flag("history_len"),
+    Flag("max_tokens"),
+    Flag("precision"),
+]
+
+
 @handle_errors
+@spec_options(EVALUATE, ES)
 def evaluate(
-    run: Optional[Path] = typer.Option(None, "--run", exists=True, file_okay=False, help=d(ES, "run")),
-    checkpoint: Optional[str] = typer.Option(None, help=d(ES, "checkpoint")),
-    split: Optional[str] = typer.Option(None, help=d(ES, "split")),
-    tasks: Optional[List[str]] = typer.Option(None, "--tasks", help=d(ES, "tasks") + " Several: --tasks rec exp."),
-    data: Optional[Path] = typer.Option(None, "--data", exists=True, file_okay=False, help=d(ES, "data")),
-    compare: Optional[List[Path]] = typer.Option(None, "--compare", exists=True, file_okay=False,
-                                                 help=d(ES, "compare") + " Several: --compare RUN2 RUN3."),
-    batch_size: Optional[int] = typer.Option(None, help=d(ES, "batch_size")),
-    k: Optional[List[str]] = typer.Option(None, "--k", help=d(ES, "ks") + " Comma-separated: --k 1,5,10."),
-    decode: Optional[str] = typer.Option(None, help=d(ES, "decode")),
-    num_beams: Optional[int] = typer.Option(None, help=d(ES, "num_beams")),
-    exclude_history: Optional[bool] = typer.Option(None, "--exclude-history/--keep-history", help=d(ES, "exclude_history")),
-    text_beams: Optional[int] = typer.Option(None, help=d(ES, "text_beams")),
-    image_pairs: Optional[int] = typer.Option(None, help=d(ES, "image_pairs")),
-    max_new_tokens: Optional[int] = typer.Option(None, help=d(ES, "max_new_tokens")),
-    rating_policy: Optional[str] = typer.Option(None, help=d(ES, "rating_policy")),
-    save_top: Optional[int] = typer.Option(None, help=d(ES, "save_top")),
-    limit: Optional[int] = typer.Option(None, help=d(ES, "limit")),
-    history_len: Optional[int] = typer.Option(None, help=d(ES, "history_len")),
-    max_tokens: Optional[int] = typer.Option(None, help=d(ES, "max_tokens")),
-    precision: Optional[str] = typer.Option(None, help=d(ES, "precision")),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON on stdout (no table)."),
     config: Optional[Path] = typer.Option(None, "--config", exists=True, dir_okay=False, help=CONFIG_HELP),
     dry_run: bool = typer.Option(False, "--dry-run", help=DRY_RUN_HELP),
+    **given,
 ) -> None:
     """Evaluate a run: HR/NDCG/MRR over the whole catalogue (rec, search) against popularity, overall and by
     how often the target occurs in the training data (<5, 5-19, 20+), rating and
     explanation metrics (exp), selection precision/recall/F1 (img_sel), code accuracy, PSNR and SSIM of generated
     images (img_gen); metrics.json and a report.html with charts (`unimp report`). Runs under `accelerate launch` too."""
-    overrides = {"run": run, "checkpoint": checkpoint, "split": split, "tasks": tasks, "data": data, "compare": compare,
-                 "batch_size": batch_size, "ks": _ks(k), "decode": decode, "num_beams": num_beams,
-                 "exclude_history": exclude_history, "text_beams": text_beams, "image_pairs": image_pairs, "max_new_tokens": max_new_tokens,
-                 "rating_policy": rating_policy, "save_top": save_top, "limit": limit, "history_len": history_len,
-                 "max_tokens": max_tokens, "precision": precision}
+    overrides = spec_overrides(EVALUATE, given)
     spec = resolve(ES, config, overrides, dry_run)
 
     import json
@@ -100,14 +102,14 @@ def print_compare(con, result: dict[str, Any]) -> None:
     from rich.table import Table
 
     from unimp_core.evaluation.compare import protocol_line
+    from unimp_core.rank_metrics import brief, sort_key
     from unimp_core.terminal import fmt
 
     for task, res in result["tasks"].items():
         if not res.get("runs"):
             con.print(f"{task}: {res.get('note', 'no instances')}")
             continue
-        names = sorted((n for n in res["popularity"] if n.split("@")[0] in ("HR", "NDCG")),
-                       key=lambda n: (n.split("@")[0] != "HR", int(n.split("@")[1])))
+        names = sorted(brief(res["popularity"]), key=sort_key)
         heads = [f"{Path(r['run']).name}\n{r['model'] or ''} {r['checkpoint']}" for r in res["runs"]]
         table = Table("metric", *heads, "popularity", title=f"{task}, {result['dataset']}")
         for name in names:

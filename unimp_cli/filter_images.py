@@ -7,30 +7,37 @@ from typing import Optional
 
 import typer
 
-from unimp_core.specs.base import describe as d
 from unimp_core.specs.data import FilterImagesSpec as FS
 
 from .common import CONFIG_HELP, DRY_RUN_HELP, handle_errors, resolve
+from .options import Flag, spec_options, spec_overrides
+
+
+# The flags of `unimp filter-images`, each a field of FilterImagesSpec (its --help is the field's description).
+FILTER_IMAGES: list[Flag | str] = [
+    Flag("data", "--data", exists=True, file_okay=False),
+    Flag("missing"),
+    Flag("min_side"),
+    Flag("user_core"),
+    Flag("item_core"),
+]
 
 
 @handle_errors
+@spec_options(FILTER_IMAGES, FS)
 def filter_images(
-    data: Optional[Path] = typer.Option(None, "--data", exists=True, file_okay=False, help=d(FS, "data")),
-    missing: Optional[str] = typer.Option(None, help=d(FS, "missing")),
-    min_side: Optional[int] = typer.Option(None, help=d(FS, "min_side")),
-    user_core: Optional[int] = typer.Option(None, help=d(FS, "user_core")),
-    item_core: Optional[int] = typer.Option(None, help=d(FS, "item_core")),
     config: Optional[Path] = typer.Option(None, "--config", exists=True, dir_okay=False, help=CONFIG_HELP),
     dry_run: bool = typer.Option(False, "--dry-run", help=DRY_RUN_HELP),
+    **given,
 ) -> None:
     """Verify every item image, drop or keep items without a valid one, re-filter and re-index."""
-    overrides = {"data": data, "missing": missing, "min_side": min_side, "user_core": user_core, "item_core": item_core}
+    overrides = spec_overrides(FILTER_IMAGES, given)
     spec = resolve(FS, config, overrides, dry_run)
 
     from rich.console import Console
     from rich.table import Table
 
-    from unimp_core.data.filter_images import run_filter_images
+    from unimp_core.filter_images import run_filter_images
     from unimp_core.progress import Progress
 
     with Progress.rich() as progress:

@@ -11,44 +11,49 @@ from unimp_core.specs.base import describe as d
 from unimp_core.specs.evaluate import GenerateSpec as GS
 
 from .common import CONFIG_HELP, DRY_RUN_HELP, handle_errors, resolve
+from .options import Flag, spec_options, spec_overrides
 
 
 def _ids(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
+# The flags of `unimp generate`, each a field of GenerateSpec (its --help is the field's description).
+GENERATE: list[Flag | str] = [
+    Flag("run", "--run", exists=True, file_okay=False),
+    Flag("user", "--user"),
+    Flag("history", "--history", type=str, convert=_ids, after=" Comma-separated."),
+    "list_users",
+    Flag("task", "--task"),
+    Flag("query", "--query"),
+    Flag("item", "--item"),
+    Flag("candidates", "--candidates", type=str, convert=_ids, after=" Comma-separated."),
+    Flag("k", "-k", "--k"),
+    Flag("exclude_history", "--exclude-history/--keep-history"),
+    Flag("num_beams"),
+    Flag("max_new_tokens"),
+    Flag("checkpoint"),
+    Flag("data", "--data", exists=True, file_okay=False),
+    Flag("history_len"),
+    Flag("max_tokens"),
+    Flag("html", "--html", dir_okay=False),
+    Flag("out", "--out", dir_okay=False),
+    Flag("force", "--force"),
+]
+
+
 @handle_errors
+@spec_options(GENERATE, GS)
 def generate(
-    run: Optional[Path] = typer.Option(None, "--run", exists=True, file_okay=False, help=d(GS, "run")),
-    user: Optional[str] = typer.Option(None, "--user", help=d(GS, "user")),
-    history: Optional[str] = typer.Option(None, "--history", help=d(GS, "history") + " Comma-separated."),
     list_users: bool = typer.Option(False, "--list-users", help=d(GS, "list_users")),
-    task: Optional[str] = typer.Option(None, "--task", help=d(GS, "task")),
-    query: Optional[str] = typer.Option(None, "--query", help=d(GS, "query")),
-    item: Optional[str] = typer.Option(None, "--item", help=d(GS, "item")),
-    candidates: Optional[str] = typer.Option(None, "--candidates", help=d(GS, "candidates") + " Comma-separated."),
-    k: Optional[int] = typer.Option(None, "-k", "--k", help=d(GS, "k")),
-    exclude_history: Optional[bool] = typer.Option(None, "--exclude-history/--keep-history", help=d(GS, "exclude_history")),
-    num_beams: Optional[int] = typer.Option(None, help=d(GS, "num_beams")),
-    max_new_tokens: Optional[int] = typer.Option(None, help=d(GS, "max_new_tokens")),
-    checkpoint: Optional[str] = typer.Option(None, help=d(GS, "checkpoint")),
-    data: Optional[Path] = typer.Option(None, "--data", exists=True, file_okay=False, help=d(GS, "data")),
-    history_len: Optional[int] = typer.Option(None, help=d(GS, "history_len")),
-    max_tokens: Optional[int] = typer.Option(None, help=d(GS, "max_tokens")),
-    html: Optional[Path] = typer.Option(None, "--html", dir_okay=False, help=d(GS, "html")),
-    out: Optional[Path] = typer.Option(None, "--out", dir_okay=False, help=d(GS, "out")),
-    force: Optional[bool] = typer.Option(None, "--force", help=d(GS, "force")),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
     config: Optional[Path] = typer.Option(None, "--config", exists=True, dir_okay=False, help=CONFIG_HELP),
     dry_run: bool = typer.Option(False, "--dry-run", help=DRY_RUN_HELP),
+    **given,
 ) -> None:
     """Recommend for a user (by id, key, or a given history), answer a search query, explain a rating,
     pick among candidates or generate an image (--task img_gen --out img.png); --html writes a page with the pictures."""
-    overrides = {"run": run, "user": user, "history": _ids(history), "list_users": list_users or None, "task": task,
-                 "query": query, "item": item, "candidates": _ids(candidates), "k": k,
-                 "exclude_history": exclude_history, "num_beams": num_beams, "max_new_tokens": max_new_tokens,
-                 "checkpoint": checkpoint, "data": data, "history_len": history_len, "max_tokens": max_tokens,
-                 "html": html, "out": out, "force": force}
+    overrides = {**spec_overrides(GENERATE, given), "list_users": list_users or None}
     spec = resolve(GS, config, overrides, dry_run)
 
     import json

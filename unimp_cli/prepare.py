@@ -9,59 +9,68 @@ from typing import List, Optional, Tuple
 import typer
 
 from unimp_core.specs.base import describe as d
-from unimp_core.specs.data import FilesSpec as FS, ImageDownloadSpec as IS, PrepareSpec as PS, RecboleSpec as RS
+from unimp_core.specs.data import FilesSpec as FS, PrepareSpec as PS, RecboleSpec as RS
 
 from .common import CONFIG_HELP, DRY_RUN_HELP, handle_errors, resolve
+from .options import Flag, spec_options, spec_overrides
+
+
+# The flags of `unimp prepare`, each a spec field (its --help is the field's description); the strings are the
+# command's own parameters, and the flags marked to_spec=False make the `files` section below.
+PREPARE: list[Flag | str] = [
+    Flag("datasets", "--datasets", after=" Several: --datasets beauty sports."),
+    Flag("source", after=" One of amazon2014, amazon2018, amazon2023, hm, netflix, files, recbole, sample."),
+    "amazon_version",
+    Flag("out", "--out", "-o"),
+    Flag("mirror"),
+    Flag("input", "--input", exists=True, file_okay=False),
+    Flag("files.interactions", to_spec=False, exists=True, dir_okay=False),
+    Flag("files.items", to_spec=False, exists=True, dir_okay=False),
+    Flag("files.images", "--images-dir", name="images_dir", to_spec=False, exists=True, file_okay=False),
+    "column",
+    Flag("files.domain", to_spec=False),
+    Flag("files.timestamp_format", to_spec=False),
+    Flag("rating_scale", "--rating-scale", type=Tuple[float, float], after=" Two numbers: --rating-scale 0 10."),
+    Flag("cache_dir"),
+    Flag("user_core"),
+    Flag("item_core"),
+    Flag("protocol"),
+    Flag("seed"),
+    Flag("explanations", exists=True, dir_okay=False),
+    Flag("images.enabled", "--images/--no-images", name="images"),
+    Flag("images.concurrency"),
+    Flag("images.per_host"),
+    Flag("images.timeout"),
+    Flag("images.retries"),
+    Flag("images.max_bytes", name="max_image_bytes"),
+    Flag("keep_items_without_meta", "--keep-items-without-meta"),
+    Flag("strict", "--strict/--lenient"),
+    Flag("overwrite", "--overwrite"),
+    Flag("sample_users"),
+    Flag("sample_items"),
+]
 
 
 @handle_errors
+@spec_options(PREPARE, PS)
 def prepare(
-    datasets: Optional[List[str]] = typer.Option(None, "--datasets", help=d(PS, "datasets") + " Several: --datasets beauty sports."),
-    source: Optional[str] = typer.Option(None, help=d(PS, "source") + " One of amazon2014, amazon2018, amazon2023, hm, "
-                                         "netflix, files, recbole, sample."),
     amazon_version: Optional[str] = typer.Option(None, "--amazon-version", help="Amazon Reviews release: 2014, 2018 "
                                                  "or 2023 (the same as --source amazon2014|amazon2018|amazon2023)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help=d(PS, "out")),
-    mirror: Optional[str] = typer.Option(None, help=d(PS, "mirror")),
-    input: Optional[Path] = typer.Option(None, "--input", exists=True, file_okay=False, help=d(PS, "input")),
-    interactions: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help=d(FS, "interactions")),
-    items: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help=d(FS, "items")),
-    images_dir: Optional[Path] = typer.Option(None, "--images-dir", exists=True, file_okay=False, help=d(FS, "images")),
     column: Optional[List[str]] = typer.Option(None, "--column", help="role=column, repeatable. " + d(FS, "columns")
                                                + " With --source recbole: role=field. " + d(RS, "columns")),
-    domain: Optional[str] = typer.Option(None, help=d(FS, "domain")),
-    timestamp_format: Optional[str] = typer.Option(None, help=d(FS, "timestamp_format")),
-    rating_scale: Optional[Tuple[float, float]] = typer.Option(None, "--rating-scale", help=d(PS, "rating_scale")
-                                                               + " Two numbers: --rating-scale 0 10."),
-    cache_dir: Optional[Path] = typer.Option(None, help=d(PS, "cache_dir")),
-    user_core: Optional[int] = typer.Option(None, help=d(PS, "user_core")),
-    item_core: Optional[int] = typer.Option(None, help=d(PS, "item_core")),
-    protocol: Optional[str] = typer.Option(None, help=d(PS, "protocol")),
-    seed: Optional[int] = typer.Option(None, help=d(PS, "seed")),
-    explanations: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help=d(PS, "explanations")),
-    images: Optional[bool] = typer.Option(None, "--images/--no-images", help=d(IS, "enabled")),
-    concurrency: Optional[int] = typer.Option(None, help=d(IS, "concurrency")),
-    per_host: Optional[int] = typer.Option(None, help=d(IS, "per_host")),
-    timeout: Optional[float] = typer.Option(None, help=d(IS, "timeout")),
-    retries: Optional[int] = typer.Option(None, help=d(IS, "retries")),
-    max_image_bytes: Optional[int] = typer.Option(None, help=d(IS, "max_bytes")),
-    keep_items_without_meta: Optional[bool] = typer.Option(
-        None, "--keep-items-without-meta", help=d(PS, "keep_items_without_meta")),
-    strict: Optional[bool] = typer.Option(None, "--strict/--lenient", help=d(PS, "strict")),
-    overwrite: Optional[bool] = typer.Option(None, "--overwrite", help=d(PS, "overwrite")),
-    sample_users: Optional[int] = typer.Option(None, help=d(PS, "sample_users")),
-    sample_items: Optional[int] = typer.Option(None, help=d(PS, "sample_items")),
     list_datasets: bool = typer.Option(False, "--list-datasets", help="List the Amazon short names and exit."),
     config: Optional[Path] = typer.Option(None, "--config", exists=True, dir_okay=False, help=CONFIG_HELP),
     dry_run: bool = typer.Option(False, "--dry-run", help=DRY_RUN_HELP),
+    **given,
 ) -> None:
     """Download/read, k-core filter, re-index, split and write a self-describing dataset folder."""
+    source = given["source"]
     if amazon_version is not None:
         if amazon_version not in ("2014", "2018", "2023"):
             raise typer.BadParameter(f"{amazon_version!r}: one of 2014, 2018, 2023", param_hint="--amazon-version")
         if source is not None and source != f"amazon{amazon_version}":
             raise typer.BadParameter(f"--source {source} names another source", param_hint="--amazon-version")
-        source = f"amazon{amazon_version}"
+        source = given["source"] = f"amazon{amazon_version}"
     if list_datasets:
         _list_datasets(source or "amazon2014")
         return
@@ -72,24 +81,17 @@ def prepare(
             raise typer.BadParameter(f"--column {pair!r}: expected role=column")
         columns[role] = name
     recbole = source == "recbole"  # --column maps RecBole fields, not table columns
-    files = {"interactions": interactions, "items": items, "images": images_dir, "columns": {} if recbole else columns,
-             "domain": domain, "timestamp_format": timestamp_format}
-    overrides = {
-        "source": source, "datasets": datasets, "out": out, "mirror": mirror, "input": input,
-        "files": files if interactions or files["columns"] or items else None, "cache_dir": cache_dir,
-        "recbole": {"columns": columns} if recbole and columns else None,
-        "user_core": user_core, "item_core": item_core, "protocol": protocol, "seed": seed,
-        "explanations": explanations, "keep_items_without_meta": keep_items_without_meta, "strict": strict,
-        "overwrite": overwrite, "rating_scale": rating_scale,
-        "sample_users": sample_users, "sample_items": sample_items,
-        "images": {"enabled": images, "concurrency": concurrency, "per_host": per_host, "timeout": timeout,
-                   "retries": retries, "max_bytes": max_image_bytes},
-    }
+    files = {"interactions": given["interactions"], "items": given["items"], "images": given["images_dir"],
+             "columns": {} if recbole else columns, "domain": given["domain"],
+             "timestamp_format": given["timestamp_format"]}
+    overrides = {**spec_overrides(PREPARE, given),
+                 "files": files if files["interactions"] or files["columns"] or files["items"] else None,
+                 "recbole": {"columns": columns} if recbole and columns else None}
     spec = resolve(PS, config, overrides, dry_run)
 
     from rich.console import Console
 
-    from unimp_core.data.prepare import run_prepare
+    from unimp_core.prepare import run_prepare
     from unimp_core.data.store import read_manifest
     from unimp_core.progress import Progress
 
@@ -115,7 +117,7 @@ def _summary(con, path: Path, m: dict) -> None:
     tasks prepare drew no instances for (the data cannot support them)."""
     from rich.table import Table
 
-    from unimp_core.data.prepare import KCORE
+    from unimp_core.prepare import KCORE
     from unimp_core.tasks import skipped_line
 
     c = m["counts"]

@@ -7,41 +7,42 @@ from typing import Optional
 
 import typer
 
-from unimp_core.specs.base import describe as d
-from unimp_core.specs.images import CodebookSpec as CS, TokenizeImagesSpec as TS
+from unimp_core.specs.images import TokenizeImagesSpec as TS
 
 from .common import CONFIG_HELP, DRY_RUN_HELP, handle_errors, resolve
+from .options import Flag, spec_options, spec_overrides
+
+
+# The flags of `unimp tokenize-images`, each a field of TokenizeImagesSpec (its --help is the field's description).
+TOKENIZE_IMAGES: list[Flag | str] = [
+    Flag("data", "--data", exists=True, file_okay=False),
+    Flag("vq", "--vq"),
+    Flag("train_codebook", "--train-codebook/--no-train-codebook"),
+    Flag("resolution"),
+    Flag("batch_size"),
+    Flag("device"),
+    Flag("force", "--force"),
+    Flag("codebook.size", name="codebook_size"),
+    Flag("codebook.dim", name="codebook_dim"),
+    Flag("codebook.factor"),
+    Flag("codebook.width"),
+    Flag("codebook.steps"),
+    Flag("codebook.lr"),
+    Flag("codebook.holdout"),
+    Flag("codebook.save_every"),
+    Flag("codebook.seed"),
+]
 
 
 @handle_errors
+@spec_options(TOKENIZE_IMAGES, TS)
 def tokenize_images(
-    data: Optional[Path] = typer.Option(None, "--data", exists=True, file_okay=False, help=d(TS, "data")),
-    vq: Optional[str] = typer.Option(None, "--vq", help=d(TS, "vq")),
-    train_codebook: Optional[bool] = typer.Option(None, "--train-codebook/--no-train-codebook",
-                                                  help=d(TS, "train_codebook")),
-    resolution: Optional[int] = typer.Option(None, help=d(TS, "resolution")),
-    batch_size: Optional[int] = typer.Option(None, help=d(TS, "batch_size")),
-    device: Optional[str] = typer.Option(None, help=d(TS, "device")),
-    force: Optional[bool] = typer.Option(None, "--force", help=d(TS, "force")),
-    codebook_size: Optional[int] = typer.Option(None, help=d(CS, "size")),
-    codebook_dim: Optional[int] = typer.Option(None, help=d(CS, "dim")),
-    factor: Optional[int] = typer.Option(None, help=d(CS, "factor")),
-    width: Optional[int] = typer.Option(None, help=d(CS, "width")),
-    steps: Optional[int] = typer.Option(None, help=d(CS, "steps")),
-    lr: Optional[float] = typer.Option(None, help=d(CS, "lr")),
-    holdout: Optional[float] = typer.Option(None, help=d(CS, "holdout")),
-    save_every: Optional[int] = typer.Option(None, help=d(CS, "save_every")),
-    seed: Optional[int] = typer.Option(None, help=d(CS, "seed")),
     config: Optional[Path] = typer.Option(None, "--config", exists=True, dir_okay=False, help=CONFIG_HELP),
     dry_run: bool = typer.Option(False, "--dry-run", help=DRY_RUN_HELP),
+    **given,
 ) -> None:
     """Encode every item image into a grid of discrete codes (trained codebook or a pretrained --vq)."""
-    overrides = {
-        "data": data, "vq": vq, "train_codebook": train_codebook, "resolution": resolution, "batch_size": batch_size,
-        "device": device, "force": force,
-        "codebook": {"size": codebook_size, "dim": codebook_dim, "factor": factor, "width": width, "steps": steps,
-                     "lr": lr, "holdout": holdout, "save_every": save_every, "seed": seed},
-    }
+    overrides = spec_overrides(TOKENIZE_IMAGES, given)
     spec = resolve(TS, config, overrides, dry_run)
 
     from unimp_core.imagegen.tokenize import run_tokenize_images

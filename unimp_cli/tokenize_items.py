@@ -7,38 +7,41 @@ from typing import Optional
 
 import typer
 
-from unimp_core.specs.base import describe as d
-from unimp_core.specs.items import RQVAESpec as RS, TokenizeItemsSpec as TS
+from unimp_core.specs.items import TokenizeItemsSpec as TS
 
 from .common import CONFIG_HELP, DRY_RUN_HELP, handle_errors, resolve
+from .options import Flag, spec_options, spec_overrides
+
+
+# The flags of `unimp tokenize-items`, each a field of TokenizeItemsSpec (its --help is the field's description).
+TOKENIZE_ITEMS: list[Flag | str] = [
+    Flag("data", "--data", exists=True, file_okay=False),
+    Flag("source", "--source"),
+    Flag("text_encoder"),
+    Flag("dims"),
+    Flag("window"),
+    Flag("quantizer"),
+    Flag("levels"),
+    Flag("codes"),
+    Flag("balance", "--balance/--no-balance"),
+    Flag("fit_items"),
+    Flag("seed"),
+    Flag("device"),
+    Flag("force", "--force"),
+    Flag("rqvae.steps", name="rqvae_steps"),
+    Flag("rqvae.lr", name="rqvae_lr"),
+]
 
 
 @handle_errors
+@spec_options(TOKENIZE_ITEMS, TS)
 def tokenize_items(
-    data: Optional[Path] = typer.Option(None, "--data", exists=True, file_okay=False, help=d(TS, "data")),
-    source: Optional[list[str]] = typer.Option(None, "--source", help=d(TS, "source")),
-    text_encoder: Optional[str] = typer.Option(None, help=d(TS, "text_encoder")),
-    dims: Optional[int] = typer.Option(None, help=d(TS, "dims")),
-    window: Optional[int] = typer.Option(None, help=d(TS, "window")),
-    quantizer: Optional[str] = typer.Option(None, help=d(TS, "quantizer")),
-    levels: Optional[int] = typer.Option(None, help=d(TS, "levels")),
-    codes: Optional[int] = typer.Option(None, help=d(TS, "codes")),
-    balance: Optional[bool] = typer.Option(None, "--balance/--no-balance", help=d(TS, "balance")),
-    fit_items: Optional[int] = typer.Option(None, help=d(TS, "fit_items")),
-    seed: Optional[int] = typer.Option(None, help=d(TS, "seed")),
-    device: Optional[str] = typer.Option(None, help=d(TS, "device")),
-    force: Optional[bool] = typer.Option(None, "--force", help=d(TS, "force")),
-    rqvae_steps: Optional[int] = typer.Option(None, help=d(RS, "steps")),
-    rqvae_lr: Optional[float] = typer.Option(None, help=d(RS, "lr")),
     config: Optional[Path] = typer.Option(None, "--config", exists=True, dir_okay=False, help=CONFIG_HELP),
     dry_run: bool = typer.Option(False, "--dry-run", help=DRY_RUN_HELP),
+    **given,
 ) -> None:
     """Give every item a semantic id: a few residual-quantiser codes of its embeddings + a collision index."""
-    overrides = {
-        "data": data, "source": source, "text_encoder": text_encoder, "dims": dims, "window": window,
-        "quantizer": quantizer, "levels": levels, "codes": codes, "balance": balance, "fit_items": fit_items, "seed": seed,
-        "device": device, "force": force, "rqvae": {"steps": rqvae_steps, "lr": rqvae_lr},
-    }
+    overrides = spec_overrides(TOKENIZE_ITEMS, given)
     spec = resolve(TS, config, overrides, dry_run)
 
     from unimp_core.itemcodes.tokenize import run_tokenize_items

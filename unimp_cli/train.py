@@ -10,9 +10,10 @@ import typer
 from unimp_core.errors import UnimpError
 from unimp_core.specs.base import describe as d
 from unimp_core.specs.model import ModelSpec as MS
-from unimp_core.specs.train import DataSpec as DS, OptimSpec as OS, RunSpec as RS
+from unimp_core.specs.train import TrainSpec
 
 from .common import CONFIG_HELP, DRY_RUN_HELP, fail, handle_errors, resolve
+from .options import Flag, spec_options, spec_overrides
 
 
 def _weights(pairs: list[str] | None) -> dict[str, float] | None:
@@ -57,139 +58,108 @@ def _flag_help(flag: str) -> str:
     return f"{owner.TITLE}: {d(owner, flag)}"
 
 
-def _overrides(**o) -> dict:
+# The flags of `unimp train`, each a spec field (its --help is the field's description); "model" and "loss" are
+# the command's own parameters. `_model` builds the model section from the flags marked to_spec=False.
+TRAIN: list[Flag | str] = [
+    Flag("data.path", "--data", name="data"),  # checked by the core (one line: missing folder, unfinished or other schema version)
+    Flag("data.tasks", "--tasks", after=" Several: --tasks rec exp."),
+    Flag("run.out", "--out", "-o"),
+    "model",
+    "loss",
+    Flag("model.vision", spec=MS, to_spec=False),
+    Flag("model.lm", spec=MS, to_spec=False),
+    Flag("model.cross_attn_every_n_layers", name="cross_attn_every", spec=MS, to_spec=False),
+    Flag("model.checkpoint", name="flamingo_checkpoint", spec=MS, to_spec=False),
+    Flag("model.train_lm", "--train-lm/--freeze-lm", spec=MS, to_spec=False),
+    Flag("model.item_ids", "--item-ids", spec=MS, to_spec=False),
+    Flag("data.task_weights", name="task_weight", type=List[str], convert=_weights, before="task=weight, repeatable. "),
+    Flag("data.history_len"),
+    Flag("data.max_tokens"),
+    Flag("data.curriculum", "--curriculum/--no-curriculum"),
+    Flag("data.valid_users"),
+    Flag("optim.lr"),
+    Flag("optim.schedule"),
+    Flag("optim.warmup_ratio"),
+    Flag("optim.weight_decay"),
+    Flag("optim.gamma"),
+    Flag("optim.batch_size"),
+    Flag("optim.grad_accum"),
+    Flag("run.epochs"),
+    Flag("run.max_steps"),
+    Flag("run.seed"),
+    Flag("run.precision"),
+    Flag("run.save_every"),
+    Flag("run.keep_last"),
+    Flag("run.eval_every"),
+    Flag("run.select_metric"),
+    Flag("run.select_users"),
+    Flag("run.patience"),
+    Flag("run.log_every"),
+    Flag("run.resume", "--resume"),
+    Flag("run.distributed"),
+    Flag("run.accelerate_config", exists=True, dir_okay=False),
+    Flag("run.cache_vision_features", "--cache-vision-features/--no-cache-vision-features"),
+    Flag("run.trackers", name="tracker"),
+    Flag("run.num_workers"),
+]
+_TRAIN = {f.param: f for f in TRAIN if isinstance(f, Flag)}
+_RUNS = " (default: the run's)"
+# `unimp finetune`: the run's model and most settings stay, so fewer flags, some saying what the default is.
+FINETUNE: list[Flag | str] = [
+    "source",
+    _TRAIN["tasks"].but(after=" (default: rec)"),
+    _TRAIN["out"].but(required=True),
+    _TRAIN["data"].but(after=_RUNS),
+    *[_TRAIN[n] for n in ("lr",)],
+    _TRAIN["schedule"].but(after=" (default: constant, as the paper's finetune script)"),
+    *[_TRAIN[n] for n in ("warmup_ratio", "gamma", "batch_size", "grad_accum", "epochs", "max_steps", "seed")],
+    _TRAIN["precision"].but(after=_RUNS),
+    *[_TRAIN[n] for n in ("save_every", "keep_last", "eval_every", "select_metric", "select_users", "patience",
+                          "log_every")],
+    _TRAIN["distributed"].but(after=_RUNS),
+    _TRAIN["resume"],
+]
+
+
+def _overrides(table: list[Flag | str], **o) -> dict:
     """Flags -> the nested spec layout (None or absent means 'not given')."""
     o = {k: v for k, v in o.items() if v is not None}
-    g = o.get
-    return {
-        "model": _model(g),
-        "data": {"path": g("data"), "tasks": g("tasks"), "task_weights": _weights(g("task_weight")),
-                 "history_len": g("history_len"), "max_tokens": g("max_tokens"), "curriculum": g("curriculum"),
-                 "valid_users": g("valid_users")},
-        "optim": {"lr": g("lr"), "schedule": g("schedule"), "warmup_ratio": g("warmup_ratio"), "gamma": g("gamma"),
-                  "batch_size": g("batch_size"), "grad_accum": g("grad_accum"), "weight_decay": g("weight_decay")},
-        "run": {"out": g("out"), "epochs": g("epochs"), "max_steps": g("max_steps"), "seed": g("seed"),
-                "precision": g("precision"), "save_every": g("save_every"), "keep_last": g("keep_last"),
-                "eval_every": g("eval_every"), "select_metric": g("select_metric"), "select_users": g("select_users"),
-                "patience": g("patience"), "log_every": g("log_every"), "resume": g("resume"),
-                "distributed": g("distributed"), "accelerate_config": g("accelerate_config"),
-                "cache_vision_features": g("cache_vision_features"), "trackers": g("tracker"),
-                "num_workers": g("num_workers")},
-    }
+    return {"model": _model(o.get), **spec_overrides(table, o)}
 
 
-# Options of both commands, declared once (typer reads them from each function's signature).
-TASKS = typer.Option(None, "--tasks", help=d(DS, "tasks") + " Several: --tasks rec exp.")
-# --data is checked by the core (one line: missing folder, unfinished or other schema version), not by typer.
-DATA_HELP = d(DS, "path")
-LR = typer.Option(None, help=d(OS, "lr"))
-WARMUP_RATIO = typer.Option(None, help=d(OS, "warmup_ratio"))
-GAMMA = typer.Option(None, help=d(OS, "gamma"))
-BATCH_SIZE = typer.Option(None, help=d(OS, "batch_size"))
-GRAD_ACCUM = typer.Option(None, help=d(OS, "grad_accum"))
-EPOCHS = typer.Option(None, help=d(RS, "epochs"))
-MAX_STEPS = typer.Option(None, help=d(RS, "max_steps"))
-SEED = typer.Option(None, help=d(RS, "seed"))
-SAVE_EVERY = typer.Option(None, help=d(RS, "save_every"))
-KEEP_LAST = typer.Option(None, help=d(RS, "keep_last"))
-EVAL_EVERY = typer.Option(None, help=d(RS, "eval_every"))
-SELECT_METRIC = typer.Option(None, help=d(RS, "select_metric"))
-SELECT_USERS = typer.Option(None, help=d(RS, "select_users"))
-PATIENCE = typer.Option(None, help=d(RS, "patience"))
-LOG_EVERY = typer.Option(None, help=d(RS, "log_every"))
-RESUME = typer.Option(None, "--resume", help=d(RS, "resume"))
 DRY_RUN = typer.Option(False, "--dry-run", help=DRY_RUN_HELP)
 
 
 @handle_errors
+@spec_options(TRAIN, TrainSpec)
 def train(
-    data: Optional[Path] = typer.Option(None, "--data", help=DATA_HELP),
-    tasks: Optional[List[str]] = TASKS,
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help=d(RS, "out")),
     model: Optional[str] = typer.Option(None, "--model", help=d(MS, "preset") + _family_help()),
     loss: Optional[str] = typer.Option(None, "--loss", help=_flag_help("loss")),
-    vision: Optional[str] = typer.Option(None, help=d(MS, "vision")),
-    lm: Optional[str] = typer.Option(None, help=d(MS, "lm")),
-    cross_attn_every: Optional[int] = typer.Option(None, help=d(MS, "cross_attn_every_n_layers")),
-    flamingo_checkpoint: Optional[str] = typer.Option(None, help=d(MS, "checkpoint")),
-    train_lm: Optional[bool] = typer.Option(None, "--train-lm/--freeze-lm", help=d(MS, "train_lm")),
-    item_ids: Optional[str] = typer.Option(None, "--item-ids", help=d(MS, "item_ids")),
-    task_weight: Optional[List[str]] = typer.Option(None, help="task=weight, repeatable. " + d(DS, "task_weights")),
-    history_len: Optional[int] = typer.Option(None, help=d(DS, "history_len")),
-    max_tokens: Optional[int] = typer.Option(None, help=d(DS, "max_tokens")),
-    curriculum: Optional[bool] = typer.Option(None, "--curriculum/--no-curriculum", help=d(DS, "curriculum")),
-    valid_users: Optional[int] = typer.Option(None, help=d(DS, "valid_users")),
-    lr: Optional[float] = LR,
-    schedule: Optional[str] = typer.Option(None, help=d(OS, "schedule")),
-    warmup_ratio: Optional[float] = WARMUP_RATIO,
-    weight_decay: Optional[float] = typer.Option(None, help=d(OS, "weight_decay")),
-    gamma: Optional[float] = GAMMA,
-    batch_size: Optional[int] = BATCH_SIZE,
-    grad_accum: Optional[int] = GRAD_ACCUM,
-    epochs: Optional[float] = EPOCHS,
-    max_steps: Optional[int] = MAX_STEPS,
-    seed: Optional[int] = SEED,
-    precision: Optional[str] = typer.Option(None, help=d(RS, "precision")),
-    save_every: Optional[int] = SAVE_EVERY,
-    keep_last: Optional[int] = KEEP_LAST,
-    eval_every: Optional[int] = EVAL_EVERY,
-    select_metric: Optional[str] = SELECT_METRIC,
-    select_users: Optional[int] = SELECT_USERS,
-    patience: Optional[int] = PATIENCE,
-    log_every: Optional[int] = LOG_EVERY,
-    resume: Optional[bool] = RESUME,
-    distributed: Optional[str] = typer.Option(None, help=d(RS, "distributed")),
-    accelerate_config: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help=d(RS, "accelerate_config")),
-    cache_vision_features: Optional[bool] = typer.Option(None, "--cache-vision-features/--no-cache-vision-features",
-                                                         help=d(RS, "cache_vision_features")),
-    tracker: Optional[List[str]] = typer.Option(None, help=d(RS, "trackers")),
-    num_workers: Optional[int] = typer.Option(None, help=d(RS, "num_workers")),
     config: Optional[Path] = typer.Option(None, "--config", exists=True, dir_okay=False, help=CONFIG_HELP),
     dry_run: bool = DRY_RUN,
+    **given,
 ) -> None:
     """Train the UniMP model on one or several tasks of a dataset folder."""
-    overrides = _overrides(**locals())
-    from unimp_core.specs.train import TrainSpec
-
+    overrides = _overrides(TRAIN, model=model, loss=loss, **given)
     spec = resolve(TrainSpec, config, overrides, dry_run)
     _run(spec)
 
 
 @handle_errors
+@spec_options(FINETUNE, TrainSpec)
 def finetune(
     source: Path = typer.Option(..., "--from", exists=True, file_okay=False, help="Finished run to start from."),
-    tasks: Optional[List[str]] = typer.Option(None, "--tasks", help=d(DS, "tasks") + " (default: rec)"),
-    out: Path = typer.Option(..., "--out", "-o", help=d(RS, "out")),
-    data: Optional[Path] = typer.Option(None, "--data", help=DATA_HELP + " (default: the run's)"),
-    lr: Optional[float] = LR,
-    schedule: Optional[str] = typer.Option(None, help=d(OS, "schedule") + " (default: constant, as the paper's finetune script)"),
-    warmup_ratio: Optional[float] = WARMUP_RATIO,
-    gamma: Optional[float] = GAMMA,
-    batch_size: Optional[int] = BATCH_SIZE,
-    grad_accum: Optional[int] = GRAD_ACCUM,
-    epochs: Optional[float] = EPOCHS,
-    max_steps: Optional[int] = MAX_STEPS,
-    seed: Optional[int] = SEED,
-    precision: Optional[str] = typer.Option(None, help=d(RS, "precision") + " (default: the run's)"),
-    save_every: Optional[int] = SAVE_EVERY,
-    keep_last: Optional[int] = KEEP_LAST,
-    eval_every: Optional[int] = EVAL_EVERY,
-    select_metric: Optional[str] = SELECT_METRIC,
-    select_users: Optional[int] = SELECT_USERS,
-    patience: Optional[int] = PATIENCE,
-    log_every: Optional[int] = LOG_EVERY,
-    distributed: Optional[str] = typer.Option(None, help=d(RS, "distributed") + " (default: the run's)"),
-    resume: Optional[bool] = RESUME,
     config: Optional[Path] = typer.Option(None, "--config", exists=True, dir_okay=False,
                                           help="Spec file (YAML, TOML or JSON) over the run's settings; "
                                           "command-line flags override it."),
     dry_run: bool = DRY_RUN,
+    **given,
 ) -> None:
     """Continue from a finished run's weights, by default on `rec` alone with a constant schedule."""
-    overrides = _overrides(**{k: v for k, v in locals().items() if k != "config"})
+    overrides = _overrides(FINETUNE, **given)
     import json
 
-    from unimp_core.specs.train import finetune_spec
+    from unimp_core.training.finetune import finetune_spec
 
     spec = finetune_spec(source, overrides, config)
     if dry_run:

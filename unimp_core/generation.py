@@ -29,7 +29,7 @@ from .io import check_writable, safe_join, write_bytes_atomic
 from .model.families import capability
 from .progress import Progress
 from .specs.evaluate import GenerateSpec
-from .tasks import Sample, TaskContext, get_task, run_history_lengths
+from .tasks import TASKS, Sample, TaskContext, get_task, run_history_lengths
 from .tasks.base import Request
 
 UNSEEN_USER = -1  # id of the user a --history stands for
@@ -202,6 +202,19 @@ def answer_ranked(loaded, prepared: list[Prepared], items: pl.DataFrame) -> list
     return [{**p.head, **_ranking_fields(loaded, p.spec, recs)} for p, recs in zip(prepared, lists)]
 
 
+def check_options(spec: GenerateSpec) -> None:
+    """Refuse --query, --item, --candidates or --out where `spec.task` does not take it, and their absence
+    where it needs one (`Task.needs`, `Task.accepts`)."""
+    given = {"query": spec.query, "item": spec.item, "candidates": spec.candidates, "out": spec.out}
+    task = get_task(spec.task)
+    for name, value in given.items():
+        if name in task.needs and not value:
+            raise UnimpError(f"--task {spec.task} needs --{name}")
+        takers = [t.name for t in TASKS.values() if name in t.needs + t.accepts]
+        if spec.task not in takers and value:
+            raise UnimpError(f"--{name} is only for --task {' / '.join(takers)}")
+
+
 def run_generate(spec: GenerateSpec, progress: Progress | None = None) -> dict[str, Any]:
     """Answer `spec.task` for one user; returns a JSON-able result (and writes `spec.html` if set)."""
     import torch
@@ -211,6 +224,7 @@ def run_generate(spec: GenerateSpec, progress: Progress | None = None) -> dict[s
     from .evaluation.runner import check_family_tasks, with_checkpoint
 
     progress = progress or Progress()
+    check_options(spec)
     check_writable(spec.html, "--html", spec.force)  # before the model is loaded, not after
     check_writable(spec.out, "--out", spec.force)
     spec, chosen = with_checkpoint(spec)

@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from . import __version__
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -87,14 +89,13 @@ def write_checksums(folder: str | os.PathLike, name: str) -> None:
 
 
 def verify_checksums(folder: str | os.PathLike, name: str) -> str | None:
-    """What is wrong with `folder` against its `name` record (a file missing, its size or hash changed),
-    or None when all is as written. A folder without a record (written before records were kept)
-    passes."""
+    """What is wrong with `folder` against its `name` record (the record or a file missing, a size or hash
+    changed), or None when all is as written."""
     folder = Path(folder)
     try:
         record = json.loads((folder / name).read_text())
     except FileNotFoundError:
-        return None
+        return f"no {name} (unimp {__version__} writes one with every checkpoint; an older unimp did not)"
     except (OSError, ValueError) as exc:
         return f"{name} unreadable ({exc})".splitlines()[0]
     if not isinstance(record, dict):

@@ -2,7 +2,7 @@
 
 Layout (every name other steps rely on is defined here):
     train_spec.json        the resolved TrainSpec (model, data, optim, run)
-    model.json             {"family", "spec", "n_items"}: what rebuilds the model (see unimp_core.model.families)
+    model.json             {"family", "spec", "n_items", "unimp_version"}: what rebuilds the model (see unimp_core.model.families)
     tokenizer/             the (extended) tokenizer of a token-based family
     item_codes.npy         semantic item ids: every item's code tuple (N, levels + 1) int32, as trained
     vision_features.npy    --cache-vision-features: every item's frozen vision features
@@ -26,6 +26,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import __version__
 from .errors import UnimpError, first_line
 from .io import write_bytes_atomic, write_json_atomic
 
@@ -43,7 +44,6 @@ FINAL = "final"
 BEST = "best"  # the weights with the best validation metric (unimp_core.training.selection)
 CHECKPOINTS = "checkpoints"
 STEP_RE = re.compile(r"^step-(\d+)$")
-CHECKPOINT_RE = re.compile(r"^(final|best|step-\d+)$")
 
 # inside checkpoints/step-N/ and final/
 STATE = "state.json"
@@ -61,7 +61,11 @@ EVAL_REPORT = "report.html"  # `unimp report` on this evaluation (unimp_core.rep
 PREDICTIONS = "predictions"
 IMAGES = "images"  # img_gen: generated|true PNG pairs
 
-DEFAULT_FAMILY = "openflamingo"  # runs written before model.json recorded a family
+
+def older_run(path: Path, missing: str) -> UnimpError:
+    """The one error for a run folder this unimp did not write: what it lacks, and what to do."""
+    return UnimpError(f"{path}: {missing}: a run folder from an unimp older than {__version__}, which reads only "
+                      "the run folders it writes; train the run again")
 
 
 # --------------------------------------------------------------------------------------------- spec
@@ -75,9 +79,12 @@ def read_train_spec(run: Path) -> "TrainSpec":
     if not saved.is_file():
         raise UnimpError(f"{run}: not a run folder (no {SPEC_FILE}; train one with `unimp train`)")
     try:
-        return TrainSpec.model_validate(_settled(json.loads(saved.read_text())))
+        spec = TrainSpec.model_validate(json.loads(saved.read_text()))
     except Exception as exc:
         raise UnimpError(f"{saved}: unreadable run spec: {first_line(exc)}") from exc
+    if getattr(spec.model, "item_ids", None) == "auto":  # training names the item ids before it saves the spec
+        raise older_run(saved, "its item ids are not named (auto)")
+    return spec
 
 
 def read_train_spec_dict(run: Path) -> dict[str, Any]:
@@ -86,18 +93,12 @@ def read_train_spec_dict(run: Path) -> dict[str, Any]:
     if not saved.is_file():
         raise UnimpError(f"{run}: not a run folder (no {SPEC_FILE})")
     try:
-        return _settled(json.loads(saved.read_text()))
+        spec = json.loads(saved.read_text())
     except json.JSONDecodeError as exc:
         raise UnimpError(f"{saved}: unreadable ({exc})") from exc
-
-
-def _settled(spec: dict[str, Any]) -> dict[str, Any]:
-    """A saved spec with its item ids named: training resolves `auto` before saving, so a run without them
-    was written before semantic ids existed and uses atomic ones."""
-    model = spec.get("model")
-    if isinstance(model, dict) and model.get("family", DEFAULT_FAMILY) == DEFAULT_FAMILY:
-        if model.get("item_ids", "auto") == "auto":
-            model["item_ids"] = "atomic"
+    model = spec.get("model") if isinstance(spec, dict) else None
+    if isinstance(model, dict) and model.get("item_ids") == "auto":
+        raise older_run(saved, "its item ids are not named (auto)")
     return spec
 
 
@@ -121,10 +122,10 @@ def write_dataset_identity(run: Path, folder: Path, identity: str) -> None:
 
 def check_dataset_identity(run: Path, folder: Path, identity: str) -> None:
     """Refuse a dataset other than the one the run was trained on (a rebuilt or re-indexed one gives
-    item ids another meaning). Runs written before dataset.json was kept pass."""
+    item ids another meaning)."""
     path = Path(run) / DATASET
     if not path.is_file():
-        return
+        raise older_run(Path(run), f"no {DATASET} (which dataset it was trained on)")
     try:
         recorded = json.loads(path.read_text())
         then = recorded["identity"]
@@ -140,8 +141,9 @@ def check_dataset_identity(run: Path, folder: Path, identity: str) -> None:
 
 
 def write_model_meta(run: Path, family: str, spec: dict[str, Any], n_items: int) -> None:
-    """model.json: which model family, its spec (JSON) and the catalogue size."""
-    write_json_atomic(Path(run) / MODEL_META, {"family": family, "spec": spec, "n_items": int(n_items)})
+    """model.json: which model family, its spec (JSON) and the catalogue size (and the unimp that wrote it)."""
+    write_json_atomic(Path(run) / MODEL_META, {"family": family, "spec": spec, "n_items": int(n_items),
+                                               "unimp_version": __version__})
 
 
 def has_model_meta(run: Path) -> bool:
@@ -149,15 +151,18 @@ def has_model_meta(run: Path) -> bool:
 
 
 def read_model_meta(run: Path) -> dict[str, Any]:
-    """model.json as {"family", "spec", "n_items"} (a run without a recorded family is OpenFlamingo)."""
+    """model.json as {"family", "spec", "n_items"}."""
     path = Path(run) / MODEL_META
     if not path.is_file():
         raise UnimpError(f"{run}: not a run folder (no {MODEL_META})")
     try:
         meta = json.loads(path.read_text())
-        return {"family": meta.get("family", DEFAULT_FAMILY), "spec": meta["spec"], "n_items": int(meta["n_items"])}
+        out = {"family": meta.get("family"), "spec": meta["spec"], "n_items": int(meta["n_items"])}
     except Exception as exc:
         raise UnimpError(f"{path}: unreadable: {first_line(exc)}") from exc
+    if out["family"] is None:
+        raise older_run(path, "no model family")
+    return out
 
 
 def tokenizer_dir(run: Path) -> Path:

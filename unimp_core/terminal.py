@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import rank_metrics as RM
+
 
 def fmt(value: Any) -> str:
     return "—" if value is None else f"{value:.4f}"
@@ -39,7 +41,7 @@ def ranking_report(res: dict[str, Any], report: dict[str, Any]) -> tuple[Any, li
     notes: list[str] = []
     ks = sorted({int(name.split("@")[1]) for name in res["metrics"]})
     table = Table("metric", *[f"@{k}" for k in ks])
-    for metric in ("HR", "NDCG", "MRR"):
+    for metric in RM.METRICS:
         table.add_row(f"[bold]{metric}[/]", *[fmt(res["metrics"].get(f"{metric}@{k}")) for k in ks])
         table.add_row("  popularity", *[fmt(res["popularity"].get(f"{metric}@{k}")) for k in ks], style="dim")
     if "invalid_share" in res:
@@ -69,7 +71,7 @@ def popularity_table(by_model: dict[str, dict], by_baseline: dict[str, dict], ks
 
     table = Table("metric", *[bucket_head(label, b["users"]) for label, b in by_model.items()],
                   title="by the target's interactions in the training data")
-    for metric in ("HR", "NDCG"):
+    for metric in [m.name for m in RM.METRICS.values() if m.brief]:
         for k in ks:
             name = f"{metric}@{k}"
             table.add_row(f"[bold]{name}[/]", *[fmt(b.get(name)) for b in by_model.values()])

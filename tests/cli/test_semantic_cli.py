@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from unimp_core.data.prepare import run_prepare
+    from unimp_core.prepare import run_prepare
     from unimp_core.specs.data import PrepareSpec
 
     root = tmp_path_factory.mktemp("cli-semantic")
@@ -111,19 +111,21 @@ def test_refusals_are_one_line(cli, data, tmp_path):
     assert res.exit_code == 0 and json.loads(res.stdout)["model"]["item_ids"] == "atomic"
 
 
-def test_a_run_from_before_item_ids_resumes_and_finetunes_as_atomic(cli, data, tmp_path):
+def test_a_run_from_before_item_ids_is_one_clear_error(cli, data, tmp_path):
     _, plain = data
     config = write_config(make_spec(plain, tmp_path / "unused", data={"tasks": ["rec"]},
                                     run={"max_steps": 2, "save_every": 1, "select_users": 0}), tmp_path / "spec.yaml")
     run = tmp_path / "old"
     assert cli("train", "--config", config, "--out", run).exit_code == 0
-    for name in ("train_spec.json", "model.json"):  # as written before semantic ids existed
+    for name in ("train_spec.json", "model.json"):  # as an older unimp wrote them
         saved = json.loads((run / name).read_text())
         spec = saved["model"] if name == "train_spec.json" else saved["spec"]
         del spec["item_ids"], spec["item_codes"]
         (run / name).write_text(json.dumps(saved))
-    res = cli("train", "--config", run / "train_spec.json", "--out", run, "--max-steps", 3, "--resume")
-    assert res.exit_code == 0, res.output + res.stderr
-    res = cli("finetune", "--from", run, "--out", tmp_path / "ft", "--max-steps", 1)
-    assert res.exit_code == 0, res.output + res.stderr
-    assert json.loads((tmp_path / "ft" / "train_spec.json").read_text())["model"]["item_ids"] == "atomic"
+    for args in (["train", "--config", run / "train_spec.json", "--out", run, "--max-steps", 3, "--resume"],
+                 ["finetune", "--from", run, "--out", tmp_path / "ft", "--max-steps", 1],
+                 ["evaluate", "--run", run, "--limit", 2]):
+        res = cli(*args)
+        assert res.exit_code == 1, res.output + res.stderr
+        line = res.stderr.strip().splitlines()[-1]
+        assert "item ids are not named" in line and "older than" in line and "train the run again" in line, line

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from unimp_core.data.prepare import build_dataset, check_accounting
+from unimp_core.prepare import build_dataset, check_accounting
 from unimp_core.data.sources import files
 from unimp_core.progress import Progress
 from unimp_core.specs.data import FilesSpec, PrepareSpec

@@ -316,7 +316,7 @@ def test_load_missing_file_on_mirror_is_one_line(server, tmp_path):
 
 
 def test_prepare_applies_paper_rule_before_kcore_and_counts_it(tmp_path):
-    from unimp_core.data.prepare import run_prepare
+    from unimp_core.prepare import run_prepare
     from unimp_core.data.store import read_manifest
 
     # U9 has three reviews, one of an item with no metadata line: two are left, below the 3-core.

@@ -136,7 +136,7 @@ def test_2023_download_resumes_and_is_cached(server, tmp_path):
 
 
 def test_2023_prepares_a_dataset_folder_from_a_mirror_folder(tmp_path):
-    from unimp_core.data.prepare import run_prepare
+    from unimp_core.prepare import run_prepare
 
     mirror = tmp_path / "mirror"
     for rel, body in shop_2023(users=9, items=6).items():

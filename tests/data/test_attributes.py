@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from unimp_core.data import attributes as A
-from unimp_core.data.prepare import run_prepare
+from unimp_core.prepare import run_prepare
 from unimp_core.data.sources import files
 from unimp_core.data.store import load_dataset
 from unimp_core.errors import UnimpError

@@ -3,9 +3,9 @@ import pytest
 from PIL import Image
 
 from tests.data.images_util import gif_1x1, jpeg, png_bomb, truncated_jpeg
-from unimp_core.data.filter_images import run_filter_images
+from unimp_core.filter_images import run_filter_images
 from unimp_core.data.images import verify_image as check_image
-from unimp_core.data.prepare import run_prepare
+from unimp_core.prepare import run_prepare
 from unimp_core.data.store import load_dataset
 from unimp_core.specs.data import FilterImagesSpec, PrepareSpec
 

@@ -3,8 +3,8 @@ import json
 import polars as pl
 import pytest
 
-from unimp_core.data import prepare as prepare_mod
-from unimp_core.data.prepare import run_prepare
+from unimp_core import prepare as prepare_mod
+from unimp_core.prepare import run_prepare
 from unimp_core.data.store import load_dataset, read_manifest
 from unimp_core.errors import UnimpError
 from unimp_core.specs.data import PrepareSpec

@@ -3,6 +3,7 @@ import polars as pl
 import pytest
 
 from unimp_core.data import process
+from unimp_core.prepare import eval_instances
 
 
 def _inter(rows):
@@ -89,7 +90,7 @@ def small():
 def test_eval_instances_leave_one_out(small):
     inter, items, users = small
     users = users.with_columns(pl.lit("all").alias("split"))
-    inst = process.eval_instances(inter, items, users, "leave-one-out", 42)
+    inst = eval_instances(inter, items, users, "leave-one-out", 42)
     seqs = inter.group_by("user_id", maintain_order=True).agg("item_id")
     seq = dict(zip(seqs["user_id"], seqs["item_id"].to_list()))
     rec = inst["rec"]
@@ -110,5 +111,5 @@ def test_eval_instances_leave_one_out(small):
     exp = inst["exp"]
     assert exp.height > 0 and (exp["explanation"] == "nice").all()
     # drawn once, seeded: the same call gives the same instances
-    again = process.eval_instances(inter, items, users, "leave-one-out", 42)
+    again = eval_instances(inter, items, users, "leave-one-out", 42)
     assert again["img_sel"].equals(sel)

@@ -48,7 +48,7 @@ def test_ml100k_excerpt_is_read_whole():
 
 
 def test_ml100k_excerpt_prepares_a_contract_folder(tmp_path):
-    from unimp_core.data.prepare import run_prepare
+    from unimp_core.prepare import run_prepare
 
     path = run_prepare(spec(ML100K, out=tmp_path / "ds", protocol="leave-one-out"), Progress())
     ds = assert_dataset_contract(path, user_core=8, item_core=5)

@@ -10,7 +10,7 @@ N_USERS, N_ITEMS = 80, 40
 
 def sample_dataset(base: Path, users: int = N_USERS, items: int = N_ITEMS) -> Path:
     """The synthetic sample shop (with images) at `base/ds-<users>-<items>`, written once."""
-    from unimp_core.data.prepare import run_prepare
+    from unimp_core.prepare import run_prepare
     from unimp_core.data.store import is_complete
     from unimp_core.specs.data import PrepareSpec
 

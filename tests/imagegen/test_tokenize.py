@@ -163,7 +163,7 @@ def test_split_and_usage_helpers():
 @pytest.mark.slow
 def test_default_codebook_on_the_full_sample(tmp_path):
     """The default settings on the 240-image sample (about a minute on 2 idle cores)."""
-    from unimp_core.data.prepare import run_prepare
+    from unimp_core.prepare import run_prepare
     from unimp_core.specs.data import PrepareSpec
 
     root = run_prepare(PrepareSpec(datasets=["sample"], out=tmp_path / "s", cache_dir=tmp_path / "c"))

@@ -11,8 +11,8 @@ import pytest
 
 from tests.data.amazon_files import shop_2014
 from tests.data.images_util import jpeg, png_bomb, truncated_jpeg
-from unimp_core.data import prepare as prepare_mod
-from unimp_core.data.prepare import run_prepare
+from unimp_core import prepare as prepare_mod
+from unimp_core.prepare import run_prepare
 from unimp_core.data.store import read_manifest
 from unimp_core.errors import UnimpError
 from unimp_core.io import folder_lock

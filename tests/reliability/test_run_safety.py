@@ -13,6 +13,7 @@ import pytest
 from tests.evaluation.trained import N_ITEMS, sample_dataset, trained_run
 from unimp_core.data.store import load_dataset
 from unimp_core.errors import UnimpError
+from unimp_core.io import write_checksums
 
 from .helpers import one_line_error, snapshot
 
@@ -59,7 +60,7 @@ def test_resume_with_no_intact_checkpoint_is_one_line(cli, tmp_path, killed):
     copy = _killed_copy(killed, tmp_path / "run")
     _truncate(copy / "checkpoints" / "step-4" / "trainable.pt")
     (copy / "checkpoints" / "step-2" / "state.json").write_text("")
-    (copy / "checkpoints" / "step-2" / "checksums.json").unlink()  # as an older run: the loader's own check
+    write_checksums(copy / "checkpoints" / "step-2", "checksums.json")  # recorded as it is now: the loader's own check
     before = snapshot(copy / "checkpoints")
     line = one_line_error(cli("train", "--config", copy / "train_spec.json", "--out", copy, "--resume"),
                           "no intact checkpoint")

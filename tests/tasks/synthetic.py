@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 
 from unimp_core.data import process
+from unimp_core.prepare import eval_instances
 from unimp_core.data.store import Dataset
 
 
@@ -48,7 +49,7 @@ def make_dataset(protocol: str = "user-split", n_users: int = 40, n_items: int =
     users = users.with_columns(pl.lit("toys").alias("domain"), pl.col("length").cast(pl.Int64))
     users = process.assign_splits(users, protocol, (0.6, 0.2, 0.2), seed)
     items = make_items(n_items, with_images)
-    instances = process.eval_instances(inter, items, users, protocol, seed)
+    instances = eval_instances(inter, items, users, protocol, seed)
     return Dataset(items=items, interactions=inter, users=users, instances=instances,
                    manifest={"protocol": protocol, "schema_version": 1})
 

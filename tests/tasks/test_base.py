@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from unimp_core.data.store import protocol_of
 from unimp_core.errors import UnimpError
 from unimp_core.tasks import base
 from unimp_core.tasks.base import Sample, TaskContext, clean, describe_item, pick_target
@@ -49,13 +50,15 @@ def test_context_training_prefixes_follow_protocol():
     assert all(us.train_lengths[u] == len(us.sequences[u]) for u in us.train_lengths)
 
 
-def test_protocol_inferred_without_manifest_entry():
+def test_protocol_of_a_manifest():
     ds = make_dataset("leave-one-out")
-    ds.manifest = {}
-    assert base.protocol_of(ds) == "leave-one-out"
+    assert protocol_of(ds) == "leave-one-out"
+    ds.manifest = {"schema_version": 1, "unimp_version": "0.0.9"}  # an older folder: one error naming its version
+    with pytest.raises(UnimpError, match=r"no protocol: a dataset folder of unimp 0\.0\.9 .*rerun `unimp prepare`"):
+        protocol_of(ds)
     ds.manifest = {"protocol": "random"}
     with pytest.raises(UnimpError, match="unknown protocol"):
-        base.protocol_of(ds)
+        protocol_of(ds)
 
 
 def test_pick_target_prefers_full_windows():

@@ -37,7 +37,7 @@ def make_spec(data_dir: Path, out_dir: Path, **sections):
 @pytest.fixture(scope="session")
 def sample_data(tmp_path_factory) -> Path:
     """A prepared sample shop: 80 users, 40 items (with images), every task's eval instances."""
-    from unimp_core.data.prepare import run_prepare
+    from unimp_core.prepare import run_prepare
     from unimp_core.specs.data import PrepareSpec
 
     root = tmp_path_factory.mktemp("train-data")

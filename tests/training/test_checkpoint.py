@@ -11,6 +11,7 @@ import torch
 
 from unimp_core import run_folder as RF
 from unimp_core.errors import UnimpError
+from unimp_core.io import write_checksums
 from unimp_core.model import setup as S
 from unimp_core.training import checkpoint as ckpt
 
@@ -93,8 +94,8 @@ def test_load_checkpoint_reads_parts_and_refuses_bad_files(tmp_path):
     assert loaded["state"] == {"step": 4, "epoch": 0, "batch": 4} and loaded["optimizer"] is None
     assert torch.equal(loaded["weights"]["w"], torch.full((2,), 4.0))
 
-    (path / RF.CHECKSUMS).unlink()  # as a checkpoint from before checksums were kept: the loader's own checks
     (path / RF.WEIGHTS).write_bytes(b"not a torch file")
+    write_checksums(path, RF.CHECKSUMS)  # recorded as it is now: the loader's own checks find it
     with pytest.raises(UnimpError) as err:
         ckpt.load_checkpoint(path)
     assert "trainable.pt: unreadable" in str(err.value) and "\n" not in str(err.value)
@@ -102,6 +103,7 @@ def test_load_checkpoint_reads_parts_and_refuses_bad_files(tmp_path):
     torch.save({"w": torch.ones(1)}, path / RF.WEIGHTS)
     # a pickle that would call a function when loaded: weights_only loading refuses it
     torch.save({"state": Payload()}, path / RF.RNG)
+    write_checksums(path, RF.CHECKSUMS)
     with pytest.raises(UnimpError, match="rng.pt: unreadable"):
         ckpt.load_checkpoint(path)
     (path / RF.STATE).unlink()

@@ -25,7 +25,7 @@ def sequences_csv(lines: list[str], path: Path) -> Path:
 def test_sasrec_beats_popularity_on_real_beauty_sequences(tmp_path):
     import torch
 
-    from unimp_core.data.prepare import run_prepare
+    from unimp_core.prepare import run_prepare
     from unimp_core.evaluation.runner import run_evaluate
     from unimp_core.specs.data import FilesSpec, PrepareSpec
     from unimp_core.specs.evaluate import EvaluateSpec
@@ -60,7 +60,7 @@ def test_unimp_recipe_and_sasrec_beat_popularity_on_real_beauty(tmp_path):
     import torch
     import yaml
 
-    from unimp_core.data.prepare import run_prepare
+    from unimp_core.prepare import run_prepare
     from unimp_core.evaluation.runner import run_evaluate
     from unimp_core.specs.data import FilesSpec, PrepareSpec
     from unimp_core.specs.evaluate import EvaluateSpec

@@ -135,7 +135,7 @@ def test_sasrec_spec_refuses_what_does_not_apply(sample_data, tmp_path):
 
 
 def test_compare_runs_side_by_side(sample_data, tmp_path):
-    from unimp_core.data.prepare import run_prepare
+    from unimp_core.prepare import run_prepare
     from unimp_core.evaluation.compare import protocol_line, run_compare
     from unimp_core.specs.data import PrepareSpec
     from unimp_core.training.train import run_train

@@ -16,7 +16,7 @@ import torch
 from unimp_core import run_folder as RF
 from unimp_core.errors import UnimpError
 from unimp_core.model import setup as S
-from unimp_core.specs.train import finetune_spec
+from unimp_core.training.finetune import finetune_spec
 from unimp_core.training.stream import validation_samples
 from unimp_core.training import checkpoint as ckpt
 from unimp_core.model.openflamingo import recipe as OF

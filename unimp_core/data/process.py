@@ -1,4 +1,4 @@
-"""Source-independent processing: order, iterated k-core, re-index, split, evaluation instances.
+"""Source-independent processing: order, iterated k-core, re-index, split, evaluation positions.
 
 All table work is columnar (polars); nothing here loops over interactions in Python.
 """
@@ -6,7 +6,7 @@ All table work is columnar (polars); nothing here loops over interactions in Pyt
 from __future__ import annotations
 
 from collections import Counter
-from typing import Collection, Literal
+from typing import Literal
 
 import numpy as np
 import polars as pl
@@ -108,27 +108,6 @@ def target_positions(users: pl.DataFrame, protocol: str) -> pl.DataFrame:
     return users.filter(pl.col("split").is_in(["valid", "test"])).select(
         "user_id", "split", (pl.col("length") - 1).alias("position")
     )
-
-
-def eval_instances(
-    inter: pl.DataFrame, items: pl.DataFrame, users: pl.DataFrame, protocol: str, seed: int,
-    skip: Collection[str] = (),
-) -> dict[str, pl.DataFrame]:
-    """Draw every evaluation instance once (seeded) so every evaluation sees the same ones.
-
-    Each task that stores instances draws its table (`Task.draw_instances`) from the same positions
-    (user_id, split, position: history = sequence[:position], and the user's item, rating and
-    explanation lists), in registration order, from one generator; the tasks in `skip` draw none.
-    """
-    from ..tasks import TASKS  # the tasks import the dataset store, which imports this module's package
-
-    rng = np.random.default_rng(seed + 1)
-    seqs = inter.group_by("user_id", maintain_order=True).agg(
-        pl.col("item_id"), pl.col("rating"), pl.col("explanation")
-    )
-    pos = target_positions(users, protocol).join(seqs, on="user_id").sort(["split", "user_id"])
-    return {name: task.draw_instances(pos, items, rng) for name, task in TASKS.items()
-            if task.draw_instances is not None and name not in skip}
 
 
 def split_counts(users: pl.DataFrame, instances: dict[str, pl.DataFrame]) -> dict[str, dict[str, int]]:

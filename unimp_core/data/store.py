@@ -31,14 +31,16 @@ import polars as pl
 
 from .. import __version__
 from ..errors import UnimpError
-from ..imagegen.codes import MANIFEST_KEY as CODES_KEY
-from ..itemcodes.codes import MANIFEST_KEY as ITEM_CODES_KEY
 from ..io import atomic_path, folder_lock, replacing_folder
 
 log = logging.getLogger("unimp.data")
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
+# the manifest's records of `unimp tokenize-images` and `unimp tokenize-items` (unimp_core.imagegen.codes,
+# unimp_core.itemcodes.codes): adding codes does not make the folder another dataset (`dataset_identity`)
+CODES_KEY = "image_tokens"
+ITEM_CODES_KEY = "item_codes"
 TABLES = ("items.parquet", "interactions.parquet", "users.parquet")
 # Everything unimp writes into a dataset folder (prepare, filter-images, tokenize-images, tokenize-items); --overwrite
 # replaces a folder only when it holds nothing else. Hidden `.NAME.*.tmp` and `.NAME.unimp-*` files are
@@ -197,6 +199,36 @@ def read_manifest(root: str | os.PathLike) -> dict[str, Any]:
             f"{path}: dataset schema version {version}, this unimp reads {SCHEMA_VERSION}; rerun `unimp prepare`"
         )
     return manifest
+
+
+def protocol_of(ds: Dataset) -> str:
+    """The manifest's protocol (user-split or leave-one-out)."""
+    protocol = ds.manifest.get("protocol")
+    if protocol is None:
+        where = ds.root / MANIFEST if ds.root is not None else MANIFEST
+        raise UnimpError(f"{where}: no protocol: a dataset folder of unimp {ds.manifest.get('unimp_version', '?')} "
+                         f"(schema version {ds.manifest.get('schema_version', '?')}); unimp {__version__} reads schema "
+                         f"version {SCHEMA_VERSION} folders that record it; rerun `unimp prepare`")
+    if protocol not in ("user-split", "leave-one-out"):
+        raise UnimpError(f"manifest.json: unknown protocol {protocol!r} (expected user-split or leave-one-out)")
+    return protocol
+
+
+def training_lengths(ds: Dataset) -> dict[int, int]:
+    """What counts as training data, the one rule every reader follows: user_id -> how many of the user's
+    first interactions (time order) training may see, for the users with at least one, by user_id.
+
+    Leave-one-out: each history minus its last two items (the validation and test targets). User-split:
+    the whole history of every user whose split is "train"; the valid and test users' are never seen.
+    """
+    lengths = ds.interactions.group_by("user_id").len()
+    if protocol_of(ds) == "leave-one-out":
+        lengths = lengths.with_columns(pl.col("len") - 2)
+    else:
+        train = ds.users.filter(pl.col("split") == "train")["user_id"]
+        lengths = lengths.filter(pl.col("user_id").is_in(train.implode()))
+    lengths = lengths.filter(pl.col("len") > 0).sort("user_id")
+    return dict(zip(lengths["user_id"].to_list(), lengths["len"].to_list()))
 
 
 def _read_table(path: Path, schema: dict[str, pl.DataType] | None = None) -> pl.DataFrame:

@@ -4,11 +4,7 @@ Everything here takes numpy arrays or plain lists and returns plain floats / num
 
 Ranking protocol: each user has one target item, ranked against the whole catalogue. A *rank* is
 0-based (rank 0 = first place); `ABSENT` (-1) marks a target that is not in a truncated top-k list.
-For a cut-off k and one relevant item:
-
-    HR@k   = 1                   if rank < k else 0
-    NDCG@k = 1 / log2(rank + 2)  if rank < k else 0   (the ideal DCG of one relevant item is 1)
-    MRR@k  = 1 / (rank + 1)      if rank < k else 0
+The rank metrics (HR@k, NDCG@k, MRR@k, ...) and their formulas are the table in `unimp_core/rank_metrics.py`.
 
 Ties are pessimistic: an item scoring exactly the target's score is counted as ranked above it. Any
 tie-break a top-k or beam search could make puts the target at this rank or better, so the reported
@@ -23,12 +19,12 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from .. import rank_metrics as RM
 from ..errors import UnimpError
+from ..rank_metrics import ABSENT
 from ..tokens import EOC, RATE_RE, RATINGS, SLOT_RE
 
-RANK_KS: tuple[int, ...] = (1, 3, 5, 10, 20)
-RANK_METRICS: tuple[str, ...] = ("HR", "NDCG", "MRR")
-ABSENT = -1  # rank of a target missing from a truncated top-k list
+RANK_KS: tuple[int, ...] = RM.DEFAULT_KS
 
 RATING_RANGE = (RATINGS[0], RATINGS[-1])
 
@@ -106,24 +102,18 @@ def target_ranks(scores, targets, exclude=None) -> np.ndarray:
 
 
 def ranking_per_user(ranks, ks: Iterable[int] = RANK_KS) -> dict[str, np.ndarray]:
-    """Per-user HR@k, NDCG@k and MRR@k from 0-based ranks (`ABSENT` = not retrieved).
+    """Per-user values of every rank metric (`unimp_core.rank_metrics`) from 0-based ranks (`ABSENT` = not retrieved).
 
     Returns:
-        {"HR@1": (B,) float64, ..., "NDCG@1": ..., "MRR@1": ...}, metric-major then k ascending
+        {"HR@1": (B,) float64, ..., "NDCG@1": ..., "MRR@1": ...}, metric-major (the table's order) then k
         in the order given.
     """
     ks = _check_ks(ks)
     ranks = np.asarray(ranks, dtype=np.int64).reshape(-1)
     if (ranks < ABSENT).any():
         raise UnimpError(f"metrics: ranks must be >= 0 (or {ABSENT} for absent), got {ranks.min()}")
-    safe = np.maximum(ranks, 0)  # keeps log2/division finite for absent targets; masked out below
-    present = ranks >= 0
-    out: dict[str, np.ndarray] = {}
-    gains = {"HR": np.ones(ranks.shape), "NDCG": 1.0 / np.log2(safe + 2.0), "MRR": 1.0 / (safe + 1.0)}
-    for name in RANK_METRICS:
-        for k in ks:
-            out[f"{name}@{k}"] = np.where(present & (ranks < k), gains[name], 0.0)
-    return out
+    return {f"{name}@{k}": np.asarray(metric.value(ranks, k), dtype=np.float64)
+            for name, metric in RM.METRICS.items() for k in ks}
 
 
 def ranking_metrics(ranks, ks: Iterable[int] = RANK_KS) -> dict[str, float]:
@@ -259,8 +249,8 @@ def parse_rating(text: str | None) -> int | None:
 def parse_exp_output(text: str | None) -> tuple[int | None, str]:
     """Split an `exp` output into (rating or None, explanation).
 
-    The explanation is the answer with every `rate_<n>` token removed and whitespace collapsed (the
-    seed took everything after the first token, which loses a word when the rating is missing).
+    The explanation is the answer with every `rate_<n>` token removed and whitespace collapsed (taking only
+    what follows the first token would lose a word when the rating is missing).
     """
     answer = _answer_part(text)
     return parse_rating(answer), " ".join(RATE_RE.sub(" ", answer).split())

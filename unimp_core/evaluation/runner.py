@@ -27,7 +27,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import run_folder as RF
-from ..data.store import Dataset
+from ..data.store import Dataset, training_lengths
 from ..errors import UnimpError
 from ..io import atomic_path
 from ..progress import Progress
@@ -41,16 +41,11 @@ from .scoring import EvalContext
 
 
 def training_interactions(ds: Dataset, ctx: TaskContext) -> tuple[np.ndarray, list[float]]:
-    """Item ids and ratings that training could see: every interaction of the training users
-    (user-split), or each user's prefix before the validation and test items (leave-one-out)."""
-    if ctx.protocol == "leave-one-out":
-        users = {u: len(s) - 2 for u, s in ctx.sequences.items()}
-    else:
-        train = ds.users.filter(ds.users["split"] == "train")["user_id"].to_list()
-        users = {u: len(ctx.sequences[u]) for u in train if u in ctx.sequences}
-    items = [ctx.sequences[u][:n] for u, n in users.items() if n > 0]
-    ratings = [r for u, n in users.items() for r in ctx.ratings[u][:max(n, 0)]
-               if r is not None and np.isfinite(r)]
+    """Item ids and ratings that training could see (`store.training_lengths`), in the context's user order."""
+    lengths = training_lengths(ds)
+    users = {u: lengths[u] for u in ctx.sequences if u in lengths}
+    items = [ctx.sequences[u][:n] for u, n in users.items()]
+    ratings = [r for u, n in users.items() for r in ctx.ratings[u][:n] if r is not None and np.isfinite(r)]
     return (np.concatenate(items) if items else np.zeros(0, dtype=np.int64)), ratings
 
 

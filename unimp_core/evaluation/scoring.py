@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from .. import rank_metrics as RM
 from ..data.store import load_dataset
 from ..errors import UnimpError
 from ..io import write_bytes_atomic
@@ -293,9 +294,9 @@ def ranking_summary(records: list[dict], samples, ev: EvalContext) -> dict:
     out: dict[str, Any] = {"decode": spec.decode, "exclude_history": spec.exclude_history}
     # a beam search returns num_beams items: deeper cut-offs cannot be measured
     ks = list(spec.ks) if spec.decode == "rank" else [k for k in spec.ks if k <= spec.num_beams]
-    measured = {f"{m}@{k}" for m in M.RANK_METRICS for k in ks}
+    measured = set(RM.names(ks))
     values = M.ranking_metrics(ranks, ks) if ks else {}
-    out["metrics"] = {f"{m}@{k}": values.get(f"{m}@{k}") for m in M.RANK_METRICS for k in spec.ks}
+    out["metrics"] = {name: values.get(name) for name in RM.names(spec.ks)}
     if spec.decode == "rank":
         out["ties"] = "pessimistic: items scoring exactly the target's score count as ranked above it"
     else:

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..data.store import CODES_KEY
 from ..errors import UnimpError
 
 if TYPE_CHECKING:
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 VQ_DIR = "vq"
 VQ_META = "unimp_vq.json"
 CODES_FILE = "image_codes.parquet"
-MANIFEST_KEY = "image_tokens"
+MANIFEST_KEY = CODES_KEY  # its record in the dataset manifest
 
 
 def read_vq_meta(folder: Path) -> dict[str, Any] | None:

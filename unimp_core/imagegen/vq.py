@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from ..errors import UnimpError
 from ..io import atomic_path, replacing_folder, write_json_atomic
 from ..progress import Progress
+from ..schedule import lr_at
 from ..specs.images import CodebookSpec
-from ..training.optim import lr_at
 from .codes import VQ_DIR, VQ_META, read_vq_meta
 
 # The codebook's learning rate: warmup over 5% of the steps, then cosine down to a tenth of the peak.

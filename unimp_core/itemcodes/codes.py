@@ -23,13 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..data.store import ITEM_CODES_KEY
 from ..errors import UnimpError
 
 if TYPE_CHECKING:
     from ..data.store import Dataset
 
 CODES_FILE = "item_codes.parquet"
-MANIFEST_KEY = "item_codes"
+MANIFEST_KEY = ITEM_CODES_KEY  # its record in the dataset manifest
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from ..data.store import Dataset
+from ..data.store import Dataset, training_lengths
 from ..errors import UnimpError, first_line
 from ..progress import Progress
 
@@ -212,18 +212,13 @@ def _bag_of_codes(path: Path, n: int, codebook: int, dims: int, seed: int) -> tu
 # ---------------------------------------------------------------- collab
 
 def training_histories(ds: Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """The training part of every history as (items, users), concatenated user after user in time order:
-    under leave-one-out each sequence minus its last two items (validation and test targets), under
-    user-split only the users whose split is "train" (as `TaskContext.from_dataset` counts them)."""
-    from ..tasks.base import protocol_of
-
-    inter = ds.interactions.select("user_id", "item_id").with_row_index("_row")
-    inter = inter.sort("user_id", "_row")  # stable: time order within each user is the row order
-    if protocol_of(ds) == "leave-one-out":
-        inter = inter.filter(pl.int_range(pl.len()).over("user_id") < pl.len().over("user_id") - 2)
-    else:
-        train = ds.users.filter(pl.col("split") == "train")["user_id"]
-        inter = inter.filter(pl.col("user_id").is_in(train.implode()))
+    """The training part of every history (`store.training_lengths`) as (items, users), concatenated user
+    after user in time order."""
+    lengths = training_lengths(ds)
+    keep = pl.DataFrame({"user_id": list(lengths), "_n": list(lengths.values())}, schema={"user_id": pl.Int64, "_n": pl.Int64})
+    inter = ds.interactions.select("user_id", "item_id").with_row_index("_row").join(keep, on="user_id")
+    inter = inter.sort("user_id", "_row")  # time order within each user is the row order
+    inter = inter.filter(pl.int_range(pl.len()).over("user_id") < pl.col("_n"))
     return inter["item_id"].to_numpy().astype(np.int64), inter["user_id"].to_numpy().astype(np.int64)
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import rank_metrics as RM
 from .. import run_folder as RF
 from ..errors import UnimpError
 
@@ -50,7 +51,7 @@ def read_run(path: Path, evaluations: list[str] | None = None) -> RunView:
     """The run folder at `path` with its evaluations (all of them, or those named)."""
     path = Path(path)
     spec = RF.read_train_spec_dict(path)  # "not a run folder" when it is not one
-    family = spec.get("model", {}).get("family", RF.DEFAULT_FAMILY)
+    family = spec.get("model", {}).get("family")  # a saved spec always names it
     there = {}
     folder = path / RF.EVALUATIONS
     for sub in sorted(folder.iterdir()) if folder.is_dir() else []:
@@ -112,12 +113,9 @@ def selection_metric(run: RunView) -> str | None:
 
 
 def ranking_names(metrics: dict[str, Any]) -> list[str]:
-    """HR@k, NDCG@k, MRR@k in that order, each by k ascending (the names a ranking entry holds)."""
-    def key(name: str) -> tuple[int, int]:
-        kind, _, k = name.partition("@")
-        return ({"HR": 0, "NDCG": 1, "MRR": 2}.get(kind, 3), int(k) if k.isdigit() else 0)
-
-    return sorted((n for n in metrics if "@" in n), key=key)
+    """The rank metrics in table order (HR@k, NDCG@k, MRR@k, ...), each by k ascending (the names a ranking
+    entry holds)."""
+    return sorted((n for n in metrics if "@" in n), key=RM.sort_key)
 
 
 def numeric_leaves(entry: dict[str, Any], prefix: str = "") -> dict[str, float]:

@@ -7,6 +7,7 @@ import html
 from datetime import datetime, timezone
 from typing import Any
 
+from .. import rank_metrics as RM
 from . import charts
 from .collect import (EXAMPLE_TASKS, RunView, by_popularity, examples, numeric_leaves, ranking_names,
                       selection_metric, task_loss_series, training_series, valid_metric_series)
@@ -115,7 +116,7 @@ def ranking_section(task: str, entries: list[tuple[RunView, dict, dict]], slug: 
     heads = [run.name for run, _, _ in entries]
     rows = [[n, *[res["metrics"].get(n) for _, _, res in entries], first.get("popularity", {}).get(n)] for n in names]
     parts = [f"<h4>{e(task)}</h4>", _protocol(first_report, first), _table(["metric", *heads, "popularity"], rows, True)]
-    shown = [n for n in names if n.split("@")[0] in ("HR", "NDCG")]
+    shown = RM.brief(names)
     bars = [(run.name, [res["metrics"].get(n) for n in shown]) for run, _, res in entries]
     bars.append(("popularity", [first.get("popularity", {}).get(n) for n in shown]))
     parts.append(_chart(charts.bar_chart(f"{task}: test metrics", shown, bars, "value"), f"{slug}-bars",

@@ -200,13 +200,19 @@ def validation_message(exc: ValidationError) -> tuple[str, str]:
 
 # ------------------------------------------------------------------------------------------- OpenAPI
 
-POSTS = {  # path: (request body, task, answer, summary)
-    "/v1/recommend": (RecommendRequest, "rec", Ranking, "Recommendations: ranked items with scores, titles and image URLs."),
-    "/v1/search": (SearchRequest, "search", Ranking, "Search results for a query, ranked for the user."),
-    "/v1/explain": (ExplainRequest, "exp", Explanation, "The predicted rating and explanation of an item."),
-    "/v1/select": (SelectRequest, "img_sel", Selection, "The candidates the user would select."),
-    "/v1/image": (ImageRequest, "img_gen", None, "A generated image (image/png)."),
+# endpoint: (request body, answer (None: image/png), summary); POST /v1/<endpoint> answers the task whose
+# `Task.endpoint` it is (`unimp_core.tasks.served_tasks`)
+POSTS: dict[str, tuple[type[Asker], type[BaseModel] | None, str]] = {
+    "recommend": (RecommendRequest, Ranking, "Recommendations: ranked items with scores, titles and image URLs."),
+    "search": (SearchRequest, Ranking, "Search results for a query, ranked for the user."),
+    "explain": (ExplainRequest, Explanation, "The predicted rating and explanation of an item."),
+    "select": (SelectRequest, Selection, "The candidates the user would select."),
+    "image": (ImageRequest, None, "A generated image (image/png)."),
 }
+
+
+def post_path(endpoint: str) -> str:
+    return f"/v1/{endpoint}"
 
 
 ERROR = {"$ref": "#/components/schemas/Error"}
@@ -229,10 +235,10 @@ def openapi(title: str = "unimp serve") -> dict[str, Any]:
               "503": {"description": "Loading, overloaded or timed out: retry after Retry-After seconds",
                       "content": _content("application/json", ERROR)}}
     paths: dict[str, Any] = {}
-    for path, (body, task, answer, summary) in POSTS.items():
+    for endpoint, (body, answer, summary) in POSTS.items():
         models.append(body)
         ok = _content("image/png") if answer is None else _content("application/json", _ref(answer))
-        paths[path] = {"post": {
+        paths[post_path(endpoint)] = {"post": {
             "summary": summary, "description": (body.__doc__ or "").strip(),
             "requestBody": {"required": True, "content": _content("application/json", _ref(body))},
             "responses": {"200": {"description": "OK", "content": ok}, **errors}}}

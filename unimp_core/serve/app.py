@@ -29,8 +29,8 @@ from pydantic import BaseModel, ValidationError
 
 from ..errors import UnimpError, first_line
 from ..specs.serve import ServeSpec, is_loopback
-from .api import (ExplainRequest, ImageRequest, RecommendRequest, SearchRequest, SelectRequest, UsersQuery, openapi,
-                  validation_message)
+from ..tasks import served_tasks
+from .api import POSTS, RecommendRequest, UsersQuery, openapi, post_path, validation_message
 from .batcher import MicroBatcher
 from .engine import ApiError, Engine
 
@@ -212,7 +212,7 @@ def _single(model: type[BaseModel], task: str):
         prepared = engine.ask(task, await _body(request, model))
         loop = asyncio.get_running_loop()
         result = await _model_work(request, lambda: loop.run_in_executor(request.app[STATE].executor, engine.answer, prepared))
-        if task == "img_gen":
+        if "png" in result:
             return web.Response(body=result["png"], content_type="image/png")
         return _json(result)
 
@@ -275,11 +275,11 @@ def build_app(spec: ServeSpec, engine: Engine | None = None) -> web.Application:
     app.router.add_get("/v1/users", users)
     app.router.add_get("/v1/items/{id}", item)
     app.router.add_get("/v1/items/{id}/image", item_image)
-    app.router.add_post("/v1/recommend", _ranking(RecommendRequest, "rec"))
-    app.router.add_post("/v1/search", _ranking(SearchRequest, "search"))
-    app.router.add_post("/v1/explain", _single(ExplainRequest, "exp"))
-    app.router.add_post("/v1/select", _single(SelectRequest, "img_sel"))
-    app.router.add_post("/v1/image", _single(ImageRequest, "img_gen"))
+    tasks = served_tasks()
+    for endpoint, (body, _, _) in POSTS.items():
+        if endpoint in tasks:  # ranking requests are micro-batched into one forward pass
+            handler = _ranking if issubclass(body, RecommendRequest) else _single
+            app.router.add_post(post_path(endpoint), handler(body, tasks[endpoint]))
 
     async def start(app: web.Application) -> None:
         if engine is not None:

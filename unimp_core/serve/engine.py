@@ -16,9 +16,8 @@ from ..errors import UnimpError
 from ..generation import Prepared, answer, answer_ranked, prepare, resolve_items, resolve_user
 from ..specs.evaluate import GenerateSpec
 from ..specs.serve import ServeSpec
+from ..tasks import get_task, served_tasks
 from .api import Asker, ExplainRequest, ImageRequest, RecommendRequest, SearchRequest, SelectRequest
-
-TASK_NAMES = {"rec": "recommend", "search": "search", "exp": "explain", "img_sel": "select", "img_gen": "image"}
 
 
 class ApiError(Exception):
@@ -60,16 +59,21 @@ class Engine:
 
     def warm_up(self) -> None:
         """One forward pass before the first request (the first one pays for lazy initialisation)."""
-        if "rec" in self.tasks and self.users.height:
+        task = served_tasks().get("recommend")
+        if task in self.tasks and self.users.height:
             first = self.users["user_id"][0]
-            self.rank([self.ask("rec", RecommendRequest(user=int(first), k=1))])
+            self.rank([self.ask(task, RecommendRequest(user=int(first), k=1))])
 
     def info(self) -> dict[str, Any]:
         ds = self.loaded.dataset
         return {"checkpoint": self.loaded.checkpoint, "family": getattr(self.loaded.setup.family, "NAME", None),
-                "tasks": [TASK_NAMES[t] for t in self.tasks if t in TASK_NAMES], "items": self.n_items,
+                "tasks": self.endpoints(), "items": self.n_items,
                 "users": self.users.height, "synthetic": bool(ds.manifest.get("synthetic", False)),
                 "device": str(self.loaded.device)}
+
+    def endpoints(self) -> list[str]:
+        """What the run answers: the endpoints of its tasks, in training order."""
+        return [e for e in (get_task(t).endpoint for t in self.tasks) if e is not None]
 
     # ----------------------------------------------------------------------------------- lookups
 
@@ -122,8 +126,8 @@ class Engine:
     def ask(self, task: str, body: Asker) -> Prepared:
         """Resolve a request into `unimp generate`'s prepared question (ApiError names the bad field)."""
         if task not in self.tasks:
-            have = ", ".join(TASK_NAMES[t] for t in self.tasks if t in TASK_NAMES)
-            raise ApiError(404, f"this run was not trained for {TASK_NAMES[task]} ({task}); it answers: {have}")
+            raise ApiError(404, f"this run was not trained for {get_task(task).endpoint} ({task}); it answers: "
+                                f"{', '.join(self.endpoints())}")
         fields: dict[str, Any] = {"run": self.loaded.run, "checkpoint": self.loaded.checkpoint, "task": task,
                                   "history_len": self.spec.history_len, "max_new_tokens": self.spec.max_new_tokens}
         if body.user is not None:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ..run_folder import CHECKPOINT_RE
+from ..rank_metrics import DEFAULT_KS
 from ..task_names import TaskName
 from ..tokens import N_SLOTS
 from .base import Spec
 
+# The checkpoints a run folder holds (unimp_core.run_folder: BEST, FINAL, checkpoints/step-N).
+CHECKPOINT_RE = re.compile(r"^(final|best|step-\d+)$")
 
 
 def _check_checkpoint(value: str) -> str:
@@ -39,7 +42,7 @@ class EvaluateSpec(Spec):
         "--run and popularity (tasks rec, search).",
     )
     batch_size: int = Field(default=32, ge=1, description="Users per forward pass (per process).")
-    ks: list[int] = Field(default_factory=lambda: [1, 3, 5, 10, 20], description="Cut-offs k of HR@k, NDCG@k and MRR@k.")
+    ks: list[int] = Field(default_factory=lambda: list(DEFAULT_KS), description="Cut-offs k of HR@k, NDCG@k and MRR@k.")
     decode: Literal["rank", "beam", "free"] = Field(
         default="rank",
         description="rec/search: rank (exact: one forward pass, logits of every item token; semantic ids: every "
@@ -126,16 +129,7 @@ class GenerateSpec(Spec):
             return self
         if (self.user is None) == (not self.history):
             raise ValueError("give either --user (a known user) or --history (items of an unseen user), not both or none")
-        from ..tasks import TASKS  # the registry (polars; not needed by --help)
-
-        given = {"query": self.query, "item": self.item, "candidates": self.candidates, "out": self.out}
-        task = TASKS[self.task]
-        for name, value in given.items():
-            if name in task.needs and not value:
-                raise ValueError(f"--task {self.task} needs --{name}")
-            takers = [t.name for t in TASKS.values() if name in t.needs + t.accepts]
-            if self.task not in takers and value:
-                raise ValueError(f"--{name} is only for --task {' / '.join(takers)}")
+        # which task needs or takes --query, --item, ... is the task's (generation.check_options)
         if self.candidates and not 2 <= len(self.candidates) <= N_SLOTS:
             raise ValueError(f"candidates: give 2 to {N_SLOTS} items (got {len(self.candidates)})")
         return self

@@ -11,7 +11,7 @@ from pydantic_core import PydanticCustomError
 
 from ..model.families import DEFAULT_FAMILY, FAMILIES, spec_class
 from ..task_names import DEFAULT_TASK_WEIGHTS, DEFAULT_TRAIN_TASKS, TaskName, task_names
-from .base import Spec, merge_spec
+from .base import Spec
 from .model import FamilySpec, ModelSpec
 
 
@@ -159,7 +159,7 @@ class TrainSpec(Spec):
 
     @model_validator(mode="after")
     def _check(self) -> "TrainSpec":
-        from ..training.selection import metric_name
+        from ..rank_metrics import metric_name
 
         metric_name(self.run.select_metric)  # a bad name fails before anything runs
         self.model.check_train(self)
@@ -199,25 +199,3 @@ def _fill(section: Any, defaults: dict[str, Any]) -> Any:
         if section.get(key) is None:
             section[key] = value
     return section
-
-
-def finetune_spec(source: Path, overrides: dict, config: Path | None = None) -> TrainSpec:
-    """`unimp finetune --from RUN`: the run's model and data, its final weights, `rec` alone and a
-    constant schedule (as the paper's finetune script) unless a `config` file or the flags (`overrides`,
-    which win) say otherwise."""
-    from .. import run_folder as RF
-    from ..errors import UnimpError
-    from .base import deep_merge, load_config
-
-    source = Path(source)
-    base = RF.read_train_spec_dict(source)
-    if not RF.is_finished(source):
-        raise UnimpError(f"{source}: the run has not finished (no {RF.FINAL}/); resume it first")
-    base["init_from"] = str(source.resolve())
-    base["data"]["tasks"] = ["rec"]
-    base["optim"]["schedule"] = "constant"
-    kept = ("precision", "distributed", "seed", "cache_vision_features", "num_workers", "trackers")
-    base["run"] = {k: v for k, v in base.get("run", {}).items() if k in kept}
-    if config is not None:
-        base = deep_merge(base, load_config(config))
-    return merge_spec(TrainSpec, base, overrides, str(config) if config else "finetune options")

@@ -32,7 +32,7 @@ __all__ = [
     "BUILTIN_TASKS", "TASKS", "Sample", "Task", "TaskContext",
     "DATA_NEEDS", "build_eval_samples", "build_training_samples", "context", "curriculum_mix", "curriculum_tasks",
     "get_task", "history_lengths", "instance_table", "run_history_lengths", "register",
-    "skipped_line", "task_names", "unregister", "unsupported_tasks",
+    "served_tasks", "skipped_line", "task_names", "unregister", "unsupported_tasks",
 ]
 
 
@@ -93,6 +93,11 @@ def get_task(name: str) -> Task:
         return TASKS[name]
     except KeyError:
         raise UnimpError(f"unknown task {name!r} (known: {', '.join(task_names())})") from None
+
+
+def served_tasks() -> dict[str, str]:
+    """endpoint -> task name, for every registered task `unimp serve` answers (`Task.endpoint`)."""
+    return {t.endpoint: name for name, t in TASKS.items() if t.endpoint is not None}
 
 
 def context(data: Dataset | TaskContext, item_codes=None) -> TaskContext:

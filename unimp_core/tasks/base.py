@@ -9,9 +9,8 @@ Items are named through `TaskContext.item_name`: `item_<i>` (atomic ids) or the 
 Training prompts end with the task's answer and `<|endofchunk|>`; evaluation prompts end right
 after `<answer>`, the answer text is kept in `Sample.answer`.
 
-Evaluation prompts keep the `<answer> item_<i><|endofchunk|>` reconstruction in the history (the
-seed dropped the `<answer>` marker there), so the model sees at test time exactly the layout it
-was trained on.
+Evaluation prompts keep the `<answer> item_<i><|endofchunk|>` reconstruction in the history, so the
+model sees at test time exactly the layout it was trained on.
 """
 
 from __future__ import annotations
@@ -26,9 +25,8 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 import numpy as np
 import polars as pl
 
-from ..data.store import Dataset
+from ..data.store import Dataset, protocol_of, training_lengths
 from ..errors import UnimpError
-
 from ..task_names import RecPrompt
 from ..tokens import ANSWER, EOC, IMAGE, MARKERS_RE, answer_span, item_token, semantic_item
 
@@ -128,12 +126,6 @@ class TaskContext:
             pl.col("item_id"), pl.col("rating"), pl.col("explanation")
         )
         user_items = {u: np.asarray(s, dtype=np.int64) for u, s in zip(seqs["user_id"], seqs["item_id"].to_list())}
-        protocol = protocol_of(ds)
-        if protocol == "leave-one-out":
-            train = {u: len(s) - 2 for u, s in user_items.items()}
-        else:
-            train_ids = ds.users.filter(pl.col("split") == "train")["user_id"].to_list()
-            train = {u: len(user_items[u]) for u in train_ids if u in user_items}
         return cls(
             item_desc=desc,
             item_category=category,
@@ -141,8 +133,8 @@ class TaskContext:
             sequences=user_items,
             ratings=dict(zip(seqs["user_id"].to_list(), seqs["rating"].to_list())),
             explanations={u: [clean(e) for e in es] for u, es in zip(seqs["user_id"], seqs["explanation"].to_list())},
-            train_lengths={u: length for u, length in sorted(train.items()) if length >= 2},
-            protocol=protocol,
+            train_lengths={u: length for u, length in training_lengths(ds).items() if length >= 2},
+            protocol=protocol_of(ds),
             item_title=title,
             image_codes=image_codes_of(ds, n),
         )
@@ -219,16 +211,6 @@ def describe_item(row: dict[str, Any]) -> str:
     if title:
         parts.append(f"Title {title}")
     return " ".join(parts)
-
-
-def protocol_of(ds: Dataset) -> str:
-    """The manifest's protocol; older folders without one are told apart by the users' split labels."""
-    protocol = ds.manifest.get("protocol")
-    if protocol is None:
-        protocol = "leave-one-out" if (ds.users["split"] == "all").any() else "user-split"
-    if protocol not in ("user-split", "leave-one-out"):
-        raise UnimpError(f"manifest.json: unknown protocol {protocol!r} (expected user-split or leave-one-out)")
-    return protocol
 
 
 def join(*parts: str) -> str:
@@ -349,6 +331,8 @@ class Task:
             train refuses the task on a dataset without them
         needs / accepts: the GenerateSpec options (query, item, candidates, out) the task requires /
             also takes; other tasks refuse them
+        endpoint: the name `unimp serve` answers it under (POST /v1/<endpoint>, its body and answer in
+            `unimp_core.serve.api.POSTS`); None: not served
     """
 
     name: str
@@ -370,6 +354,7 @@ class Task:
     data_needs: tuple[str, ...] = ()
     needs: tuple[str, ...] = ()
     accepts: tuple[str, ...] = ()
+    endpoint: str | None = None
 
     def step(self, name: str) -> Callable[..., Any]:
         """The task's `name` step; a task without it is one clear error."""

@@ -90,6 +90,6 @@ def prompt(ctx: TaskContext, user_id: int, seq: np.ndarray, history_len: int, re
     return make_sample(extended, user_id, len(seq), history_len, "", train=False)
 
 
-TASK = Task(NAME, training, evaluation, data_needs=("reviews",), prompt=prompt, draw_instances=draw_instances, needs=("item",),
+TASK = Task(NAME, training, evaluation, endpoint="explain", data_needs=("reviews",), prompt=prompt, draw_instances=draw_instances, needs=("item",),
             records=lazy("unimp_core.evaluation.scoring:exp_records"), summary=lazy("unimp_core.evaluation.scoring:exp_summary"), report=lazy("unimp_core.terminal:exp_report"),
             answer=lazy("unimp_core.generation:exp_answer"), show=lazy("unimp_core.terminal:show_exp"), html=lazy("unimp_core.generation:exp_html"))

@@ -98,7 +98,7 @@ def prompt(ctx: TaskContext, user_id: int, seq: np.ndarray, history_len: int, re
                        target_codes=[])
 
 
-TASK = Task(NAME, training, evaluation, history_len=HISTORY_LEN, instances="rec", data_needs=("images",), prompt=prompt,
+TASK = Task(NAME, training, evaluation, endpoint="image", history_len=HISTORY_LEN, instances="rec", data_needs=("images",), prompt=prompt,
             needs=("query",), accepts=("out",), configure=configure, check=lazy("unimp_core.evaluation.scoring:check_image_tokenizer"),
             records=lazy("unimp_core.evaluation.scoring:image_records"), summary=lazy("unimp_core.evaluation.scoring:image_summary"), report=lazy("unimp_core.terminal:image_report"),
             answer=lazy("unimp_core.generation:image_answer"), show=lazy("unimp_core.terminal:show_image"), html=lazy("unimp_core.generation:image_html"))

@@ -97,7 +97,7 @@ def prompt(ctx: TaskContext, user_id: int, seq: np.ndarray, history_len: int, re
     return make_sample(ctx, user_id, len(seq), candidates, [candidates[0]], history_len, train=False)
 
 
-TASK = Task(NAME, training, evaluation, data_needs=("images",), prompt=prompt, draw_instances=draw_instances, needs=("candidates",),
+TASK = Task(NAME, training, evaluation, endpoint="select", data_needs=("images",), prompt=prompt, draw_instances=draw_instances, needs=("candidates",),
             records=lazy("unimp_core.evaluation.scoring:selection_records"), summary=lazy("unimp_core.evaluation.scoring:selection_summary"),
             report=lazy("unimp_core.terminal:metrics_report"), answer=lazy("unimp_core.generation:selection_answer"),
             show=lazy("unimp_core.terminal:show_selection"), html=lazy("unimp_core.generation:selection_html"))

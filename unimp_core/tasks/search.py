@@ -59,7 +59,7 @@ def prompt(ctx: TaskContext, user_id: int, seq: np.ndarray, history_len: int, re
     return make_sample(ctx, user_id, np.append(seq, 0), len(seq), request.query or "", history_len, train=False)
 
 
-TASK = Task(NAME, training, evaluation, data_needs=("categories",), prompt=prompt, draw_instances=draw_instances, ranked=True, needs=("query",),
+TASK = Task(NAME, training, evaluation, endpoint="search", data_needs=("categories",), prompt=prompt, draw_instances=draw_instances, ranked=True, needs=("query",),
             records=lazy("unimp_core.evaluation.scoring:ranking_records"), summary=lazy("unimp_core.evaluation.scoring:ranking_summary"),
             report=lazy("unimp_core.terminal:ranking_report"), answer=lazy("unimp_core.generation:ranking_answer"),
             show=lazy("unimp_core.terminal:show_ranking"), html=lazy("unimp_core.generation:ranking_html"))

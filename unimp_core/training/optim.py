@@ -1,4 +1,4 @@
-"""AdamW with the paper's code's weight-decay groups, and pure learning-rate schedules.
+"""AdamW with the paper's code's weight-decay groups, and the LambdaLR that follows `unimp_core.schedule`.
 
 Weight decay applies only to the gated cross-attention layers' matrices (the paper's code's rule: names
 containing "gated_cross_attn", minus biases, norms and the tanh gates); the Perceiver, the new
@@ -8,16 +8,16 @@ the rows of tokens that never occur towards zero).
 
 from __future__ import annotations
 
-import math
 from functools import partial
-from typing import Iterable, Literal
+from typing import Iterable
 
 import torch
 
 from ..errors import UnimpError
+from ..schedule import SCHEDULES, ScheduleKind, lr_at, warmup_steps
 
-ScheduleKind = Literal["constant", "linear", "cosine"]
-SCHEDULES = ("constant", "linear", "cosine")
+__all__ = ["SCHEDULES", "ScheduleKind", "build_optimizer", "build_scheduler", "decays", "lr_at", "param_groups",
+           "warmup_steps"]
 
 
 def decays(name: str, param: torch.Tensor) -> bool:
@@ -50,30 +50,6 @@ def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float = 0.1
     if not any(g["params"] for g in groups):
         raise UnimpError("optimizer: the model has no trainable parameters")
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
-
-
-def warmup_steps(total_steps: int, warmup_ratio: float) -> int:
-    return int(warmup_ratio * total_steps)
-
-
-def lr_at(step: int, total_steps: int, base_lr: float, warmup_ratio: float = 0.0,
-          kind: ScheduleKind = "constant", floor: float = 0.0) -> float:
-    """Learning rate before optimizer step `step` (0-based), as transformers' schedules with warmup.
-
-    Warmup rises linearly from 0 over the first int(warmup_ratio * total_steps) steps; then
-    constant keeps base_lr, linear decays to floor * base_lr at total_steps, cosine follows half a
-    cosine down to floor * base_lr.
-    """
-    if kind not in SCHEDULES:
-        raise UnimpError(f"unknown schedule {kind!r} (choose {', '.join(SCHEDULES)})")
-    warm = warmup_steps(total_steps, warmup_ratio)
-    if step < warm:
-        return base_lr * step / warm
-    if kind == "constant":
-        return base_lr
-    progress = min(1.0, (step - warm) / max(1, total_steps - warm))
-    decay = 1.0 - progress if kind == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
-    return base_lr * (floor + (1.0 - floor) * decay)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float = 0.0,

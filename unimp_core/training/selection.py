@@ -8,32 +8,25 @@ chosen metric is kept as `RUN/best/`, and training stops after `patience` evalua
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .. import rank_metrics as RM
 from ..errors import UnimpError
 from ..evaluation import metrics as M
+from ..rank_metrics import metric_name
 
-METRIC_RE = re.compile(r"^(hr|ndcg|mrr)@([1-9][0-9]*)$", re.IGNORECASE)
-
-
-def metric_name(name: str) -> str:
-    """`ndcg@10` -> `NDCG@10` (the evaluation's spelling); anything else is a one-line error."""
-    match = METRIC_RE.match(name.strip())
-    if match is None:
-        raise UnimpError(f"selection metric {name!r}: use hr@K, ndcg@K or mrr@K (e.g. ndcg@10)")
-    return f"{match.group(1).upper()}@{int(match.group(2))}"
+__all__ = ["Selection", "metric_name"]
 
 
 @dataclass
 class Selection:
     """The best validation value so far, where it was reached, and how many evaluations since.
 
-    Higher is better for every rank metric. Saved with each checkpoint (`state`), so a resumed run
-    keeps its best and its patience count.
+    Which way is better is the metric's (`unimp_core.rank_metrics`). Saved with each checkpoint (`state`),
+    so a resumed run keeps its best and its patience count.
     """
 
     metric: str = "NDCG@10"
@@ -47,7 +40,8 @@ class Selection:
         if self.metric not in metrics:
             raise UnimpError(f"selection metric {self.metric} was not measured (have {', '.join(metrics)})")
         value = float(metrics[self.metric])
-        if self.best is None or value > self.best:
+        higher = RM.get(self.metric).higher_is_better
+        if self.best is None or (value > self.best if higher else value < self.best):
             self.best, self.best_step, self.since_best = value, step, 0
             return True
         self.since_best += 1

@@ -8,16 +8,15 @@ from pathlib import Path
 
 import polars as pl
 
-from ..errors import UnimpError
-from ..imagegen.codes import MANIFEST_KEY as CODES_KEY
-from ..itemcodes.codes import MANIFEST_KEY as ITEM_CODES_KEY
-from ..io import write_json_atomic
-from ..progress import Progress
-from ..specs.data import FilterImagesSpec, ImageDownloadSpec, PrepareSpec
-from . import images as image_io
+from .data import images as image_io
+from .data.raw import RawData
+from .data.store import (ITEM_CODES_KEY, CODES_KEY, MANIFEST, load_dataset, new_manifest, read_manifest, write_tables,
+                         writing_dataset)
+from .errors import UnimpError
+from .io import write_json_atomic
 from .prepare import build_dataset, draw_instances
-from .raw import RawData
-from .store import MANIFEST, load_dataset, new_manifest, read_manifest, write_tables, writing_dataset
+from .progress import Progress
+from .specs.data import FilterImagesSpec, ImageDownloadSpec, PrepareSpec
 
 
 def run_filter_images(spec: FilterImagesSpec, progress: Progress | None = None) -> dict:

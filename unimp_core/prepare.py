@@ -6,21 +6,23 @@ import os
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Collection
 
+import numpy as np
 import polars as pl
 
-from ..errors import UnimpError
-from ..io import write_json_atomic
-from ..progress import Progress
-from ..specs.data import PrepareSpec
-from ..tasks import unsupported_tasks
-from . import images as image_io
-from . import process
-from .attributes import attribute_counts
-from .raw import RawData
-from .sources import load_source
-from .fetch import mirror_folder
-from .store import MANIFEST, Dataset, check_outside, check_replaceable, new_manifest, write_tables, writing_dataset
+from .data import images as image_io
+from .data import process
+from .data.attributes import attribute_counts
+from .data.fetch import mirror_folder
+from .data.raw import RawData
+from .data.sources import load_source
+from .data.store import MANIFEST, Dataset, check_outside, check_replaceable, new_manifest, write_tables, writing_dataset
+from .errors import UnimpError
+from .io import write_json_atomic
+from .progress import Progress
+from .specs.data import PrepareSpec
+from .tasks import TASKS, unsupported_tasks
 
 # The reason for the rows the k-core removes, in the manifest's `rows.skipped`.
 KCORE = "below the k-core (--user-core/--item-core)"
@@ -30,7 +32,7 @@ def attach_explanations(inter: pl.DataFrame, spec: PrepareSpec) -> tuple[pl.Data
     """Explanation targets: the given P5/Sentires file, else the review summary."""
     if spec.explanations is None:
         return inter.with_columns(pl.coalesce("explanation", "summary").alias("explanation")), "review summary"
-    from .explanations import load_explanations
+    from .data.explanations import load_explanations
 
     exp = load_explanations(spec.explanations).unique(subset=["raw_user", "source_id"], keep="first")
     inter = inter.with_columns(pl.col("user_key").str.splitn(":", 2).struct.field("field_1").alias("raw_user"))
@@ -91,11 +93,30 @@ def check_accounting(rows: dict) -> None:
         raise AssertionError(f"interaction rows: {rows['read']} read but {counted} kept or skipped: {rows}")
 
 
+def eval_instances(
+    inter: pl.DataFrame, items: pl.DataFrame, users: pl.DataFrame, protocol: str, seed: int,
+    skip: Collection[str] = (),
+) -> dict[str, pl.DataFrame]:
+    """Draw every evaluation instance once (seeded) so every evaluation sees the same ones.
+
+    Each task that stores instances draws its table (`Task.draw_instances`) from the same positions
+    (user_id, split, position: history = sequence[:position], and the user's item, rating and
+    explanation lists), in registration order, from one generator; the tasks in `skip` draw none.
+    """
+    rng = np.random.default_rng(seed + 1)
+    seqs = inter.group_by("user_id", maintain_order=True).agg(
+        pl.col("item_id"), pl.col("rating"), pl.col("explanation")
+    )
+    pos = process.target_positions(users, protocol).join(seqs, on="user_id").sort(["split", "user_id"])
+    return {name: task.draw_instances(pos, items, rng) for name, task in TASKS.items()
+            if task.draw_instances is not None and name not in skip}
+
+
 def draw_instances(ds: Dataset, spec: PrepareSpec, info: dict) -> None:
     """`ds.instances` for every task the data can support (its items' placed images decide img_sel, so
     this runs after the images); `info` gains the counts per split and `tasks_skipped` (task -> why)."""
     skipped = unsupported_tasks(ds.items, ds.interactions)
-    ds.instances = process.eval_instances(ds.interactions, ds.items, ds.users, spec.protocol, spec.seed, skip=skipped)
+    ds.instances = eval_instances(ds.interactions, ds.items, ds.users, spec.protocol, spec.seed, skip=skipped)
     info["counts"]["per_split"] = process.split_counts(ds.users, ds.instances)
     info["tasks_skipped"] = skipped
 
