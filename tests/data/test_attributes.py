@@ -150,11 +150,11 @@ def test_a_folder_without_attributes(tmp_path):
     assert ds.manifest["counts"]["attributes"] == {"items_with_attributes": 0, "distinct_attributes": 0,
                                                    "mean_per_item": 0.0}
     assert A.item_attributes(ds) == ([], [[]] * 6)
-    # a folder written before the column existed reads it as null
+    # a folder without the column is one error naming it
     items = pl.read_parquet(tmp_path / "ds" / "items.parquet").drop("attributes")
     items.write_parquet(tmp_path / "ds" / "items.parquet")
-    old = load_dataset(tmp_path / "ds")
-    assert old.items["attributes"].null_count() == 6 and A.item_attributes(old) == ([], [[]] * 6)
+    with pytest.raises(UnimpError, match="items.parquet: column.s. attributes missing; rerun `unimp prepare`"):
+        load_dataset(tmp_path / "ds")
 
 
 def test_attribute_counts_hand_computed():

@@ -225,7 +225,19 @@ def test_beam_decoding_reproduces_the_exact_ranking(run, full):
     ranked = _lines(run / "evaluations" / "final-test" / "predictions" / "rec.jsonl")
     beamed = _lines(Path(beam["folder"]) / "predictions" / "rec.jsonl")
     for a, b in zip(ranked, beamed):
-        assert [i for i, _ in a["top"][:10]] == [i for i, _ in b["top"]]
+        assert _tie_groups(a["top"][:10]) == _tie_groups(b["top"])
+
+
+def _tie_groups(top: list) -> list[set]:
+    """The items of a top list in order, items whose (rounded) scores tie in one set: the two decoders compute
+    the scores differently, and may order near-equal ones either way."""
+    groups: list[set] = []
+    for i, (item, score) in enumerate(top):
+        if i and score == top[i - 1][1]:
+            groups[-1].add(item)
+        else:
+            groups.append({item})
+    return groups
 
 
 def test_free_decoding_reports_invalid_outputs(run):

@@ -56,8 +56,6 @@ ITEMS_SCHEMA = {
     "category": pl.Utf8, "price": pl.Float64, "description": pl.Utf8, "image_url": pl.Utf8, "image": pl.Utf8,
     "attributes": pl.List(pl.Utf8),
 }
-# item columns added after schema version 1 was fixed: a folder written before holds none (read as null)
-LATER_ITEM_COLUMNS = ("attributes",)
 INTERACTIONS_SCHEMA = {
     "user_id": pl.Int64, "user_key": pl.Utf8, "item_id": pl.Int64, "timestamp": pl.Int64, "rating": pl.Float64,
     "review": pl.Utf8, "summary": pl.Utf8, "explanation": pl.Utf8,
@@ -270,10 +268,7 @@ def load_dataset(root: str | os.PathLike) -> Dataset:
     root = Path(root)
     manifest = read_manifest(root)
     instances = {p.stem: _read_table(p) for p in sorted((root / "eval").glob("*.parquet"))}
-    required = {c: t for c, t in ITEMS_SCHEMA.items() if c not in LATER_ITEM_COLUMNS}
-    items = _read_table(root / "items.parquet", required)
-    items = items.with_columns(pl.lit(None, dtype=ITEMS_SCHEMA[c]).alias(c) for c in LATER_ITEM_COLUMNS
-                               if c not in items.columns)
+    items = _read_table(root / "items.parquet", ITEMS_SCHEMA)
     interactions = _read_table(root / "interactions.parquet", INTERACTIONS_SCHEMA)
     n, used = items.height, interactions["item_id"].cast(pl.Int64, strict=False)
     if items["item_id"].cast(pl.Int64, strict=False).to_list() != list(range(n)) or (
