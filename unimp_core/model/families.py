@@ -36,7 +36,9 @@ class Family(Protocol):
         inputs(bundle, spec, ds, run_dir, progress) -> (images, image_shape)
                                  what feeds items' pictures (absent: none, `(None, ())`)
         collator(bundle, images, image_shape, max_length, padding_side, task_weights) -> collate_fn
-        forward(model, batch)    a token model's prompts -> batches -> the logits the loss reads
+        forward(model, batch, item_range)
+                                 a token model's prompts -> batches -> the logits the loss reads (with
+                                 `item_range`, item labels' rows over the item tokens alone: `training.loss.SplitLogits`)
         decoder                  a token model's decoding (`unimp_core.model.openflamingo.decode`'s functions:
                                  answer logits, beam search, text generation), read by the tasks' decoders
         collated_scores(setup, model, batch) -> (B, N) scores of a batch already collated (a token model's
