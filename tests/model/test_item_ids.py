@@ -11,8 +11,9 @@ import pytest
 from tests.item_codes import id_codes
 from unimp_core.errors import UnimpError
 from unimp_core.itemcodes.codes import ItemCodes
+from unimp_core.model.openflamingo.spec import ModelSpec
 from unimp_core.model.vocab import add_flamingo_tokens, add_unimp_tokens, flamingo_vocab_size, vocab_ids
-from unimp_core.specs.model import AUTO_SEMANTIC_ITEMS, ItemCodesRecord, ModelSpec
+from unimp_core.specs.model import AUTO_SEMANTIC_ITEMS, ItemCodesRecord
 from unimp_core.tokens import ANSWER, EOC, answer_span, semantic_item
 
 from .conftest import N_ITEMS

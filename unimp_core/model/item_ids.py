@@ -23,7 +23,7 @@ from ..specs.model import AUTO_SEMANTIC_ITEMS, ItemCodesRecord
 
 if TYPE_CHECKING:
     from ..data.store import Dataset
-    from ..specs.model import ModelSpec
+    from .openflamingo.spec import ModelSpec
 
 
 def choose_item_ids(model: "ModelSpec", ds: "Dataset", log: Callable[[str], None]) -> None:
