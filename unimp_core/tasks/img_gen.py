@@ -101,4 +101,5 @@ def prompt(ctx: TaskContext, user_id: int, seq: np.ndarray, history_len: int, re
 TASK = Task(NAME, training, evaluation, endpoint="image", history_len=HISTORY_LEN, instances="rec", data_needs=("images",), prompt=prompt,
             needs=("query",), accepts=("out",), configure=configure, check=lazy("unimp_core.evaluation.scoring:check_image_tokenizer"),
             records=lazy("unimp_core.evaluation.scoring:image_records"), summary=lazy("unimp_core.evaluation.scoring:image_summary"), report=lazy("unimp_core.terminal:image_report"),
-            answer=lazy("unimp_core.generation:image_answer"), show=lazy("unimp_core.terminal:show_image"), html=lazy("unimp_core.generation:image_html"))
+            answer=lazy("unimp_core.generation:image_answer"), show=lazy("unimp_core.terminal:show_image"), html=lazy("unimp_core.generation:image_html"),
+            example=lazy("unimp_core.report.page:image_example"))
