@@ -144,7 +144,7 @@ def test_auto_is_semantic_only_for_a_large_catalogue_with_codes(n_items, codes, 
     from unimp_core.model.item_ids import choose_item_ids
 
     spec, said = ModelSpec(item_ids=given), []
-    choose_item_ids(spec, FakeDataset(n_items, codes), said.append)
+    spec = choose_item_ids(spec, FakeDataset(n_items, codes), said.append)
     assert spec.item_ids == chosen
     assert (spec.item_codes is not None) == (chosen == "semantic")
     if chosen == "semantic":

@@ -312,7 +312,7 @@ class Task:
         prompt(ctx, user_id, seq, history_len, request) -> the `unimp generate` prompt for what follows
             `seq`; `request` is the GenerateSpec with --item/--candidates resolved to item ids
     Training:
-        configure(spec, ds) -> None: adapt a new run's TrainSpec to the dataset before the model is built
+        configure(spec, ds) -> TrainSpec: a new run's spec adapted to the dataset before the model is built
             (img_gen: the codebook size)
     Evaluation (unimp_core.evaluation.scoring):
         records(ev, samples, mine, advance) -> one record per instance index in `mine` (rank or generate)

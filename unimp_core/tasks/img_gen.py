@@ -85,11 +85,12 @@ def evaluation(ctx: TaskContext, instances: pl.DataFrame, history_len: int) -> l
     return out
 
 
-def configure(spec, ds) -> None:
-    """Size the model's img_<k> tokens from the dataset's codebook (never from a hand-set value)."""
+def configure(spec, ds):
+    """`spec` with the model's img_<k> tokens sized from the dataset's codebook (never from a hand-set value)."""
     from ..imagegen.codes import codebook_size
 
-    spec.model.image_gen_codes = codebook_size(ds, spec.model.image_gen_codes)
+    model = spec.model.model_copy(update={"image_gen_codes": codebook_size(ds, spec.model.image_gen_codes)})
+    return spec.model_copy(update={"model": model})
 
 
 def prompt(ctx: TaskContext, user_id: int, seq: np.ndarray, history_len: int, request: Request) -> Sample:

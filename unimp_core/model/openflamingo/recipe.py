@@ -116,10 +116,11 @@ def run_train_openflamingo(spec: TrainSpec, progress: Progress | None = None) ->
 
     try:
         accelerator = make_accelerator(spec, log_dir=spec.run.out)
-        main = accelerator.is_main_process
-        run = Run(spec, Path(spec.run.out), accelerator, (progress or Progress()) if main else Progress())
-        ds = setup_dataset(spec, run.progress.log)  # before the run folder is touched: a bad --data leaves nothing behind
-        choose_item_ids(spec.model, ds, run.progress.log)  # atomic or semantic item ids, saved with the spec
+        progress = (progress or Progress()) if accelerator.is_main_process else Progress()
+        spec, ds = setup_dataset(spec, progress.log)  # before the run folder is touched: a bad --data leaves nothing behind
+        # atomic or semantic item ids, decided once: the saved spec and the model built from it hold the choice
+        spec = spec.model_copy(update={"model": choose_item_ids(spec.model, ds, progress.log)})
+        run = Run(spec, Path(spec.run.out), accelerator, progress)
         fresh = setup_run_dir(run)
         record_dataset(run, ds)
         set_seed(spec.run.seed)
