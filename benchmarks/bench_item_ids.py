@@ -118,7 +118,8 @@ def gib(n_bytes: float) -> str:
 
 
 def tiny_spec(item_ids: str, codes=None):
-    from unimp_core.specs.model import ItemCodesRecord, ModelSpec
+    from unimp_core.model.openflamingo.spec import ModelSpec
+    from unimp_core.specs.model import ItemCodesRecord
 
     record = None if codes is None else ItemCodesRecord(levels=codes.levels, codes=codes.codes,
                                                          collision_codes=codes.collision_codes)
@@ -148,7 +149,7 @@ def memory(args) -> None:
     import torch
 
     from unimp_core.model.openflamingo.factory import build_model
-    from unimp_core.specs.model import ModelSpec
+    from unimp_core.model.openflamingo.spec import ModelSpec
 
     torch.set_num_threads(1)
     n = args.items

@@ -88,8 +88,8 @@ class PopularFamily:
 
         progress = progress or Progress()
         try:
+            spec, ds = setup_dataset(spec)
             run = RunFolder(spec, Path(spec.run.out), make_accelerator(spec, log_dir=spec.run.out), progress)
-            ds = setup_dataset(spec)
             fresh = setup_run_dir(run)
             record_dataset(run, ds)
             setup = setup_model(spec, ds, run.out, fresh=fresh, progress=progress)

@@ -118,7 +118,7 @@ def _summary(con, path: Path, m: dict) -> None:
     from rich.table import Table
 
     from unimp_core.prepare import KCORE
-    from unimp_core.tasks import skipped_line
+    from unimp_core.tasks import DATA_NEEDS, skipped_line
 
     c = m["counts"]
     skipped = m.get("tasks_skipped") or {}
@@ -142,7 +142,7 @@ def _summary(con, path: Path, m: dict) -> None:
     kcore = rows["skipped"].get(KCORE)
     t.add_row("interaction rows", f"{rows['read']} read = {rows['kept']} kept + {sum(rows['skipped'].values())} "
               "skipped" + (f" ({kcore} below the k-core)" if kcore else ""))
-    if "exp" not in skipped:
+    if DATA_NEEDS["reviews"][0] not in skipped.values():  # the data has reviews to explain with
         t.add_row("explanations from", m["explanation_source"])
     con.print(t)
     if skipped:

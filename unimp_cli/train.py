@@ -8,8 +8,8 @@ from typing import List, Optional
 import typer
 
 from unimp_core.errors import UnimpError
+from unimp_core.model.families import DEFAULT_FAMILY, FAMILIES, spec_class
 from unimp_core.specs.base import describe as d
-from unimp_core.specs.model import ModelSpec as MS
 from unimp_core.specs.train import TrainSpec
 
 from .common import CONFIG_HELP, DRY_RUN_HELP, fail, handle_errors, resolve
@@ -33,8 +33,6 @@ def _weights(pairs: list[str] | None) -> dict[str, float] | None:
 
 def _model(g) -> dict:
     """--model names a model family, or else a preset of the default family; the family's spec takes the flags."""
-    from unimp_core.model.families import DEFAULT_FAMILY, FAMILIES, spec_class
-
     named = g("model") in FAMILIES
     flags = spec_class(g("model") if named else DEFAULT_FAMILY).from_flags({
         "preset": None if named else g("model"), "item_ids": g("item_ids"), "loss": g("loss"), "train_lm": g("train_lm"),
@@ -45,18 +43,16 @@ def _model(g) -> dict:
 
 def _family_help() -> str:
     """--model's help beyond the presets: the other families, each with what it is."""
-    from unimp_core.model.families import DEFAULT_FAMILY, FAMILIES, spec_class
-
     return "".join(f" | {name} ({spec_class(name).CLI_HELP})." for name in FAMILIES if name != DEFAULT_FAMILY)
 
 
 def _flag_help(flag: str) -> str:
     """A family's own flag: its family's title and the field's description."""
-    from unimp_core.model.families import FAMILIES, spec_class
-
     owner = next(spec_class(name) for name in FAMILIES if flag in spec_class(name).FLAGS)
     return f"{owner.TITLE}: {d(owner, flag)}"
 
+
+MS = spec_class(DEFAULT_FAMILY)  # the flags below are the default family's settings
 
 # The flags of `unimp train`, each a spec field (its --help is the field's description); "model" and "loss" are
 # the command's own parameters. `_model` builds the model section from the flags marked to_spec=False.

@@ -13,6 +13,9 @@ from pydantic import AfterValidator
 BUILTIN_TASKS: tuple[str, ...] = ("rec", "search", "exp", "img_sel", "img_gen")
 DEFAULT_TRAIN_TASKS: tuple[str, ...] = ("rec", "search", "exp", "img_sel")
 DEFAULT_TASK_WEIGHTS: dict[str, float] = {"rec": 2.0}  # unlisted tasks: 1.0 (rec 2.0, as the paper's code)
+# What `unimp generate`, `unimp evaluate --compare` and `unimp finetune` take when no task is named: the
+# next items, the question every run can answer.
+DEFAULT_TASK = "rec"
 
 # How a rec prompt lays out the history (tasks/rec.py): the items back to back, each predicting the next,
 # or the paper's chunks (each item followed by `<answer> item <|endofchunk|>`, the question last).

@@ -59,7 +59,7 @@ def test_train_defaults_to_the_supported_tasks_and_refuses_named_others(ids_only
     ds = load_dataset(ids_only)
     said = []
     spec = TrainSpec(data={"path": ids_only}, run={"out": tmp_path / "run"})
-    _settle_tasks(spec, ds, said.append)
+    spec = _settle_tasks(spec, ds, said.append)
     assert spec.data.tasks == ["rec"] and said == [
         "training rec; skipped tasks: search (no item categories to query); exp (no reviews); img_sel (no item images)"]
 

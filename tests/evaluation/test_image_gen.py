@@ -19,7 +19,7 @@ N_CODES, CODEBOOK = 6, 12
 def bundle():
     from tests.model.conftest import make_dataset
     from unimp_core.model.openflamingo.factory import build_model
-    from unimp_core.specs.model import ModelSpec
+    from unimp_core.model.openflamingo.spec import ModelSpec
 
     return build_model(ModelSpec(image_gen_codes=CODEBOOK), items_text=make_dataset(10), n_items=10)
 

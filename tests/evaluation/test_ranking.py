@@ -94,7 +94,7 @@ def setup(tmp_path_factory):
     from unimp_core.data.store import load_dataset
     from unimp_core.model.openflamingo.factory import build_model
     from unimp_core.model.vision_cache import ItemImages
-    from unimp_core.specs.model import ModelSpec
+    from unimp_core.model.openflamingo.spec import ModelSpec
     from unimp_core.training.collate import make_collator
 
     ds = load_dataset(sample_dataset(tmp_path_factory.mktemp("ranking")))

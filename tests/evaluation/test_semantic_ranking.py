@@ -37,7 +37,8 @@ def setup(tmp_path_factory):
     from unimp_core.itemcodes.codes import load_item_codes
     from unimp_core.model.openflamingo.factory import build_model
     from unimp_core.model.vision_cache import ItemImages
-    from unimp_core.specs.model import ItemCodesRecord, ModelSpec
+    from unimp_core.model.openflamingo.spec import ModelSpec
+    from unimp_core.specs.model import ItemCodesRecord
     from unimp_core.training.collate import make_collator
 
     root = sample_dataset(tmp_path_factory.mktemp("semantic"))

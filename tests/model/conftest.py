@@ -48,7 +48,7 @@ def dataset() -> Dataset:
 def tiny_bundle(dataset):
     """The tiny model, built once; tests that change it work on `fresh_model`."""
     from unimp_core.model.openflamingo.factory import build_model
-    from unimp_core.specs.model import ModelSpec
+    from unimp_core.model.openflamingo.spec import ModelSpec
 
     return build_model(ModelSpec(), items_text=dataset, n_items=N_ITEMS)
 

@@ -25,7 +25,7 @@ HEADER = """\
 # Tensors of the OpenFlamingo checkpoint.pt of each paper preset: name, then shape.
 # Derived, not read from the real files (no download here): open_flamingo's own create_model_and_transforms
 # assembled each model on the meta device (vision tower without pretrained weights, language model from
-# the config in unimp_core/model/presets.py, a stand-in tokenizer of the GPT-NeoX-20B length 50277), and
+# the config in unimp_core/model/openflamingo/presets.py, a stand-in tokenizer of the GPT-NeoX-20B length 50277), and
 # open_flamingo's filter_state_dict_to_trainable (what its train.py saves) chose the tensors.
 # The MPT language models are transformers' built-in MPT (the hub's MosaicGPT code cannot run offline):
 # the Perceiver, cross-attention and embedding names are the same (transformer.blocks, transformer.wte).
@@ -55,7 +55,7 @@ def checkpoint_keys(preset_name: str) -> list[tuple[str, tuple[int, ...]]]:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from unimp_core.model.openflamingo.factory import standin_tokenizer
-    from unimp_core.model.presets import PRESETS
+    from unimp_core.model.openflamingo.presets import PRESETS
 
     preset = PRESETS[preset_name]
     real_clip = open_clip.create_model_and_transforms

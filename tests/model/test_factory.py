@@ -10,7 +10,7 @@ from PIL import Image
 from unimp_core.errors import UnimpError
 from unimp_core.model.openflamingo.factory import build_model, freeze, load_bundle, save_bundle
 from unimp_core.model.setup import trainable_state
-from unimp_core.specs.model import ModelSpec
+from unimp_core.model.openflamingo.spec import ModelSpec
 
 from .conftest import N_ITEMS, make_dataset, open_gates
 
@@ -324,7 +324,7 @@ def test_custom_model_from_local_folders_with_a_checkpoint(dataset, tmp_path):
 
     from unimp_core.model.openflamingo.factory import register_tiny_vision
     from unimp_core.model.tokenizer import dataset_texts, train_bpe_tokenizer
-    from unimp_core.specs.model import TinyModelSpec
+    from unimp_core.model.openflamingo.spec import TinyModelSpec
 
     base = train_bpe_tokenizer(dataset_texts(dataset), 400)
     lm_dir = tmp_path / "lm"

@@ -8,7 +8,7 @@ import torch
 from unimp_core.errors import UnimpError
 from unimp_core.model.openflamingo.factory import build_model, load_bundle, save_bundle
 from unimp_core.model.item_content import ItemContent, attach
-from unimp_core.specs.model import ModelSpec
+from unimp_core.model.openflamingo.spec import ModelSpec
 
 from .conftest import N_ITEMS
 

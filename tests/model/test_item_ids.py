@@ -11,8 +11,9 @@ import pytest
 from tests.item_codes import id_codes
 from unimp_core.errors import UnimpError
 from unimp_core.itemcodes.codes import ItemCodes
+from unimp_core.model.openflamingo.spec import ModelSpec
 from unimp_core.model.vocab import add_flamingo_tokens, add_unimp_tokens, flamingo_vocab_size, vocab_ids
-from unimp_core.specs.model import AUTO_SEMANTIC_ITEMS, ItemCodesRecord, ModelSpec
+from unimp_core.specs.model import AUTO_SEMANTIC_ITEMS, ItemCodesRecord
 from unimp_core.tokens import ANSWER, EOC, answer_span, semantic_item
 
 from .conftest import N_ITEMS
@@ -143,7 +144,7 @@ def test_auto_is_semantic_only_for_a_large_catalogue_with_codes(n_items, codes, 
     from unimp_core.model.item_ids import choose_item_ids
 
     spec, said = ModelSpec(item_ids=given), []
-    choose_item_ids(spec, FakeDataset(n_items, codes), said.append)
+    spec = choose_item_ids(spec, FakeDataset(n_items, codes), said.append)
     assert spec.item_ids == chosen
     assert (spec.item_codes is not None) == (chosen == "semantic")
     if chosen == "semantic":

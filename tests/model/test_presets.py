@@ -2,8 +2,8 @@
 
 import pytest
 
-from unimp_core.model.presets import PRESETS, resolve_preset
-from unimp_core.specs.model import ModelSpec
+from unimp_core.model.openflamingo.presets import PRESETS, resolve_preset
+from unimp_core.model.openflamingo.spec import ModelSpec
 
 
 def test_table_is_the_seeds():

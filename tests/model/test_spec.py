@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from unimp_core.specs.model import PRESET_NAMES, ModelSpec, TinyModelSpec
+from unimp_core.model.openflamingo.spec import PRESET_NAMES, ModelSpec, TinyModelSpec
 
 
 def test_defaults_are_tiny_with_its_lm_trained():
@@ -54,7 +54,7 @@ def test_tiny_sizes_must_divide():
 
 
 def test_preset_names_match_the_table():
-    from unimp_core.model.presets import PRESETS as TABLE
+    from unimp_core.model.openflamingo.presets import PRESETS as TABLE
 
     assert set(PRESET_NAMES) == set(TABLE) | {"tiny", "custom"}
 
@@ -63,7 +63,7 @@ def test_spec_module_does_not_import_torch():
     import subprocess
     import sys
 
-    code = "import sys, unimp_core.specs.model; assert 'torch' not in sys.modules"
+    code = "import sys, unimp_core.specs.model, unimp_core.model.openflamingo.spec; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -17,8 +17,8 @@ from .. import run_folder as RF
 from ..errors import UnimpError
 from ..progress import Progress
 from ..specs.evaluate import EvaluateSpec
-
-RANKING = ("rec", "search")
+from ..task_names import DEFAULT_TASK
+from ..tasks import TASKS, get_task
 
 
 def protocol(report: dict[str, Any], res: dict[str, Any]) -> dict[str, Any]:
@@ -53,10 +53,11 @@ def run_compare(spec: EvaluateSpec, progress: Progress | None = None) -> dict[st
     runs = [Path(spec.run), *spec.compare]
     if len({r.resolve() for r in runs}) < len(runs):
         raise UnimpError("--compare: a run is named twice")
-    tasks = spec.tasks or ["rec"]
-    other = [t for t in tasks if t not in RANKING]
+    tasks = spec.tasks or [DEFAULT_TASK]
+    other = [t for t in tasks if not get_task(t).ranked]
     if other:
-        raise UnimpError(f"--compare ranks items (rec, search); not {', '.join(other)}")
+        ranked = ", ".join(name for name, t in TASKS.items() if t.ranked)
+        raise UnimpError(f"--compare ranks items ({ranked}); not {', '.join(other)}")
     datasets = [_dataset_of(r, spec.data) for r in runs]
     for run, (folder, identity) in zip(runs[1:], datasets[1:]):
         if identity != datasets[0][1]:

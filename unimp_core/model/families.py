@@ -77,7 +77,7 @@ class Entry:
 
 
 FAMILIES: dict[str, Entry] = {
-    "openflamingo": Entry("unimp_core.model.openflamingo.family", "unimp_core.specs.model:ModelSpec"),
+    "openflamingo": Entry("unimp_core.model.openflamingo.family", "unimp_core.model.openflamingo.spec:ModelSpec"),
     "sasrec": Entry("unimp_core.model.sasrec.family", "unimp_core.model.sasrec.spec:SASRecSpec"),
 }
 

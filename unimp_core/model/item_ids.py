@@ -1,6 +1,6 @@
 """Which item ids a run uses, atomic or semantic, and the semantic ids it keeps in its folder.
 
-    choose_item_ids(spec, ds, log)      a new run: `model.item_ids` auto -> atomic or semantic, codes recorded
+    choose_item_ids(model, ds, log)     a new run: `model.item_ids` auto -> atomic or semantic, codes recorded
     save_run_codes / load_run_codes     RUN/item_codes.npy: the code tuples the run was trained with
 
 A semantic run keeps its own copy of the code tuples (its tokenizer's meaning), so evaluate, generate, serve
@@ -23,34 +23,34 @@ from ..specs.model import AUTO_SEMANTIC_ITEMS, ItemCodesRecord
 
 if TYPE_CHECKING:
     from ..data.store import Dataset
-    from ..specs.model import ModelSpec
+    from .openflamingo.spec import ModelSpec
 
 
-def choose_item_ids(model: "ModelSpec", ds: "Dataset", log: Callable[[str], None]) -> None:
-    """Resolve `model.item_ids` for a run on `ds`, in place, before its spec is saved.
+def choose_item_ids(model: "ModelSpec", ds: "Dataset", log: Callable[[str], None]) -> "ModelSpec":
+    """`model` with its `item_ids` resolved for a run on `ds` (its spec saves the result).
 
     auto is semantic only when the dataset has item codes and more than AUTO_SEMANTIC_ITEMS items (said in
     one line); an explicit semantic on a folder without codes is an error naming `unimp tokenize-items`.
     Semantic ids get `model.item_codes` from the dataset's manifest record, unless the spec has it already
     (a resumed or finetuned run, whose codes are in its run folder).
     """
-    n_items = ds.items.height
-    if model.item_ids == "auto":
+    n_items, item_ids = ds.items.height, model.item_ids
+    if item_ids == "auto":
         if n_items > AUTO_SEMANTIC_ITEMS and has_item_codes(ds):
             log(f"item ids: semantic ({n_items:,} items > {AUTO_SEMANTIC_ITEMS:,} and {ds.root} has item codes; "
                 "--item-ids atomic for one token per item)")
-            model.item_ids = "semantic"
+            item_ids = "semantic"
         else:
             if n_items > AUTO_SEMANTIC_ITEMS:
                 log(f"item ids: atomic, one token per item for {n_items:,} items (`unimp tokenize-items --data "
                     f"{ds.root}` makes semantic ids possible: the vocabulary then grows by codes, not items)")
-            model.item_ids = "atomic"
-    if model.item_ids == "atomic" or model.item_codes is not None:
-        return
+            item_ids = "atomic"
+    if item_ids == "atomic" or model.item_codes is not None:
+        return model.model_copy(update={"item_ids": item_ids})
     if not has_item_codes(ds):
         raise UnimpError(f"--item-ids semantic: {ds.root} has no item codes; run `unimp tokenize-items --data "
                          f"{ds.root}` first")
-    model.item_codes = _record(ds)
+    return model.model_copy(update={"item_ids": item_ids, "item_codes": _record(ds)})
 
 
 def _record(ds: "Dataset") -> ItemCodesRecord:

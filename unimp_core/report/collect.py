@@ -13,8 +13,7 @@ from .. import rank_metrics as RM
 from .. import run_folder as RF
 from ..errors import UnimpError
 
-EXAMPLES = 3  # generated examples shown per task (exp, img_gen)
-EXAMPLE_TASKS = ("exp", "img_gen")
+EXAMPLES = 3  # generated examples shown per task (those with an `example` step: exp, img_gen)
 # the task entry's optional per-popularity breakdown: {bucket label: {metric: value, ..., "users": n}}
 BY_POPULARITY = "by_popularity"
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import html
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from .. import rank_metrics as RM
+from ..tasks import TASKS, get_task
 from . import charts
-from .collect import (EXAMPLE_TASKS, RunView, by_popularity, examples, numeric_leaves, ranking_names,
+from .collect import (RunView, by_popularity, examples, numeric_leaves, ranking_names,
                       selection_metric, task_loss_series, training_series, valid_metric_series)
 
 e = html.escape
@@ -170,22 +172,30 @@ def examples_section(run: RunView, report: dict[str, Any], task: str) -> str:
         cards = "".join(item_card(ds, row) for row in ex["history"]) if ds is not None else ""
         if ds is not None and ex["target"] is not None:
             cards += item_card(ds, ex["target"], "<div>target</div>", "card target")
-        if task == "exp":
-            def rating(value: Any) -> str:
-                return "none parsed" if value is None else f"{float(value):g}"
-
-            answer = (f"<div><b>generated:</b> rating {rating(rec.get('rating'))}, {e(str(rec.get('explanation') or ''))}</div>"
-                      f"<div><b>true:</b> rating {rating(rec.get('true_rating'))}, {e(str(rec.get('true_explanation') or ''))}</div>")
-        else:
-            answer = f"<div><b>query:</b> {e(str(rec.get('query', '')))} · code accuracy {_fmt(rec.get('code_accuracy'))}</div>"
-            if ex["pair"] is not None:
-                import base64
-
-                uri = "data:image/png;base64," + base64.b64encode(ex["pair"].read_bytes()).decode("ascii")
-                answer += f"<div>generated | true</div><img class='pair' alt='generated and true image' src='{uri}'>"
+        answer = get_task(task).step("example")(rec, ex["pair"])
         parts.append(f"<div class='example'><div class='meta'>user {e(str(ex['user_id']))}: history (oldest first), "
                      f"then the target</div><div class='row'>{cards}</div>{answer}</div>")
     return "".join(parts)
+
+
+def exp_example(rec: dict[str, Any], pair: Path | None) -> str:
+    """exp's generated rating and explanation beside the true ones."""
+    def rating(value: Any) -> str:
+        return "none parsed" if value is None else f"{float(value):g}"
+
+    return (f"<div><b>generated:</b> rating {rating(rec.get('rating'))}, {e(str(rec.get('explanation') or ''))}</div>"
+            f"<div><b>true:</b> rating {rating(rec.get('true_rating'))}, {e(str(rec.get('true_explanation') or ''))}</div>")
+
+
+def image_example(rec: dict[str, Any], pair: Path | None) -> str:
+    """img_gen's query and code accuracy, and the generated|true picture when it was written."""
+    answer = f"<div><b>query:</b> {e(str(rec.get('query', '')))} · code accuracy {_fmt(rec.get('code_accuracy'))}</div>"
+    if pair is not None:
+        import base64
+
+        uri = "data:image/png;base64," + base64.b64encode(pair.read_bytes()).decode("ascii")
+        answer += f"<div>generated | true</div><img class='pair' alt='generated and true image' src='{uri}'>"
+    return answer
 
 
 def evaluation_sections(runs: list[RunView]) -> str:
@@ -209,8 +219,8 @@ def evaluation_sections(runs: list[RunView]) -> str:
             else:
                 parts.append(other_section(task, entries))
         for run, rep in having:
-            for task in EXAMPLE_TASKS:
-                if task in rep["tasks"]:
+            for task, t in TASKS.items():
+                if t.example is not None and task in rep["tasks"]:
                     parts.append(examples_section(run, rep, task))
     return "".join(parts)
 

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from ..rank_metrics import DEFAULT_KS
-from ..task_names import TaskName
+from ..task_names import DEFAULT_TASK, TaskName
 from ..tokens import N_SLOTS
 from .base import Spec
 
@@ -94,7 +94,7 @@ class GenerateSpec(Spec):
         "run kept one, else final.",
     )
     data: Path | None = Field(default=None, description="Dataset folder (default: the one the run was trained on).")
-    task: TaskName = Field(default="rec", description="rec (next items), search (items for --query), exp (rating and "
+    task: TaskName = Field(default=DEFAULT_TASK, description="rec (next items), search (items for --query), exp (rating and "
                            "explanation for --item), img_sel (pick among --candidates), img_gen (an image for --query).")
     user: str | None = Field(default=None, description="User: internal user id or original user key (id:N / key:K to be explicit).")
     history: list[str] = Field(

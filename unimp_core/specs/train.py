@@ -12,7 +12,7 @@ from pydantic_core import PydanticCustomError
 from ..model.families import DEFAULT_FAMILY, FAMILIES, spec_class
 from ..task_names import DEFAULT_TASK_WEIGHTS, DEFAULT_TRAIN_TASKS, TaskName, task_names
 from .base import Spec
-from .model import FamilySpec, ModelSpec
+from .model import FamilySpec
 
 
 class DataSpec(Spec):
@@ -136,7 +136,7 @@ class RunSpec(Spec):
 class TrainSpec(Spec):
     """Everything `unimp train` needs; saved as train_spec.json in the run folder."""
 
-    model: SerializeAsAny[FamilySpec] = Field(default_factory=ModelSpec,
+    model: SerializeAsAny[FamilySpec] = Field(default_factory=lambda: spec_class(DEFAULT_FAMILY)(),
                                               description="Which model to build (its family and settings).")
     data: DataSpec = Field(description="Dataset folder and tasks.")
     optim: OptimSpec = Field(default_factory=OptimSpec, description="Optimizer and schedule.")

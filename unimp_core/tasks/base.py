@@ -312,7 +312,7 @@ class Task:
         prompt(ctx, user_id, seq, history_len, request) -> the `unimp generate` prompt for what follows
             `seq`; `request` is the GenerateSpec with --item/--candidates resolved to item ids
     Training:
-        configure(spec, ds) -> None: adapt a new run's TrainSpec to the dataset before the model is built
+        configure(spec, ds) -> TrainSpec: a new run's spec adapted to the dataset before the model is built
             (img_gen: the codebook size)
     Evaluation (unimp_core.evaluation.scoring):
         records(ev, samples, mine, advance) -> one record per instance index in `mine` (rank or generate)
@@ -322,10 +322,15 @@ class Task:
     Generation (unimp_core.generation):
         answer(loaded, batch, request, items, history) -> the result's task fields
         show(result) -> rich renderables; html(result, card) -> HTML of the answer
+    Report (unimp_core.report):
+        example(record, pair) -> HTML of one generated answer (its prediction line; `pair`: the
+            generated|true PNG beside it, or None) shown under the user's history; None: no examples
     Settings:
         history_len: the task's own history length (None: the run's)
         instances: the stored eval table its evaluation reads (None: its own name)
-        ranked: --decode and --exclude-history change its numbers (they then name the evaluation folder)
+        ranked: it ranks the catalogue: --decode and --exclude-history change its numbers (they then name
+            the evaluation folder) and `unimp evaluate --compare` sets runs side by side on it
+        selects_checkpoints: its valid-split ranking picks the best checkpoint of a run that trains it
         data_needs: what the dataset must hold for the task to mean anything (names of
             `unimp_core.tasks.DATA_NEEDS`: images, reviews, categories); prepare draws no instances and
             train refuses the task on a dataset without them
@@ -350,7 +355,9 @@ class Task:
     answer: Callable[..., dict] | None = None
     show: Callable[..., list] | None = None
     html: Callable[..., str] | None = None
+    example: Callable[..., str] | None = None
     ranked: bool = False
+    selects_checkpoints: bool = False
     data_needs: tuple[str, ...] = ()
     needs: tuple[str, ...] = ()
     accepts: tuple[str, ...] = ()

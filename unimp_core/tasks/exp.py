@@ -92,4 +92,5 @@ def prompt(ctx: TaskContext, user_id: int, seq: np.ndarray, history_len: int, re
 
 TASK = Task(NAME, training, evaluation, endpoint="explain", data_needs=("reviews",), prompt=prompt, draw_instances=draw_instances, needs=("item",),
             records=lazy("unimp_core.evaluation.scoring:exp_records"), summary=lazy("unimp_core.evaluation.scoring:exp_summary"), report=lazy("unimp_core.terminal:exp_report"),
-            answer=lazy("unimp_core.generation:exp_answer"), show=lazy("unimp_core.terminal:show_exp"), html=lazy("unimp_core.generation:exp_html"))
+            answer=lazy("unimp_core.generation:exp_answer"), show=lazy("unimp_core.terminal:show_exp"), html=lazy("unimp_core.generation:exp_html"),
+            example=lazy("unimp_core.report.page:exp_example"))

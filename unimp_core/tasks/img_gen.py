@@ -85,11 +85,12 @@ def evaluation(ctx: TaskContext, instances: pl.DataFrame, history_len: int) -> l
     return out
 
 
-def configure(spec, ds) -> None:
-    """Size the model's img_<k> tokens from the dataset's codebook (never from a hand-set value)."""
+def configure(spec, ds):
+    """`spec` with the model's img_<k> tokens sized from the dataset's codebook (never from a hand-set value)."""
     from ..imagegen.codes import codebook_size
 
-    spec.model.image_gen_codes = codebook_size(ds, spec.model.image_gen_codes)
+    model = spec.model.model_copy(update={"image_gen_codes": codebook_size(ds, spec.model.image_gen_codes)})
+    return spec.model_copy(update={"model": model})
 
 
 def prompt(ctx: TaskContext, user_id: int, seq: np.ndarray, history_len: int, request: Request) -> Sample:
@@ -101,4 +102,5 @@ def prompt(ctx: TaskContext, user_id: int, seq: np.ndarray, history_len: int, re
 TASK = Task(NAME, training, evaluation, endpoint="image", history_len=HISTORY_LEN, instances="rec", data_needs=("images",), prompt=prompt,
             needs=("query",), accepts=("out",), configure=configure, check=lazy("unimp_core.evaluation.scoring:check_image_tokenizer"),
             records=lazy("unimp_core.evaluation.scoring:image_records"), summary=lazy("unimp_core.evaluation.scoring:image_summary"), report=lazy("unimp_core.terminal:image_report"),
-            answer=lazy("unimp_core.generation:image_answer"), show=lazy("unimp_core.terminal:show_image"), html=lazy("unimp_core.generation:image_html"))
+            answer=lazy("unimp_core.generation:image_answer"), show=lazy("unimp_core.terminal:show_image"), html=lazy("unimp_core.generation:image_html"),
+            example=lazy("unimp_core.report.page:image_example"))

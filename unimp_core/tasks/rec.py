@@ -77,6 +77,7 @@ def prompt(ctx: TaskContext, user_id: int, seq: np.ndarray, history_len: int, re
 
 
 TASK = Task(NAME, training, evaluation, endpoint="recommend", prompt=prompt, draw_instances=draw_instances, ranked=True,
+            selects_checkpoints=True,
             records=lazy("unimp_core.evaluation.scoring:ranking_records"), summary=lazy("unimp_core.evaluation.scoring:ranking_summary"),
             report=lazy("unimp_core.terminal:ranking_report"), answer=lazy("unimp_core.generation:ranking_answer"),
             show=lazy("unimp_core.terminal:show_ranking"), html=lazy("unimp_core.generation:ranking_html"))

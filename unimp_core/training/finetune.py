@@ -8,10 +8,11 @@ from .. import run_folder as RF
 from ..errors import UnimpError
 from ..specs.base import deep_merge, load_config, merge_spec
 from ..specs.train import TrainSpec
+from ..task_names import DEFAULT_TASK
 
 
 def finetune_spec(source: Path, overrides: dict, config: Path | None = None) -> TrainSpec:
-    """`unimp finetune --from RUN`: the run's model and data, its final weights, `rec` alone and a
+    """`unimp finetune --from RUN`: the run's model and data, its final weights, DEFAULT_TASK (rec) alone and a
     constant schedule (as the paper's finetune script) unless a `config` file or the flags (`overrides`,
     which win) say otherwise."""
     source = Path(source)
@@ -20,7 +21,7 @@ def finetune_spec(source: Path, overrides: dict, config: Path | None = None) -> 
         raise UnimpError(f"{source}: the run has not finished (no {RF.FINAL}/); resume it first")
     RF.read_train_spec(source)  # refuses a run folder of an older unimp before anything is built
     base["init_from"] = str(source.resolve())
-    base["data"]["tasks"] = ["rec"]
+    base["data"]["tasks"] = [DEFAULT_TASK]
     base["optim"]["schedule"] = "constant"
     kept = ("precision", "distributed", "seed", "cache_vision_features", "num_workers", "trackers")
     base["run"] = {k: v for k, v in base.get("run", {}).items() if k in kept}

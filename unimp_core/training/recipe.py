@@ -3,9 +3,10 @@
 A recipe (`Family.recipe`, in its family's package) has torchtune's shape, setup → train
 → save → cleanup; its setup starts the same way whatever the family:
 
-    ds = setup_dataset(spec, log)      # before the run folder is touched: a bad --data leaves nothing behind
-    fresh = setup_run_dir(run)         # refuse a used folder, or load the checkpoint --resume continues
-    record_dataset(run, ds)            # dataset.json: evaluate, generate and --resume refuse a rebuilt dataset
+    spec, ds = setup_dataset(spec, log)  # before the run folder is touched: a bad --data leaves nothing behind
+    run = RunFolder(spec, out, accelerator, progress)  # the settled spec: the one saved and trained with
+    fresh = setup_run_dir(run)           # refuse a used folder, or load the checkpoint --resume continues
+    record_dataset(run, ds)              # dataset.json: evaluate, generate and --resume refuse a rebuilt dataset
 
 Checkpoints, best/ and final/ are written through `unimp_core.training.checkpoint`; validation ranking and
 early stopping through `unimp_core.training.selection`.
@@ -97,9 +98,10 @@ def record_dataset(run: RunFolder, ds: Dataset) -> None:
     run.accelerator.wait_for_everyone()
 
 
-def _settle_tasks(spec: TrainSpec, ds: Dataset, log: Callable[[str], None]) -> None:
-    """Tasks the dataset cannot support (no images, reviews or categories: they would teach nothing) are
-    one error when named, and left out of the default task list (with one line saying so)."""
+def _settle_tasks(spec: TrainSpec, ds: Dataset, log: Callable[[str], None]) -> TrainSpec:
+    """`spec` with the tasks `ds` supports: tasks the dataset cannot support (no images, reviews or categories:
+    they would teach nothing) are one error when named, and left out of the default task list (with one line
+    saying so)."""
     cannot = unsupported_tasks(ds.items, ds.interactions)
     skipped = {t: cannot[t] for t in spec.data.tasks if t in cannot}
     kept = [t for t in spec.data.tasks if t not in skipped]
@@ -107,16 +109,18 @@ def _settle_tasks(spec: TrainSpec, ds: Dataset, log: Callable[[str], None]) -> N
         why = "; ".join(f"{t}: {reason}" for t, reason in skipped.items())
         raise UnimpError(f"--tasks {','.join(skipped)}: {ds.root} cannot support this ({why}); "
                          f"its tasks: {', '.join(t for t in task_names() if t not in cannot)}")
-    if skipped:
-        spec.data.__dict__["tasks"] = kept
-        log(f"training {', '.join(kept)}; {skipped_line(skipped)}")
+    if not skipped:
+        return spec
+    log(f"training {', '.join(kept)}; {skipped_line(skipped)}")
+    return spec.model_copy(update={"data": spec.data.model_copy(update={"tasks": kept})})
 
 
-def setup_dataset(spec: TrainSpec, log: Callable[[str], None] | None = None) -> Dataset:
-    """The dataset folder the run trains on, its task list settled and each task configured from it."""
+def setup_dataset(spec: TrainSpec, log: Callable[[str], None] | None = None) -> tuple[TrainSpec, Dataset]:
+    """The dataset folder the run trains on, and the run's spec settled on it: its task list cut to what the
+    dataset supports and each task's `configure` applied. The recipe saves and trains with that spec."""
     ds = load_dataset(spec.data.path)
-    _settle_tasks(spec, ds, log or Progress().log)
+    spec = _settle_tasks(spec, ds, log or Progress().log)
     for task in [get_task(t) for t in spec.data.tasks]:
         if task.configure is not None:
-            task.configure(spec, ds)
-    return ds
+            spec = task.configure(spec, ds)
+    return spec, ds

@@ -30,8 +30,8 @@ from ... import run_folder as RF
 from ...errors import UnimpError, first_line
 from ...data.store import Dataset
 from ...progress import Progress
-from ...specs.model import ModelSpec, TinyModelSpec
-from ..presets import CHECKPOINT_FILE, Preset, resolve_preset
+from .presets import CHECKPOINT_FILE, Preset, resolve_preset
+from .spec import ModelSpec, TinyModelSpec
 from ..tokenizer import dataset_texts, load_tokenizer, save_tokenizer, train_bpe_tokenizer
 from ..vocab import (VocabIds, add_flamingo_tokens, add_unimp_tokens, base_vocab_size, flamingo_vocab_size,
                     resize_embeddings, vocab_ids)

@@ -36,8 +36,11 @@ def tokenizer_texts(ds: Dataset, seed: int) -> Iterator[str]:
 def build(spec: TrainSpec, ds: Dataset, progress: Progress) -> ModelBundle:
     from ..item_ids import choose_item_ids, dataset_codes
 
-    choose_item_ids(spec.model, ds, progress.log)  # resolved already when run_train built the spec
-    codes = dataset_codes(spec.model, ds) if spec.model.item_ids == "semantic" else None
+    model = spec.model
+    if model.item_ids == "auto":  # the recipe has resolved it; a spec built by hand (benchmarks) gets it here
+        model = choose_item_ids(model, ds, progress.log)
+        spec = spec.model_copy(update={"model": model})
+    codes = dataset_codes(model, ds) if model.item_ids == "semantic" else None
     from ...data.attributes import item_attributes
 
     attributes = item_attributes(ds) if spec.model.item_attributes else None

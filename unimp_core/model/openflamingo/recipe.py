@@ -24,7 +24,7 @@ from ...data.store import Dataset
 from ...errors import UnimpError
 from ...progress import Progress
 from ...specs.train import TrainSpec
-from ...tasks import run_history_lengths, task_names
+from ...tasks import build_eval_samples, get_task, instance_table, run_history_lengths, task_names
 from ...training import checkpoint as ckpt
 from ...training.distributed import make_accelerator, reset_accelerate_state
 from ...training.loss import LossParts, answer_loss_parts, check_finite_loss, per_task
@@ -87,7 +87,7 @@ class Run(RunFolder):
     trainable_names: list[str] = field(default_factory=list)
     position: Position = field(default_factory=Position)
     selection: Selection | None = None  # None: the run does not train rec (nothing to rank)
-    select_samples: list = field(default_factory=list)  # the valid split's rec instances ranked at each validation
+    select_samples: list = field(default_factory=list)  # the selecting task's (rec) valid instances, ranked at each validation
     stopped: bool = False  # early stopping
 
     @property
@@ -116,10 +116,11 @@ def run_train_openflamingo(spec: TrainSpec, progress: Progress | None = None) ->
 
     try:
         accelerator = make_accelerator(spec, log_dir=spec.run.out)
-        main = accelerator.is_main_process
-        run = Run(spec, Path(spec.run.out), accelerator, (progress or Progress()) if main else Progress())
-        ds = setup_dataset(spec, run.progress.log)  # before the run folder is touched: a bad --data leaves nothing behind
-        choose_item_ids(spec.model, ds, run.progress.log)  # atomic or semantic item ids, saved with the spec
+        progress = (progress or Progress()) if accelerator.is_main_process else Progress()
+        spec, ds = setup_dataset(spec, progress.log)  # before the run folder is touched: a bad --data leaves nothing behind
+        # atomic or semantic item ids, decided once: the saved spec and the model built from it hold the choice
+        spec = spec.model_copy(update={"model": choose_item_ids(spec.model, ds, progress.log)})
+        run = Run(spec, Path(spec.run.out), accelerator, progress)
         fresh = setup_run_dir(run)
         record_dataset(run, ds)
         set_seed(spec.run.seed)
@@ -168,11 +169,10 @@ def _setup_data(run: Run, ds: Dataset, setup: Setup) -> None:
     # which a resumed run (one more iterator) would then see shifted.
     run.loader = DataLoader(run.stream, batch_size=spec.optim.batch_size, shuffle=False, collate_fn=collate,
                             num_workers=spec.run.num_workers, generator=torch.Generator().manual_seed(spec.run.seed))
-    if "rec" in spec.data.tasks and "rec" in ds.instances:
-        from ...tasks import build_eval_samples
-
-        lengths = run_history_lengths(spec.data, ["rec"])
-        run.select_samples = build_eval_samples(ds, "rec", "valid", lengths, setup.ctx)[: spec.run.select_users]
+    task = next((t for t in spec.data.tasks if get_task(t).selects_checkpoints and instance_table(t) in ds.instances), None)
+    if task is not None:
+        lengths = run_history_lengths(spec.data, [task])
+        run.select_samples = build_eval_samples(ds, task, "valid", lengths, setup.ctx)[: spec.run.select_users]
         run.selection = Selection(metric_name(spec.run.select_metric), spec.run.patience or None) if run.select_samples else None
     shards = validation_samples(spec, ds, acc.process_index, acc.num_processes, run.progress, setup.ctx)
     run.valid = {t: DataLoader(SampleDataset(s), batch_size=spec.optim.batch_size, collate_fn=collate)

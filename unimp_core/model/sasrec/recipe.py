@@ -43,8 +43,8 @@ def run_train_sasrec(spec: TrainSpec, progress: Progress | None = None) -> Path:
         accelerator = make_accelerator(spec, log_dir=spec.run.out)
         if accelerator.num_processes > 1:
             raise UnimpError("SASRec trains in one process (run `unimp train --model sasrec` without accelerate launch)")
+        spec, ds = setup_dataset(spec)  # before the run folder is touched
         run = RunFolder(spec, Path(spec.run.out), accelerator, progress)
-        ds = setup_dataset(spec)  # before the run folder is touched
         fresh = setup_run_dir(run)
         record_dataset(run, ds)  # dataset.json: evaluate, generate and --resume refuse a rebuilt dataset
         torch.manual_seed(spec.run.seed)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..specs.model import ModelSpec
+from .spec import ModelSpec
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
