@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..packing import first_fit
+
 PAD = 0
 LOSSES = ("bce", "ce")
 
@@ -221,7 +223,8 @@ def ce_loss(model: SASRec, states: torch.Tensor, targets: torch.Tensor) -> torch
 
 
 def pack(*rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Pack left-padded per-user rows (B, L) into fewer rows of the same width, users side by side.
+    """Pack left-padded per-user rows (B, L) into fewer rows of the same width, users side by side
+    (`model.packing.first_fit`).
 
     Beauty's training windows average 6 items in a width of 50; packing (first-fit by decreasing
     length) cuts the work about fivefold and changes nothing: `SASRec.forward(inputs, segments)`
@@ -232,29 +235,18 @@ def pack(*rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
     first = rows[0]
     width = first.shape[1]
     lengths = (first != PAD).sum(dim=1).tolist()
-    free: list[int] = []  # room left in each packed row
-    place: list[tuple[int, int]] = []  # (user, packed row)
-    for user in sorted(range(len(lengths)), key=lambda u: -lengths[u]):
-        n = lengths[user]
-        if n == 0:
-            continue
-        row = next((r for r, room in enumerate(free) if room >= n), None)
-        if row is None:
-            free.append(width)
-            row = len(free) - 1
-        free[row] -= n
-        place.append((user, row))
-    out = [torch.zeros(len(free), width, dtype=t.dtype) for t in rows]
-    segments = torch.zeros(len(free), width, dtype=torch.long)
+    place, n_rows = first_fit(lengths, width)  # (packed row, room used before the user) per user
+    out = [torch.zeros(n_rows, width, dtype=t.dtype) for t in rows]
+    segments = torch.zeros(n_rows, width, dtype=torch.long)
     last = torch.full((len(lengths),), -1, dtype=torch.long)
-    end = [width] * len(free)  # fill each row from the right, as left padding does
-    for segment, (user, row) in enumerate(place, start=1):
-        n = lengths[user]
+    placed = sorted((u for u, n in enumerate(lengths) if n), key=lambda u: -lengths[u])  # first_fit's order
+    for segment, user in enumerate(placed, start=1):
+        (row, used), n = place[user], lengths[user]
+        end = width - used  # each row fills from the right, as left padding does
         for src, dst in zip(rows, out):
-            dst[row, end[row] - n:end[row]] = src[user, width - n:]
-        segments[row, end[row] - n:end[row]] = segment
-        last[user] = row * width + end[row] - 1
-        end[row] -= n
+            dst[row, end - n:end] = src[user, width - n:]
+        segments[row, end - n:end] = segment
+        last[user] = row * width + end - 1
     return (*out, segments, last)
 
 
