@@ -66,7 +66,11 @@ def answer_loss_parts(
         logp = _split_log_probs(logits, targets, item_range)
     else:
         picked = (logits if logits.ndim == 2 else logits[:, :-1][mask]).float()  # (N, V)
-        logp = _label_log_probs(picked, targets, item_range)  # (N,)
+        if item_range is None:
+            logp = -F.cross_entropy(picked, targets, reduction="none")  # (N,)
+        else:  # the same split the head can compute directly
+            rows, (lo, hi) = item_rows(targets, item_range), item_range
+            logp = _split_log_probs(SplitLogits(picked[rows, lo:hi], picked[~rows]), targets, item_range)
     token_loss = -logp
     if gamma:
         token_loss = token_loss * (1.0 - logp.exp()).pow(gamma)
@@ -86,23 +90,11 @@ def answer_loss_parts(
     return LossParts(loss, sample_sums, n_tokens)
 
 
-def _label_log_probs(picked: torch.Tensor, targets: torch.Tensor, item_range: tuple[int, int] | None) -> torch.Tensor:
-    """(N,) log p of each label: over the whole vocabulary, or over the item tokens for an item label
-    (the other columns masked out of that row's softmax: one fused pass over (N, V), no gathers)."""
-    if item_range is not None:
-        lo, hi = item_range
-        is_item = item_rows(targets, item_range)  # (N,)
-        columns = torch.arange(picked.shape[1], device=picked.device)
-        not_item_column = (columns < lo) | (columns >= hi)  # (V,)
-        picked = picked.masked_fill(is_item[:, None] & not_item_column[None, :], float("-inf"))
-    return -F.cross_entropy(picked, targets, reduction="none")
-
-
 def _split_log_probs(logits: SplitLogits, targets: torch.Tensor, item_range: tuple[int, int] | None) -> torch.Tensor:
     """(N,) log p of each label from the split head: the item rows' softmax over the item tokens."""
     if item_range is None:
         raise UnimpError("split logits need the item token range they were computed over")
-    lo, hi = item_range
+    lo = item_range[0]
     is_item = item_rows(targets, item_range)  # (N,)
     logp = torch.empty(targets.shape, dtype=torch.float32, device=targets.device)
     logp[is_item] = -F.cross_entropy(logits.items.float(), targets[is_item] - lo, reduction="none")
