@@ -16,6 +16,7 @@ import numpy as np
 from .. import rank_metrics as RM
 from ..errors import UnimpError
 from ..evaluation import metrics as M
+from ..evaluation.scoring import shortest_first
 from ..rank_metrics import metric_name
 
 __all__ = ["Selection", "metric_name"]
@@ -83,7 +84,7 @@ def rank_valid(setup, model, samples: Sequence, metric: str, *, device, batch_si
     ks = sorted({5, 10, 20, int(metric.split("@")[1])})
     model.eval()
     ranks: list[int] = []
-    indices = list(range(rank, len(samples), world))
+    indices = shortest_first(range(rank, len(samples), world), samples)
     with torch.no_grad():
         for start in range(0, len(indices), batch_size):
             group = [samples[i] for i in indices[start:start + batch_size]]
