@@ -160,3 +160,21 @@ def test_a_folder_without_attributes(tmp_path):
 def test_attribute_counts_hand_computed():
     items = pl.DataFrame({"attributes": [["a", "b"], None, ["b"], []]}, schema={"attributes": pl.List(pl.Utf8)})
     assert A.attribute_counts(items) == {"items_with_attributes": 2, "distinct_attributes": 2, "mean_per_item": 1.5}
+
+
+def test_brand_and_category_parts_are_attributes_too():
+    assert A.described_attributes("Nivea", "Beauty > Skin Care") == ["brand:nivea", "category:beauty",
+                                                                    "category:skin_care"]
+    assert A.described_attributes(None, "Drama, Mystery") == ["category:drama", "category:mystery"]
+    assert A.described_attributes(" ", "Hair Care|Skin Care") == ["category:hair_care", "category:skin_care"]
+    assert A.described_attributes(None, None) == []
+
+
+def test_item_attributes_read_the_items_brand_and_category(tmp_path):
+    path = tmp_path / "items.csv"
+    path.write_text("item,brand,category,attributes\ni0,Acme,Tools > Saws,a1\ni1,Acme,,\ni2,,Saws|Tools,a1 a1\n")
+    ds = _prepare(tmp_path, path)
+    vocab, per_item = A.item_attributes(ds)
+    assert vocab == ["a1", "brand:acme", "category:saws", "category:tools"]
+    by_source = dict(zip(ds.items.sort("item_id")["source_id"].to_list(), per_item))
+    assert by_source == {"i0": [0, 1, 3, 2], "i1": [1], "i2": [0, 2, 3], "i3": [], "i4": [], "i5": []}

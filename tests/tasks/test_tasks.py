@@ -62,7 +62,7 @@ def test_rec_training_sample_exact_text():
 def test_rec_sequence_layout_exact_text():
     """The items back to back in one answer span, each followed by its content; the eval prompt stops
     right after the last history item's content, where training predicted every next item."""
-    ctx = TaskContext.from_dataset(tiny_dataset()).with_rec_prompt("sequence")
+    ctx = TaskContext.from_dataset(tiny_dataset()).with_prompts("sequence")
     seq = ctx.sequences[0]
     train = TASKS["rec"].training(ctx, np.random.default_rng(0), 2)[0]
     t = train.meta["target"]
@@ -79,6 +79,17 @@ def test_rec_sequence_layout_exact_text():
     ask = rec.make_sample(ctx, 0, seq, 2, 2, train=False)
     assert ask.text == prefix + "item_0 <image> Category Hats Price 9.50 Brand Acme Title Red Hat item_1 Category Mugs Title Blue Mug"
     assert ask.answer == "item_2"
+
+
+def test_items_without_descriptions_are_their_ids_and_images():
+    """describe_items off: the sequence layout costs one token an item (and its image), however much
+    text the catalogue holds."""
+    ctx = TaskContext.from_dataset(tiny_dataset()).with_prompts("sequence", describe_items=False)
+    from unimp_core.tasks import rec
+
+    ask = rec.make_sample(ctx, 0, ctx.sequences[0], 2, 2, train=False)
+    assert ask.text == "What is the next item recommended to the user? <answer> item_0 <image> item_1"
+    assert ask.image_items == [0]
 
 
 def test_semantic_ids_name_every_item_by_its_code_tuple():

@@ -17,6 +17,7 @@ null or blank entries are ignored; an item without any attribute holds null.
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 from collections import Counter
 from pathlib import Path
@@ -144,16 +145,31 @@ def attribute_counts(items: pl.DataFrame) -> dict[str, Any]:
             "mean_per_item": round(sum(map(len, lists)) / len(lists), 3) if lists else 0.0}
 
 
+CATEGORY_SEPARATORS = re.compile(r">|,|\|")  # `Beauty > Skin Care`, `Drama, Mystery`, `Hair|Skin`
+
+
+def described_attributes(brand: str | None, category: str | None) -> list[str]:
+    """An item's brand and the parts of its category as attributes (`brand:nivea`, `category:skin_care`):
+    what every shop's items table holds, read as content without spending prompt tokens on it."""
+    out = [f"brand:{token(brand)}"] if brand and token(brand) else []
+    parts = CATEGORY_SEPARATORS.split(category) if category else []
+    out += [f"category:{t}" for t in map(token, parts) if t]
+    return out
+
+
 def item_attributes(ds: "Dataset") -> tuple[list[str], list[list[int]]]:
-    """Every item's attributes as indices into one vocabulary, for models (attribute embeddings).
+    """Every item's attributes as indices into one vocabulary, for models (attribute embeddings): its
+    `attributes` (`prepare --items`), then its brand and category parts (`described_attributes`).
 
     Returns:
         vocab: the distinct attribute tokens, sorted.
-        per_item: for item_id 0..N-1, the indices into `vocab` of its attributes in stored order
-            ([] for an item without any).
+        per_item: for item_id 0..N-1, the indices into `vocab` of its attributes in that order, repeats
+            dropped ([] for an item without any).
     """
     items = ds.items.sort("item_id")
-    lists = items[COLUMN].to_list() if COLUMN in items.columns else [None] * items.height
-    vocab = sorted({a for attrs in lists if attrs for a in attrs})
+    given = items[COLUMN].to_list() if COLUMN in items.columns else [None] * items.height
+    lists = [list(dict.fromkeys((attrs or []) + described_attributes(brand, category)))
+             for attrs, brand, category in zip(given, items["brand"].to_list(), items["category"].to_list())]
+    vocab = sorted({a for attrs in lists for a in attrs})
     index = {a: i for i, a in enumerate(vocab)}
-    return vocab, [[index[a] for a in attrs] if attrs else [] for attrs in lists]
+    return vocab, [[index[a] for a in attrs] for attrs in lists]

@@ -83,7 +83,8 @@ def setup_model(spec: TrainSpec, ds: Dataset, run_dir: Path, fresh: bool, progre
         fam.save(bundle, run_dir)
     inputs = capability(fam, "inputs")
     images, shape = inputs(bundle, spec, ds, Path(run_dir), progress) if inputs is not None else (None, ())
-    ctx = context(ds, getattr(bundle, "item_codes", None)).with_rec_prompt(getattr(bundle.spec, "rec_prompt", "chunks"))
+    ctx = context(ds, getattr(bundle, "item_codes", None)).with_prompts(
+        getattr(bundle.spec, "rec_prompt", "chunks"), getattr(bundle.spec, "describe_items", True))
     return Setup(ds, bundle, images, shape, fam, ctx)
 
 

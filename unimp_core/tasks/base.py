@@ -91,6 +91,8 @@ class TaskContext:
     item_codes: "ItemCodes | None" = None
     # how rec prompts lay out the history (the run's model.rec_prompt; see tasks/rec.py)
     rec_prompt: RecPrompt = "chunks"
+    # whether prompts write an item's description after it (the run's model.describe_items)
+    describe_items: bool = True
 
     @property
     def n_items(self) -> int:
@@ -149,9 +151,11 @@ class TaskContext:
         """The same context naming items by `codes` (semantic ids; None: atomic ids)."""
         return self if codes is self.item_codes else replace(self, item_codes=codes)
 
-    def with_rec_prompt(self, layout: RecPrompt) -> "TaskContext":
-        """The same context laying out rec prompts as `layout`."""
-        return self if layout == self.rec_prompt else replace(self, rec_prompt=layout)
+    def with_prompts(self, rec_prompt: RecPrompt, describe_items: bool = True) -> "TaskContext":
+        """The same context laying out rec prompts as `rec_prompt`, with or without item descriptions."""
+        if (rec_prompt, describe_items) == (self.rec_prompt, self.describe_items):
+            return self
+        return replace(self, rec_prompt=rec_prompt, describe_items=describe_items)
 
     def item_name(self, item_id: int) -> str:
         """How prompts and answers name an item: `item_<i>`, or its code tuple `<a_12><b_7><c_201><d_0>`."""
@@ -163,9 +167,10 @@ class TaskContext:
         return [item_id] if self.has_image[item_id] else []
 
     def item_text(self, item_id: int) -> str:
-        """`<image> Category … Title …` (no `<image>` when the item has no picture)."""
+        """`<image> Category … Title …` (no `<image>` when the item has no picture, no description when
+        `describe_items` is off)."""
         parts = [IMAGE] if self.has_image[item_id] else []
-        if self.item_desc[item_id]:
+        if self.describe_items and self.item_desc[item_id]:
             parts.append(self.item_desc[item_id])
         return " ".join(parts)
 

@@ -115,10 +115,17 @@ class ModelSpec(FamilySpec):
         "one token) or chunks (the paper's: each item followed by `<answer> item <|endofchunk|>`, the question last; "
         "three tokens an item). Other tasks keep their prompts.",
     )
+    describe_items: bool = Field(
+        default=True,
+        description="Write each item's description (category, price, brand, title) after it in prompts, as the paper "
+        "does. false: prompts name items by id (and image) alone, one token an atomic item, and item content reaches "
+        "the model through item_attributes instead, at no prompt length.",
+    )
     item_attributes: bool = Field(
         default=True,
-        description="When the dataset's items have attributes (`prepare --items`), add the mean of their shared "
-        "attribute embeddings to each item token's input and output rows (atomic ids).",
+        description="Add the mean of an item's shared attribute embeddings to its token's input and output rows "
+        "(atomic ids). Attributes: the items table's `attributes` (`prepare --items`), its brand and the parts of "
+        "its category (`Beauty > Skin Care`, `Drama, Mystery`).",
     )
     item_codes: ItemCodesRecord | None = Field(
         default=None,
