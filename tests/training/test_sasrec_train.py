@@ -122,7 +122,7 @@ def test_sasrec_spec_refuses_what_does_not_apply(sample_data, tmp_path):
     base = {"model": {"family": "sasrec"}, "data": {"path": str(sample_data)}, "run": {"out": str(tmp_path)}}
     spec = TrainSpec.model_validate(base)
     assert (spec.optim.lr, spec.optim.batch_size, spec.run.epochs, spec.data.tasks) == (1e-3, 128, 200.0, ["rec"])
-    assert spec.model.loss == "ce" and spec.run.eval_every is None and spec.run.patience == 5
+    assert spec.model.loss == "ce" and spec.run.eval_every is None and spec.run.patience == 10
     bce = TrainSpec.model_validate({**base, "model": {"family": "sasrec", "loss": "bce"}})
     assert (bce.run.epochs, bce.run.eval_every) == (250.0, 2000)
     assert TrainSpec.model_validate_json(spec.model_dump_json()) == spec  # a saved spec reads back

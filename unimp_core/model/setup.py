@@ -9,7 +9,7 @@ saved run's model.json.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -36,11 +36,18 @@ class Setup:
     family: Family
     ctx: TaskContext  # the dataset indexed for the tasks, naming items the way the model does (atomic or semantic ids)
 
+    # collators made so far: making one looks up every added token, as long as the catalogue
+    _collators: dict = field(default_factory=dict, repr=False, compare=False)
+
     def collator(self, max_length: int, padding_side: str = "right",
                  task_weights: dict[str, float] | None = None) -> Callable:
-        """Samples -> batch; "right" padding for training and validation, "left" for generation."""
-        return self._token_model("collator")(self.bundle, self.images, self.image_shape, max_length, padding_side,
-                                             task_weights)
+        """Samples -> batch; "right" padding for training and validation, "left" for generation (made
+        once per arguments: validation ranks every epoch)."""
+        key = (max_length, padding_side, tuple(sorted((task_weights or {}).items())))
+        if key not in self._collators:
+            self._collators[key] = self._token_model("collator")(self.bundle, self.images, self.image_shape,
+                                                                 max_length, padding_side, task_weights)
+        return self._collators[key]
 
     def forward(self, model, batch: dict[str, Any], item_range: tuple[int, int] | None = None):
         """The logits the loss reads: (B, T, V) or, at the label positions, (N, V) or split by item labels

@@ -113,9 +113,10 @@ class RunSpec(Spec):
         "validation and no best checkpoint).",
     )
     patience: int = Field(
-        default=5, ge=0,
+        default=10, ge=0,
         description="Stop after this many validations in a row without a better selection metric (0: never): "
-        "training runs until validation stops improving, with epochs (or max_steps) as the cap.",
+        "training runs until validation stops improving, with epochs (or max_steps) as the cap. 10, as RecBole's "
+        "stopping_step: on small data the valid metric can sit still for 5 epochs and then climb again.",
     )
     log_every: int = Field(default=10, ge=1, description="Write a metrics line every this many optimizer steps.")
     resume: bool = Field(default=False, description="Continue the run in `out` from its last checkpoint.")

@@ -43,7 +43,8 @@ def build(spec: TrainSpec, ds: Dataset, progress: Progress) -> ModelBundle:
     codes = dataset_codes(model, ds) if model.item_ids == "semantic" else None
     from ...data.attributes import item_attributes
 
-    attributes = item_attributes(ds) if spec.model.item_attributes else None
+    # semantic ids carry content in their codes (`tokenize-items`); attribute embeddings go on atomic ids
+    attributes = item_attributes(ds) if spec.model.item_attributes and model.item_ids == "atomic" else None
     if attributes is not None and not attributes[0]:
         attributes = None  # no item has any
     if attributes is not None:
