@@ -92,6 +92,13 @@ def test_items_without_descriptions_are_their_ids_and_images():
     assert ask.image_items == [0]
 
 
+def test_sequence_layout_trains_the_most_recent_window():
+    ctx = TaskContext.from_dataset(tiny_dataset()).with_prompts("sequence", describe_items=False)
+    for seed in range(3):
+        for s in TASKS["rec"].training(ctx, np.random.default_rng(seed), 1):
+            assert s.meta["position"] == ctx.train_lengths[s.meta["user_id"]] - 1
+
+
 def test_semantic_ids_name_every_item_by_its_code_tuple():
     """Every task names items through TaskContext.item_name: rec/search answer with the target's code tuple,
     the histories (rec, search, img_sel) reconstruct each item's; no item_<i> is left."""
