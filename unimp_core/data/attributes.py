@@ -151,10 +151,8 @@ CATEGORY_SEPARATORS = re.compile(r">|,|\|")  # `Beauty > Skin Care`, `Drama, Mys
 def described_attributes(brand: str | None, category: str | None) -> list[str]:
     """An item's brand and the parts of its category as attributes (`brand:nivea`, `category:skin_care`):
     what every shop's items table holds, read as content without spending prompt tokens on it."""
-    out = [f"brand:{token(brand)}"] if brand and token(brand) else []
-    parts = CATEGORY_SEPARATORS.split(category) if category else []
-    out += [f"category:{t}" for t in map(token, parts) if t]
-    return out
+    fields = [("brand", brand)] + [("category", part) for part in CATEGORY_SEPARATORS.split(category or "")]
+    return [f"{kind}:{t}" for kind, value in fields if value and (t := token(value))]
 
 
 def item_attributes(ds: "Dataset") -> tuple[list[str], list[list[int]]]:

@@ -72,10 +72,10 @@ def _batches(indices: list[int], size: int):
         yield indices[start:start + size]
 
 
-def shortest_first(indices, samples) -> list[int]:
-    """`indices` ordered by the sample's history length: batches of similar lengths pad little, and a
+def ranking_batches(indices, samples, size: int):
+    """`indices` in batches of `size`, shortest histories first: batches of similar lengths pad little, and a
     prompt model's cost is its padded length (the records are keyed by index, the metrics order-free)."""
-    return sorted(indices, key=lambda i: len(samples[i].meta["history"]))
+    return _batches(sorted(indices, key=lambda i: len(samples[i].meta["history"])), size)
 
 
 def ranking_records(ev: EvalContext, samples, mine: list[int], advance) -> list[dict]:
@@ -87,7 +87,7 @@ def ranking_records(ev: EvalContext, samples, mine: list[int], advance) -> list[
     trie = None if spec.decode == "rank" else R.TokenTrie.build(loaded.bundle.ids.item_tokens.tolist())
     collate = loaded.collator() if spec.decode != "rank" else None
     records = []
-    for chunk in _batches(shortest_first(mine, samples), spec.batch_size):
+    for chunk in ranking_batches(mine, samples, spec.batch_size):
         group = [samples[i] for i in chunk]
         if spec.decode == "rank":
             records += _exact_ranks(loaded, chunk, group, spec)

@@ -16,7 +16,7 @@ import numpy as np
 from .. import rank_metrics as RM
 from ..errors import UnimpError
 from ..evaluation import metrics as M
-from ..evaluation.scoring import shortest_first
+from ..evaluation.scoring import ranking_batches
 from ..rank_metrics import metric_name
 
 __all__ = ["Selection", "metric_name"]
@@ -84,10 +84,9 @@ def rank_valid(setup, model, samples: Sequence, metric: str, *, device, batch_si
     ks = sorted({5, 10, 20, int(metric.split("@")[1])})
     model.eval()
     ranks: list[int] = []
-    indices = shortest_first(range(rank, len(samples), world), samples)
     with torch.no_grad():
-        for start in range(0, len(indices), batch_size):
-            group = [samples[i] for i in indices[start:start + batch_size]]
+        for chunk in ranking_batches(range(rank, len(samples), world), samples, batch_size):
+            group = [samples[i] for i in chunk]
             scores = setup.family.rank_scores(setup, model, group, device=device, max_tokens=max_tokens,
                                               precision=precision)  # (B, N)
             ranks += M.target_ranks(scores.numpy(), [s.meta["target"] for s in group],

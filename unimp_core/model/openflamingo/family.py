@@ -44,7 +44,7 @@ def build(spec: TrainSpec, ds: Dataset, progress: Progress) -> ModelBundle:
     from ...data.attributes import item_attributes
 
     # semantic ids carry content in their codes (`tokenize-items`); attribute embeddings go on atomic ids
-    attributes = item_attributes(ds) if spec.model.item_attributes and model.item_ids == "atomic" else None
+    attributes = item_attributes(ds) if model.item_attributes and model.item_ids == "atomic" else None
     if attributes is not None and not attributes[0]:
         attributes = None  # no item has any
     if attributes is not None:

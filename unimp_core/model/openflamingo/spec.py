@@ -124,8 +124,8 @@ class ModelSpec(FamilySpec):
     item_attributes: bool = Field(
         default=True,
         description="Add the mean of an item's shared attribute embeddings to its token's input and output rows "
-        "(atomic ids; semantic ids carry content in their codes). Attributes: the items table's `attributes` (`prepare --items`), its brand and the parts of "
-        "its category (`Beauty > Skin Care`, `Drama, Mystery`).",
+        "(atomic ids; semantic ids carry content in their codes). Attributes: the items table's `attributes` "
+        "(`prepare --items`), its brand and the parts of its category (`Beauty > Skin Care`, `Drama, Mystery`).",
     )
     item_codes: ItemCodesRecord | None = Field(
         default=None,
