@@ -60,20 +60,21 @@ def test_rec_training_sample_exact_text():
 
 
 def test_rec_sequence_layout_exact_text():
-    """The items back to back in one answer span, each followed by its content; the eval prompt stops
-    right after the last history item's content, where training predicted every next item."""
+    """The items back to back in one answer span, each followed by its content, no question and no end
+    marker; the eval prompt stops right after the last history item's content, where training predicted
+    every next item."""
     ctx = TaskContext.from_dataset(tiny_dataset()).with_prompts("sequence")
     seq = ctx.sequences[0]
     train = TASKS["rec"].training(ctx, np.random.default_rng(0), 2)[0]
     t = train.meta["target"]
-    prefix = "What is the next item recommended to the user? <answer> "
+    prefix = "<answer> "
     if t == 2:
         hist = "item_0 <image> Category Hats Price 9.50 Brand Acme Title Red Hat item_1 Category Mugs Title Blue Mug"
         images = [0]
     else:
         hist = "item_1 Category Mugs Title Blue Mug item_2 <image> Price 3.00 Brand Zed"
         images = [2]
-    assert train.text == f"{prefix}{hist} item_{t}<|endofchunk|>" and train.image_items == images
+    assert train.text == f"{prefix}{hist} item_{t}" and train.image_items == images
     from unimp_core.tasks import rec
 
     ask = rec.make_sample(ctx, 0, seq, 2, 2, train=False)
@@ -88,7 +89,7 @@ def test_items_without_descriptions_are_their_ids_and_images():
     from unimp_core.tasks import rec
 
     ask = rec.make_sample(ctx, 0, ctx.sequences[0], 2, 2, train=False)
-    assert ask.text == "What is the next item recommended to the user? <answer> item_0 <image> item_1"
+    assert ask.text == "<answer> item_0 <image> item_1"
     assert ask.image_items == [0]
 
 

@@ -8,11 +8,13 @@ sequence[position]).
 
 Two layouts (`model.rec_prompt`, carried by the TaskContext); both train next-item prediction at
 every position of the window in one forward pass, as SASRec does for a whole sequence:
-- sequence (the default): `<question> <answer> item_3 item_9 item_4<|endofchunk|>`. The items follow
-  each other inside one answer span, so each item's (last) token predicts the next item and the final
-  answer is predicted exactly where every history item was; an atomic item costs one token. An item's
-  content (`<image>`, its description) follows its name and is read, never predicted (the collator labels
-  only the item tokens of such a span).
+- sequence (the default): `<answer> item_3 item_9 item_4`. The items follow each other inside one
+  answer span, so each item's (last) token predicts the next item and the final answer is predicted
+  exactly where every history item was; an atomic item costs one token. An item's content (`<image>`,
+  its description) follows its name and is read, never predicted (the collator labels only the item
+  tokens of such a span). No question and no end marker: the layout itself says "next item" (no other
+  task's prompt opens with `<answer>`), a ranked answer needs no end, and on Beauty the question's 11
+  tokens and the end marker's whole-vocabulary softmax were a third of a training step.
 - chunks (the paper's): every history item is followed by `<answer> item_<i> <|endofchunk|>` (context
   reconstruction), the question comes last and the answer after it.
 Semantic ids spell an item as its code tuple `<a_12><b_7><c_201><d_0>` in either layout.
@@ -27,7 +29,7 @@ import numpy as np
 import polars as pl
 
 from ..tokens import ANSWER
-from .base import Request, Sample, Task, TaskContext, answered, assemble, lazy, pick_target
+from .base import Request, Sample, Task, TaskContext, assemble, lazy, pick_target
 
 NAME = "rec"
 QUESTION = "What is the next item recommended to the user?"
@@ -41,13 +43,15 @@ def make_sample(ctx: TaskContext, user_id: int, seq: np.ndarray, position: int, 
     meta = {"user_id": user_id, "position": position, "target": target, **(meta or {})}
     if ctx.rec_prompt == "chunks":
         return assemble(NAME, [ctx.history(window), (QUESTION, [])], ctx.item_name(target), train, meta)
-    # sequence: one answer span holding the history's items, then (training) the target and its end marker
-    parts, images = [QUESTION, ANSWER], []
+    # sequence: one answer span holding the history's items, then (training) the target
+    parts, images = [ANSWER], []
     for item in window:
         item = int(item)
         parts += [ctx.item_name(item), ctx.item_text(item)]
         images += ctx.image_of(item)
-    return answered(NAME, " ".join(p for p in parts if p), images, ctx.item_name(target), train, meta)
+    if train:
+        parts.append(ctx.item_name(target))
+    return Sample(NAME, " ".join(p for p in parts if p), images, None if train else ctx.item_name(target), meta)
 
 
 def training(ctx: TaskContext, rng: np.random.Generator, history_len: int) -> list[Sample]:
