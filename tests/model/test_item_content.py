@@ -81,3 +81,47 @@ def test_attributes_need_contiguous_atomic_item_tokens(tiny_bundle):
     content = ItemContent(1, tiny_bundle.model.lang_encoder.get_input_embeddings().embedding_dim, [[0]] * 3)
     with pytest.raises(UnimpError, match="items described"):
         attach(tiny_bundle.model.lang_encoder, content, tiny_bundle.ids.items)
+
+
+def _item_logits(bundle, items: list[int]) -> torch.Tensor:
+    """The LM's logits over the vocabulary after reading the item tokens of `items` alone."""
+    lm = bundle.model.lang_encoder
+    ids = bundle.ids.items[torch.tensor(items)][None]  # (1, T)
+    with torch.no_grad():
+        return lm(input_ids=ids).logits[0]  # (T, V)
+
+
+@pytest.mark.parametrize("fusion", ["rows", "attention"])
+def test_attention_fusion_reaches_queries_and_keys_only(dataset, fusion):
+    """With fusion attention the attributes change where a later position attends, never an item's own
+    rows: a one-token input (attending to itself alone, weight 1) reads its value, which is pure id."""
+    spec = ModelSpec(attribute_fusion=fusion, cross_attn_every_n_layers=0)
+    plain = build_model(spec, items_text=dataset, n_items=N_ITEMS)
+    fused = build_model(spec, items_text=dataset, n_items=N_ITEMS, item_attributes=ATTRIBUTES)
+    state = {k: v for k, v in fused.model.state_dict().items() if "item_content" not in k}
+    plain.model.load_state_dict(state)
+    with torch.no_grad():
+        fused.model.lang_encoder.item_content.attributes.weight.normal_(std=1.0)
+    plain.model.eval(), fused.model.eval()
+    one, one_fused = _item_logits(plain, [5]), _item_logits(fused, [5])
+    many, many_fused = _item_logits(plain, [5, 2, 7]), _item_logits(fused, [5, 2, 7])
+    if fusion == "attention":
+        torch.testing.assert_close(one_fused, one)
+        assert not torch.allclose(many_fused[-1], many[-1])
+        lm = fused.model.lang_encoder
+        assert torch.equal(lm.get_input_embeddings()(fused.ids.items), lm.get_input_embeddings().weight[fused.ids.items])
+    else:
+        assert not torch.allclose(one_fused, one)
+
+
+def test_attribute_dropout_drops_whole_vectors_in_training_only():
+    content = ItemContent(2, 4, [[0], [1], [0, 1]] * 100, dropout=0.5)
+    with torch.no_grad():
+        content.attributes.weight.fill_(1.0)
+    content.train()
+    dropped = content()
+    zero_rows = (dropped == 0).all(dim=1)
+    assert 0.3 < float(zero_rows.float().mean()) < 0.7
+    assert torch.equal(dropped[~zero_rows], torch.full_like(dropped[~zero_rows], 2.0))  # kept rows scaled by 1/(1-p)
+    content.eval()
+    assert torch.equal(content(), torch.ones(300, 4))

@@ -128,7 +128,7 @@ def build_model(
             set_generation_tokens(model.lang_encoder, tok)
             ids = vocab_ids(tok, n_items, spec.image_gen_codes, item_codes)
             if item_attributes is not None:
-                _add_item_content(model.lang_encoder, ids, item_attributes, new_row_std(preset, lm) or 0.02)
+                _add_item_content(model.lang_encoder, ids, item_attributes, new_row_std(preset, lm) or 0.02, spec)
             trainable = freeze(model, train_lm=spec.train_lm)
             advance(1)
     if not meta and torch.device(device).type != "cpu":
@@ -139,14 +139,15 @@ def build_model(
                        item_attributes)
 
 
-def _add_item_content(lm, ids, item_attributes, std: float) -> None:
+def _add_item_content(lm, ids, item_attributes, std: float, spec: ModelSpec) -> None:
     from ..item_content import ItemContent, attach
 
     if ids.semantic:
         raise UnimpError("item attributes are added to atomic item ids (model.item_ids atomic), not to semantic ids")
     vocab, per_item = item_attributes
     hidden = lm.get_input_embeddings().embedding_dim
-    attach(lm, ItemContent(len(vocab), hidden, per_item, std=std), ids.items)
+    attach(lm, ItemContent(len(vocab), hidden, per_item, std=std, dropout=spec.attribute_dropout), ids.items,
+           fusion=spec.attribute_fusion)
 
 
 def _check_item_codes(spec: ModelSpec, item_codes: "ItemCodes | None") -> None:

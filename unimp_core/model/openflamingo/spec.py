@@ -127,6 +127,17 @@ class ModelSpec(FamilySpec):
         "(atomic ids; semantic ids carry content in their codes). Attributes: the items table's `attributes` "
         "(`prepare --items`), its brand and the parts of its category (`Beauty > Skin Care`, `Drama, Mystery`).",
     )
+    attribute_fusion: Literal["rows", "attention"] = Field(
+        default="rows",
+        description="Where item attributes enter: rows (added to the item token's input and output rows) or attention "
+        "(added to the queries and keys of the item's positions at every decoder layer; rows, values and scores stay "
+        "ids, as NOVA / DIF-SR fuse side information).",
+    )
+    attribute_dropout: float = Field(
+        default=0.0, ge=0.0, lt=1.0,
+        description="In training, drop an item's whole attribute vector with this probability (the item's own row "
+        "must then learn what its attributes do not say).",
+    )
     item_codes: ItemCodesRecord | None = Field(
         default=None,
         description="Semantic ids: their levels and codes, set from the dataset's item codes when training starts "
