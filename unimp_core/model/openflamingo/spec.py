@@ -110,7 +110,7 @@ class ModelSpec(FamilySpec):
     )
     rec_prompt: RecPrompt = Field(
         default="sequence",
-        description="How rec prompts lay out the history: sequence (the question, then the items back to back, "
+        description="How rec prompts lay out the history: sequence (`<answer>` and the items back to back, no question, "
         "each item's last token predicting the next item, as a sequential recommender reads them; an atomic item is "
         "one token) or chunks (the paper's: each item followed by `<answer> item <|endofchunk|>`, the question last; "
         "three tokens an item). Other tasks keep their prompts.",
