@@ -123,8 +123,8 @@ class ModelSpec(FamilySpec):
     )
     item_attributes: bool = Field(
         default=True,
-        description="Add the mean of an item's shared attribute embeddings to its token's input and output rows "
-        "(atomic ids; semantic ids carry content in their codes). Attributes: the items table's `attributes` "
+        description="Add the mean of an item's shared attribute embeddings to its token's input and output rows, or "
+        "its attention (attribute_fusion) (atomic ids; semantic ids carry content in their codes). Attributes: the items table's `attributes` "
         "(`prepare --items`), its brand and the parts of its category (`Beauty > Skin Care`, `Drama, Mystery`).",
     )
     attribute_fusion: Literal["rows", "attention"] = Field(
