@@ -192,11 +192,11 @@ def test_collator_pickles_for_worker_processes():
 def test_answer_labels_eos_closes_a_span_and_pad_equal_to_eos_is_masked():
     from unimp_core.training.collate import SpecialIds
 
-    ids = SpecialIds(image=5, eoc=6, answer=7, pad=0, bos=1, eos=2, item_range=None)
+    ids = SpecialIds(image=5, eoc=6, answer=7, pad=0, bos=1, eos=2, item_range=None, item_starts=None)
     x = torch.tensor([[1, 7, 9, 2, 9, 0, 0]])
     m = torch.tensor([[1, 1, 1, 1, 1, 0, 0]])
     assert answer_labels(x, m, ids).tolist() == [[-100, -100, 9, 2, -100, -100, -100]]
-    same = SpecialIds(image=5, eoc=6, answer=7, pad=2, bos=1, eos=2, item_range=None)
+    same = SpecialIds(image=5, eoc=6, answer=7, pad=2, bos=1, eos=2, item_range=None, item_starts=None)
     x = torch.tensor([[1, 7, 9, 2, 2]])
     m = torch.tensor([[1, 1, 1, 1, 0]])
     # eos == pad: eos does not close (it cannot be told from padding), padding is never a label
@@ -256,9 +256,41 @@ def test_a_span_naming_items_labels_the_items_and_its_end_not_their_content():
     from unimp_core.training.collate import SpecialIds
 
     # items are ids 20..29; rec's sequence layout: <answer> item text text item item <eoc>
-    ids = SpecialIds(image=5, eoc=6, answer=7, pad=0, bos=1, eos=2, item_range=(20, 30))
+    ids = SpecialIds(image=5, eoc=6, answer=7, pad=0, bos=1, eos=2, item_range=(20, 30), item_starts=None)
     x = torch.tensor([[1, 9, 7, 21, 5, 11, 12, 22, 23, 6, 7, 13, 14, 6]])
     m = torch.ones_like(x)
     keep = [-100, -100, -100, 21, -100, -100, -100, 22, 23, -100, -100, 13, 14, 6]
     # the item span's <eoc> is not the row's last span's; a text answer (13 14) keeps every token
     assert answer_labels(x, m, ids).tolist() == [keep]
+
+
+def test_a_span_naming_several_items_teaches_from_its_second_item_on():
+    from unimp_core.training.collate import SpecialIds
+
+    # atomic ids 20..29: rec's sequence layout `<answer> 21 text 22 23`, then a one-item answer span (chunks)
+    ids = SpecialIds(image=5, eoc=6, answer=7, pad=0, bos=1, eos=2, item_range=(20, 30), item_starts=(20, 30))
+    x = torch.tensor([[1, 7, 21, 11, 22, 23, 6, 7, 24, 6]])
+    keep = [-100, -100, -100, -100, 22, 23, -100, -100, 24, 6]
+    assert answer_labels(x, torch.ones_like(x), ids).tolist() == [keep]
+    # semantic ids: codes 20..39, an item begins with a first-level code (20..29); the first item is two tokens
+    ids = SpecialIds(image=5, eoc=6, answer=7, pad=0, bos=1, eos=2, item_range=(20, 40), item_starts=(20, 30))
+    x = torch.tensor([[1, 7, 21, 35, 22, 36, 7, 23, 37]])
+    keep = [-100, -100, -100, -100, 22, 36, -100, 23, 37]
+    assert answer_labels(x, torch.ones_like(x), ids).tolist() == [keep]
+
+
+def test_rec_sequence_training_labels_every_item_but_the_first():
+    from unimp_core.model.vocab import add_unimp_tokens, special_ids as vocab_special_ids
+
+    ds = make_dataset("leave-one-out")
+    ctx = context(ds).with_prompts("sequence", describe_items=False)
+    samples = build_training_samples(ctx, ["rec"], history_len=4, seed=0)[:8]
+    tok = word_tokenizer([])  # the item tokens are added ones, as a model's
+    add_unimp_tokens(tok, ds.items.height, 0)
+    ids = vocab_special_ids(tok)
+    assert ids.item_starts == ids.item_range is not None
+    batch = make_collator(tok, max_length=4096)(samples)
+    for b, s in enumerate(samples):
+        items = [w for w in s.text.split() if w.startswith("item_")]
+        labelled = batch["labels"][b][batch["labels"][b] != IGNORE_INDEX]
+        assert len(items) >= 2 and len(labelled) == len(items) - 1

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..errors import UnimpError
-from ..tokens import (ANSWER, EOC, IMAGE as MEDIA, ITEM_RE, N_SLOTS, PAD, RATINGS, SEMANTIC_TOKEN_RE, answer_span,
+from ..tokens import (ANSWER, EOC, IMAGE as MEDIA, ITEM_RE, N_SLOTS, PAD, RATINGS, SEMANTIC_LEVELS, SEMANTIC_TOKEN_RE,
+                      answer_span,
                       image_code_token, item_token,
                       rate_token, semantic_item, semantic_token, semantic_vocabulary, slot_token)
 
@@ -73,11 +74,18 @@ class SpecialIds:
     # [lo, hi): the tokens that name items (atomic `item_<i>`, or semantic code tokens), when they are one
     # contiguous block of the vocabulary, as unimp adds them; None otherwise
     item_range: tuple[int, int] | None
+    # [lo, hi): the tokens an item's name begins with (atomic `item_<i>`, or a semantic id's first-level codes)
+    item_starts: tuple[int, int] | None
 
 
-def item_token_range(tokenizer: Any) -> tuple[int, int] | None:
-    """[lo, hi) of the item-naming tokens when every id in it is one (and there is at least one)."""
-    ids = [i for t, i in tokenizer.get_added_vocab().items() if ITEM_RE.fullmatch(t) or SEMANTIC_TOKEN_RE.fullmatch(t)]
+def item_token_range(tokenizer: Any, starts: bool = False) -> tuple[int, int] | None:
+    """[lo, hi) of the item-naming tokens (`starts`: of those an item's name begins with) when every id in it
+    is one (and there is at least one)."""
+    def names_items(token: str) -> bool:
+        code = SEMANTIC_TOKEN_RE.fullmatch(token)
+        return bool(ITEM_RE.fullmatch(token) or (code and (not starts or code.group(1) == SEMANTIC_LEVELS[0])))
+
+    ids = [i for t, i in tokenizer.get_added_vocab().items() if names_items(t)]
     if not ids:
         return None
     lo, hi = min(ids), max(ids) + 1
@@ -98,7 +106,8 @@ def special_ids(tokenizer: Any) -> SpecialIds:
     if pad is None:
         pad = eos if eos is not None else 0  # pad ids are masked everywhere, any id will do
     return SpecialIds(image=lookup(MEDIA), eoc=lookup(EOC), answer=lookup(ANSWER), pad=int(pad),
-                      bos=tokenizer.bos_token_id, eos=eos, item_range=item_token_range(tokenizer))
+                      bos=tokenizer.bos_token_id, eos=eos, item_range=item_token_range(tokenizer),
+                      item_starts=item_token_range(tokenizer, starts=True))
 
 
 @dataclass(frozen=True)
@@ -223,7 +232,7 @@ def vocab_ids(tokenizer: "PreTrainedTokenizerBase", n_items: int, image_gen_code
     base = special_ids(tokenizer)
     return VocabIds(
         image=base.image, eoc=base.eoc, answer=base.answer, pad=base.pad, bos=base.bos, eos=base.eos,
-        item_range=base.item_range,
+        item_range=base.item_range, item_starts=base.item_starts,
         rates=[single_token_id(tokenizer, rate_token(r)) for r in RATINGS],
         slots=[single_token_id(tokenizer, slot_token(s)) for s in range(N_SLOTS)],
         items=items,

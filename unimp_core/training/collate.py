@@ -65,6 +65,16 @@ def answer_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor, ids: Sp
         names_items = torch.zeros(B, T + 1, dtype=torch.long, device=input_ids.device).scatter_reduce(
             1, span, (is_item & inside).long(), reduce="amax").gather(1, span).bool()  # (B, T)
         inside &= ~names_items | is_item | closes
+        if ids.item_starts is not None:
+            # A span naming several items (rec's sequence layout) teaches from its second item on: the first is
+            # predicted from `<answer>` alone, a position no ranking reads (a history holds at least one item),
+            # as SASRec never predicts a sequence's first item; on Beauty it was a sixth of the softmax rows.
+            lo, hi = ids.item_starts
+            starts = ((input_ids >= lo) & (input_ids < hi) & inside).long().cumsum(dim=1)  # (B, T)
+            nth = starts - starts.gather(1, last_open.clamp(min=0))  # (B, T) items begun in the span up to t
+            most = torch.zeros(B, T + 1, dtype=torch.long, device=input_ids.device).scatter_reduce(
+                1, span, nth, reduce="amax").gather(1, span)  # (B, T) items the span names
+            inside &= ~((nth <= 1) & (most >= 2))
     return torch.where(inside, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
 
 
