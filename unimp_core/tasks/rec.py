@@ -10,9 +10,10 @@ Two layouts (`model.rec_prompt`, carried by the TaskContext); both train next-it
 every position of the window in one forward pass, as SASRec does for a whole sequence:
 - sequence (the default): `<answer> item_3 item_9 item_4`. The items follow each other inside one
   answer span, so each item's (last) token predicts the next item and the final answer is predicted
-  exactly where every history item was; an atomic item costs one token. An item's content (`<image>`,
-  its description) follows its name and is read, never predicted (the collator labels only the item
-  tokens of such a span). No question and no end marker: the layout itself says "next item" (no other
+  exactly where every history item was; an atomic item costs one token. The first item is read, not
+  predicted: no ranking reads the `<answer>` position (a history holds at least one item), and SASRec
+  never predicts a first item either. An item's content (`<image>`, its description) follows its name
+  and is read, never predicted (the collator labels only the item tokens of such a span). No question and no end marker: the layout itself says "next item" (no other
   task's prompt opens with `<answer>`), a ranked answer needs no end, and on Beauty the question's 11
   tokens and the end marker's whole-vocabulary softmax were a third of a training step.
 - chunks (the paper's): every history item is followed by `<answer> item_<i> <|endofchunk|>` (context

@@ -37,7 +37,8 @@ def answer_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor, ids: Sp
     A span is every token strictly after an `<answer>` up to and including the next
     `<|endofchunk|>` or eos (or the end of the row). Padding, `<image>` and `<answer>` tokens are
     never labels; in a span that holds item tokens only those and its closing token are (the text of
-    items' content between them is read, not taught). The closing token is a label only in the row's last span: after the history's
+    items' content between them is read, not taught), and in a span naming several items the first item is
+    read, not taught. The closing token is a label only in the row's last span: after the history's
     reconstructions it teaches nothing the final answer does not, and each label costs the output
     head over the whole vocabulary (half of that work in a rec prompt, where every history item is a
     one-token span). Computed with running maxima instead of a loop over tokens.
