@@ -13,9 +13,10 @@ every position of the window in one forward pass, as SASRec does for a whole seq
   exactly where every history item was; an atomic item costs one token. The first item is read, not
   predicted: no ranking reads the `<answer>` position (a history holds at least one item), and SASRec
   never predicts a first item either. An item's content (`<image>`, its description) follows its name
-  and is read, never predicted (the collator labels only the item tokens of such a span). No question and no end marker: the layout itself says "next item" (no other
-  task's prompt opens with `<answer>`), a ranked answer needs no end, and on Beauty the question's 11
-  tokens and the end marker's whole-vocabulary softmax were a third of a training step.
+  and is read, never predicted (the collator labels only the item tokens of such a span). No question
+  and no end marker: the layout itself says "next item" (no other task's prompt opens with `<answer>`),
+  a ranked answer needs no end, and on Beauty the question's 11 tokens and the end marker's
+  whole-vocabulary softmax were a third of a training step.
 - chunks (the paper's): every history item is followed by `<answer> item_<i> <|endofchunk|>` (context
   reconstruction), the question comes last and the answer after it.
 Semantic ids spell an item as its code tuple `<a_12><b_7><c_201><d_0>` in either layout.
