@@ -26,9 +26,8 @@ import torch
 
 from ..errors import UnimpError
 from ..tokens import (ANSWER, EOC, IMAGE as MEDIA, ITEM_RE, N_SLOTS, PAD, RATINGS, SEMANTIC_LEVELS, SEMANTIC_TOKEN_RE,
-                      answer_span,
-                      image_code_token, item_token,
-                      rate_token, semantic_item, semantic_token, semantic_vocabulary, slot_token)
+                      answer_span, image_code_token, item_token, rate_token, semantic_item, semantic_token,
+                      semantic_vocabulary, slot_token)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
