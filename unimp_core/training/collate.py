@@ -63,8 +63,7 @@ def answer_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor, ids: Sp
         lo, hi = ids.item_range
         is_item = (input_ids >= lo) & (input_ids < hi)
         span = opens.long().cumsum(dim=1)  # (B, T) index of the latest <answer>
-        names_items = torch.zeros(B, T + 1, dtype=torch.long, device=input_ids.device).scatter_reduce(
-            1, span, (is_item & inside).long(), reduce="amax").gather(1, span).bool()  # (B, T)
+        names_items = _span_max((is_item & inside).long(), span).bool()  # (B, T)
         inside &= ~names_items | is_item | closes
         if ids.item_starts is not None:
             # A span naming several items (rec's sequence layout) teaches from its second item on: the first is
@@ -73,10 +72,14 @@ def answer_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor, ids: Sp
             lo, hi = ids.item_starts
             starts = ((input_ids >= lo) & (input_ids < hi) & inside).long().cumsum(dim=1)  # (B, T)
             nth = starts - starts.gather(1, last_open.clamp(min=0))  # (B, T) items begun in the span up to t
-            most = torch.zeros(B, T + 1, dtype=torch.long, device=input_ids.device).scatter_reduce(
-                1, span, nth, reduce="amax").gather(1, span)  # (B, T) items the span names
-            inside &= ~((nth <= 1) & (most >= 2))
+            inside &= ~((nth <= 1) & (_span_max(nth, span) >= 2))  # the span names two or more items
     return torch.where(inside, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
+
+
+def _span_max(values: torch.Tensor, span: torch.Tensor) -> torch.Tensor:
+    """(B, T) the largest of `values` (B, T) over each position's span (`span`: index of its latest `<answer>`)."""
+    B, T = values.shape
+    return values.new_zeros(B, T + 1).scatter_reduce(1, span, values, reduce="amax").gather(1, span)
 
 
 def collate_samples(
