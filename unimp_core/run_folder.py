@@ -51,6 +51,7 @@ WEIGHTS = "trainable.pt"
 OPTIMIZER = "optimizer.pt"
 SCHEDULER = "scheduler.pt"
 RNG = "rng.pt"
+AVERAGE = "average.pt"  # optim.average_epochs: the moving average of the weights (training.averaging)
 SHARDS_DIR = "optimizer_shards"
 CHECKSUMS = "checksums.json"
 

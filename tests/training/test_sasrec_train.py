@@ -17,10 +17,10 @@ from unimp_core.specs.train import TrainSpec
 
 
 
-def sasrec_spec(data, out, **run) -> TrainSpec:
+def sasrec_spec(data, out, average_epochs: float = 0.0, **run) -> TrainSpec:
     return TrainSpec.model_validate({
         "model": {"family": "sasrec", "hidden": 16, "max_len": 10, "dropout": 0.2},
-        "data": {"path": str(data)}, "optim": {"batch_size": 16},
+        "data": {"path": str(data)}, "optim": {"batch_size": 16, "average_epochs": average_epochs},
         "run": {"out": str(out), "max_steps": 6, "eval_every": 2, "save_every": 2, "log_every": 1, "seed": 3, **run},
     })
 
@@ -66,11 +66,13 @@ def test_a_sasrec_run_is_an_ordinary_run(sample_data, tmp_path):
         run_generate(GenerateSpec(run=run, user="3", task="search", query="x"))
 
 
-def test_sasrec_resumes_after_a_crash_with_the_same_weights(sample_data, tmp_path, monkeypatch):
+@pytest.mark.parametrize("average_epochs", [0.0, 1.0])
+def test_sasrec_resumes_after_a_crash_with_the_same_weights(sample_data, tmp_path, monkeypatch, average_epochs):
+    """Also with a moving average of the weights (optim.average_epochs), which the checkpoints keep."""
     from unimp_core.model.sasrec import net as S
     from unimp_core.training.train import run_train
 
-    straight = run_train(sasrec_spec(sample_data, tmp_path / "a", patience=0))
+    straight = run_train(sasrec_spec(sample_data, tmp_path / "a", average_epochs, patience=0))
     real_loss, calls = S.loss, {"n": 0}
 
     def dies_at_step_5(*args, **kwargs):
@@ -81,10 +83,10 @@ def test_sasrec_resumes_after_a_crash_with_the_same_weights(sample_data, tmp_pat
 
     monkeypatch.setattr(S, "loss", dies_at_step_5)
     with pytest.raises(KeyboardInterrupt):
-        run_train(sasrec_spec(sample_data, tmp_path / "b"))
+        run_train(sasrec_spec(sample_data, tmp_path / "b", average_epochs))
     monkeypatch.setattr(S, "loss", real_loss)
     assert [p.name for _, p in RF.list_checkpoints(tmp_path / "b")] == ["step-2", "step-4"]
-    resumed = run_train(sasrec_spec(sample_data, tmp_path / "b", resume=True))
+    resumed = run_train(sasrec_spec(sample_data, tmp_path / "b", average_epochs, resume=True))
     for name in (RF.FINAL, RF.BEST):
         a, b = weights(straight, name), weights(resumed, name)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

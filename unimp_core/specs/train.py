@@ -83,6 +83,12 @@ class OptimSpec(Spec):
         "catalogue, as SASRec), not over the whole vocabulary (the paper's).",
     )
     gamma: float = Field(default=2.0, ge=0, description="Focal term (1-p)^gamma on each answer token's loss (0: plain cross-entropy).")
+    average_epochs: float = Field(
+        default=0.0, ge=0,
+        description="Validate, keep (best/) and save (final/) a moving average of the trained weights over about this "
+        "many epochs (0: the weights as trained). For long runs at a constant rate, whose weights wander once the "
+        "valid metric stops rising.",
+    )
 
 
 class RunSpec(Spec):

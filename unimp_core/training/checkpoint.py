@@ -9,6 +9,7 @@ the new one, never a half-written one that looks usable.
         optimizer.pt     the optimizer's state_dict (one process, DDP; see optimizer_shards/ otherwise)
         scheduler.pt     the LR scheduler's state_dict
         rng.pt           python / numpy / torch (/ cuda) RNG states
+        average.pt       the moving average of the weights (optim.average_epochs; training.averaging)
         state.json       {"step", "epoch", "batch", ...}: where the data stream resumes
         optimizer_shards/ (DeepSpeed, FSDP) each process's share of the optimizer state (DeepSpeed: its engine checkpoint)
         checksums.json   every file's size and sha256, written last: a checkpoint damaged later (a cut-off
@@ -29,7 +30,7 @@ import torch
 
 from ..errors import UnimpError, first_line
 from ..io import verify_checksums, write_checksums
-from ..run_folder import (BEST, CHECKPOINTS, CHECKSUMS, FINAL, OPTIMIZER, RNG, SCHEDULER, STATE, WEIGHTS, checkpoint_dir,
+from ..run_folder import (AVERAGE, BEST, CHECKPOINTS, CHECKSUMS, FINAL, OPTIMIZER, RNG, SCHEDULER, STATE, WEIGHTS, checkpoint_dir,
                           list_checkpoints)
 
 
@@ -125,7 +126,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     """Read a checkpoint folder (weights_only loading: a checkpoint is data, never code), after checking
     every file against checksums.json.
 
-    Returns {"path", "state", "weights", "optimizer", "scheduler", "rng"} (None for absent parts).
+    Returns {"path", "state", "weights", "optimizer", "scheduler", "rng", "average"} (None for absent parts).
     """
     path = Path(path)
     if not (path / STATE).is_file():
@@ -152,7 +153,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     except Exception as exc:
         raise UnimpError(f"{path / STATE}: unreadable checkpoint state ({first_line(exc)})") from None
     return {"path": path, "state": state, "weights": weights,
-            "optimizer": load(OPTIMIZER), "scheduler": load(SCHEDULER), "rng": load(RNG)}
+            "optimizer": load(OPTIMIZER), "scheduler": load(SCHEDULER), "rng": load(RNG),
+            "average": load(AVERAGE)}
 
 
 def load_latest(run_dir: Path, log: Callable[[str], None]) -> dict[str, Any] | None:

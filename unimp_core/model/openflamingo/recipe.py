@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -26,6 +27,7 @@ from ...progress import Progress
 from ...specs.train import TrainSpec
 from ...tasks import build_eval_samples, get_task, instance_table, run_history_lengths, task_names
 from ...training import checkpoint as ckpt
+from ...training.averaging import WeightAverage
 from ...training.distributed import make_accelerator, reset_accelerate_state
 from ...training.loss import LossParts, answer_loss_parts, check_finite_loss, per_task
 from ...training.optim import build_optimizer, build_scheduler
@@ -82,6 +84,8 @@ class Run(RunFolder):
     valid: dict[str, DataLoader] = field(default_factory=dict)
     total: int = 0
     eval_every: int = 1  # optimizer steps between validations (the spec's, else one epoch's)
+    steps_per_epoch: int = 1
+    average: WeightAverage | None = None  # optim.average_epochs: what validation and best/ and final/ read
     item_range: tuple[int, int] | None = None  # item tokens whose answers the softmax runs over (optim.item_softmax)
     n_epochs: int = 1
     trainable_names: list[str] = field(default_factory=list)
@@ -156,8 +160,8 @@ def _setup_data(run: Run, ds: Dataset, setup: Setup) -> None:
         raise UnimpError(f"{ds.root}: no training samples for tasks {spec.data.tasks}")
     sizes = epoch_sizes(samples, run.n_epochs)
     run.total = planned_steps(spec, sizes, acc.num_processes)
-    run.eval_every = spec.run.eval_every or steps_per_epoch(sizes(0), spec.optim.batch_size, acc.num_processes,
-                                                            spec.optim.grad_accum)
+    run.steps_per_epoch = steps_per_epoch(sizes(0), spec.optim.batch_size, acc.num_processes, spec.optim.grad_accum)
+    run.eval_every = spec.run.eval_every or run.steps_per_epoch
     ids = getattr(setup.bundle, "ids", None)
     if spec.optim.item_softmax and ids is not None and not ids.semantic:
         run.item_range = ids.item_range
@@ -204,6 +208,12 @@ def _setup_optimizer(run: Run, setup: Setup) -> None:
     run.model, run.optimizer, run.loader = acc.prepare(model, optimizer, run.loader)
     if run.resume is not None:
         load_sharded_optimizer(run, run.resume["path"])
+    if spec.optim.average_epochs > 0:
+        if run.sharded_weights:
+            raise UnimpError("optim.average_epochs: not with ZeRO-3 or FSDP, which split the weights across processes")
+        run.average = WeightAverage(acc.unwrap_model(run.model), spec.optim.average_epochs * run.steps_per_epoch)
+        if run.resume is not None and run.resume["average"] is not None:
+            run.average.load_state_dict(run.resume["average"], str(run.resume["path"]))
     if spec.run.trackers:
         config = {"lr": spec.optim.lr, "gamma": spec.optim.gamma, "batch_size": spec.optim.batch_size,
                   "tasks": ",".join(spec.data.tasks)}
@@ -233,6 +243,8 @@ def _train(run: Run) -> None:
                 if not acc.sync_gradients:
                     continue
                 pos.step += 1
+                if run.average is not None:
+                    run.average.update()
                 meter = _after_step(run, meter, clock, advance)
                 if pos.step >= run.total or run.stopped:
                     return
@@ -276,18 +288,31 @@ def _after_step(run: Run, meter: Meter, clock: dict, advance) -> Meter:
     if pos.step % spec.run.log_every == 0 or last:
         _log_train(run, meter, lr, rate)
         meter = Meter()
-    if run.valid and (pos.step % run.eval_every == 0 or last):
+    if pos.step % run.eval_every == 0 or last:
+        with _averaged(run):
+            _validate(run)
+    if pos.step % spec.run.save_every == 0 and not (last or run.stopped):
+        _save_checkpoint(run)
+    return meter
+
+
+def _averaged(run: Run):
+    """The weights validation, best/ and final/ read: the moving average when the run keeps one."""
+    return run.average.applied() if run.average is not None else nullcontext()
+
+
+def _validate(run: Run) -> None:
+    """The validation loss of every task, then the rank metrics that select best/ (every process calls this)."""
+    spec, pos, acc = run.spec, run.position, run.accelerator
+    if run.valid:
         losses = validation_loss(run.model, run.valid, spec.optim.gamma, acc, run.setup.forward, run.item_range)
         if run.main:
             RF.append_metrics(run.out, {"step": pos.step, "epoch": pos.epoch, "valid_loss": losses})
             acc.log({f"valid/{k}": v for k, v in losses.items()}, step=pos.step)
             shown = ", ".join(f"{k} {v:.4f}" for k, v in losses.items())
             run.progress.log(f"step {pos.step}: validation loss {shown}")
-    if run.selection is not None and (pos.step % run.eval_every == 0 or last):
+    if run.selection is not None:
         _select(run)
-    if pos.step % spec.run.save_every == 0 and not (last or run.stopped):
-        _save_checkpoint(run)
-    return meter
 
 
 def _select(run: Run) -> None:
@@ -381,6 +406,8 @@ def _save_checkpoint(run: Run) -> None:
     else:
         files[RF.OPTIMIZER] = run.optimizer.state_dict() if run.main else None
     if run.main:
+        if run.average is not None:
+            files[RF.AVERAGE] = run.average.state_dict()
         files.update({RF.WEIGHTS: weights, RF.SCHEDULER: run.scheduler.state_dict(), RF.RNG: ckpt.rng_state(),
                       RF.STATE: {"step": pos.step, "epoch": pos.epoch, "batch": pos.batch,
                                  "selection": run.selection.state() if run.selection else None}})
@@ -389,9 +416,11 @@ def _save_checkpoint(run: Run) -> None:
 
 
 def _save_final(run: Run) -> None:
-    """final/: the trainable weights and where the run ended (every process must call this)."""
+    """final/: the trainable weights (their moving average, when the run keeps one) and where the run ended
+    (every process must call this)."""
     run.accelerator.wait_for_everyone()
-    weights = _trainable_weights(run)
+    with _averaged(run):
+        weights = _trainable_weights(run)
     if run.main:
         pos = run.position
         ckpt.write_final(run.out, weights, {"step": pos.step, "epoch": pos.epoch, "batch": pos.batch,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from ...progress import Progress
 from ...specs.train import TrainSpec
 from ...tasks import build_eval_samples, context
 from ...training import checkpoint as ckpt
+from ...training.averaging import WeightAverage
 from ...training.loss import check_finite_loss
 from ...training.distributed import make_accelerator, reset_accelerate_state
 from ...training.recipe import RunFolder, record_dataset, setup_dataset, setup_run_dir
@@ -74,6 +76,8 @@ class _Loop:
         self.selection = Selection(metric_name(spec.run.select_metric), spec.run.patience or None)
         valid = build_eval_samples(ds, "rec", "valid", 1, ctx) if "rec" in ds.instances else []
         self.valid = valid[: spec.run.select_users]
+        self.average = WeightAverage(self.model, spec.optim.average_epochs * self.per_epoch) \
+            if spec.optim.average_epochs > 0 else None  # what validation, best/ and final/ read
         self.step = 0
         self._order: tuple[int, np.ndarray] | None = None
         if run.resume is not None:
@@ -85,6 +89,8 @@ class _Loop:
             self.optimizer.load_state_dict(res["optimizer"])
         state = res["state"]
         self.step = int(state["step"])
+        if self.average is not None and res["average"] is not None:
+            self.average.load_state_dict(res["average"], str(res["path"]))
         self.selection = Selection.from_state(state.get("selection"), self.selection.metric, self.selection.patience)
         if res["rng"] is not None:
             ckpt.set_rng_state(res["rng"])
@@ -117,6 +123,8 @@ class _Loop:
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
+                if self.average is not None:
+                    self.average.update()
                 self.step += 1
                 seen += len(inputs)
                 losses.append(loss.item())
@@ -128,10 +136,14 @@ class _Loop:
                     self._log({"loss": float(np.mean(losses)), "lr": spec.optim.lr, "samples_per_s": rate})
                     losses = []
                 if self.valid and (self.step % self.eval_every == 0 or last):
-                    stopped = self._validate()
+                    with self._averaged():
+                        stopped = self._validate()
                 if self.step % spec.run.save_every == 0 and not (last or stopped):
                     self._save_checkpoint()
         self._save_final(stopped)
+
+    def _averaged(self):
+        return self.average.applied() if self.average is not None else nullcontext()
 
     def _log(self, record: dict[str, Any]) -> None:
         RF.append_metrics(self.out, {"step": self.step, "epoch": round(self.step / self.per_epoch, 4), **record})
@@ -153,10 +165,13 @@ class _Loop:
         return {"step": self.step, "epoch": epoch, "batch": batch, "selection": self.selection.state()}
 
     def _save_checkpoint(self) -> None:
-        ckpt.save_checkpoint(self.out, self.step, {
-            RF.WEIGHTS: trainable_state(self.model), RF.OPTIMIZER: self.optimizer.state_dict(),
-            RF.RNG: ckpt.rng_state(), RF.STATE: self._state(),
-        }, self.spec.run.keep_last)
+        files = {RF.WEIGHTS: trainable_state(self.model), RF.OPTIMIZER: self.optimizer.state_dict(),
+                 RF.RNG: ckpt.rng_state(), RF.STATE: self._state()}
+        if self.average is not None:
+            files[RF.AVERAGE] = self.average.state_dict()
+        ckpt.save_checkpoint(self.out, self.step, files, self.spec.run.keep_last)
 
     def _save_final(self, stopped: bool) -> None:
-        ckpt.write_final(self.out, trainable_state(self.model), {**self._state(), "early_stopped": stopped})
+        with self._averaged():
+            weights = trainable_state(self.model)
+        ckpt.write_final(self.out, weights, {**self._state(), "early_stopped": stopped})
