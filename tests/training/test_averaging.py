@@ -63,3 +63,22 @@ def test_final_holds_the_average_the_path_is_unchanged_and_a_resumed_run_ends_th
     resumed = T.run_train(make_spec(sample_data, tmp_path / "split", optim=averaged, run={**run, "resume": True}))
     again = S.load_weights(resumed)
     assert all(torch.equal(final[n], again[n]) for n in final)
+
+
+def test_bf16_weights_are_averaged_in_float32():
+    """A step's 1/horizon share is below bf16's resolution near 1: a bf16 average would never move."""
+    model = torch.nn.Linear(1, 1, bias=False).to(torch.bfloat16)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    average = WeightAverage(model, horizon=500)
+    for _ in range(500):
+        average.update()
+    with torch.no_grad():
+        model.weight.fill_(1.5)
+    for _ in range(100):
+        average.update()
+    assert average.average[0].dtype == torch.float32
+    assert 1.0 < float(average.average[0]) < 1.5
+    with average.applied():
+        assert model.weight.dtype == torch.bfloat16 and 1.0 < float(model.weight.detach()) < 1.5
+    assert float(model.weight.detach()) == 1.5

@@ -12,7 +12,7 @@ Until `horizon` steps are done the average is the plain mean of every step's wei
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, Iterator
 
 import torch
@@ -29,7 +29,8 @@ class WeightAverage:
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         self.names = [n for n, _ in named]
         self.params = [p for _, p in named]
-        self.average = [p.detach().clone() for p in self.params]
+        # float32 whatever the weights are: a bf16 copy (DeepSpeed's) would round away a 1/horizon step
+        self.average = [p.detach().float().clone() for p in self.params]
         self.horizon = horizon
         self.updates = 0
 
@@ -38,7 +39,7 @@ class WeightAverage:
         """Fold the parameters in, after an optimizer step."""
         self.updates += 1
         weight = 1.0 / min(self.updates, self.horizon)
-        torch._foreach_lerp_(self.average, [p.detach() for p in self.params], weight)
+        torch._foreach_lerp_(self.average, [p.detach().float() for p in self.params], weight)
 
     @contextmanager
     def applied(self) -> Iterator[None]:
@@ -63,3 +64,19 @@ class WeightAverage:
             for n, a in zip(self.names, self.average):
                 a.copy_(weights[n])
         self.updates = int(state["updates"])
+
+
+def start_average(model: torch.nn.Module, epochs: float, steps_per_epoch: int, saved: dict[str, Any] | None = None,
+                  origin: str = "") -> WeightAverage | None:
+    """The run's average over `epochs` epochs (None when `epochs` is 0), continued from a checkpoint's `saved` one."""
+    if epochs <= 0:
+        return None
+    average = WeightAverage(model, epochs * steps_per_epoch)
+    if saved is not None:
+        average.load_state_dict(saved, origin)
+    return average
+
+
+def averaged(average: WeightAverage | None) -> AbstractContextManager:
+    """The weights validation, best/ and final/ read: the average's when the run keeps one."""
+    return average.applied() if average is not None else nullcontext()

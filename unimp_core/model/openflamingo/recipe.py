@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import os
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -27,7 +26,7 @@ from ...progress import Progress
 from ...specs.train import TrainSpec
 from ...tasks import build_eval_samples, get_task, instance_table, run_history_lengths, task_names
 from ...training import checkpoint as ckpt
-from ...training.averaging import WeightAverage
+from ...training.averaging import WeightAverage, averaged, start_average
 from ...training.distributed import make_accelerator, reset_accelerate_state
 from ...training.loss import LossParts, answer_loss_parts, check_finite_loss, per_task
 from ...training.optim import build_optimizer, build_scheduler
@@ -208,12 +207,11 @@ def _setup_optimizer(run: Run, setup: Setup) -> None:
     run.model, run.optimizer, run.loader = acc.prepare(model, optimizer, run.loader)
     if run.resume is not None:
         load_sharded_optimizer(run, run.resume["path"])
-    if spec.optim.average_epochs > 0:
-        if run.sharded_weights:
-            raise UnimpError("optim.average_epochs: not with ZeRO-3 or FSDP, which split the weights across processes")
-        run.average = WeightAverage(acc.unwrap_model(run.model), spec.optim.average_epochs * run.steps_per_epoch)
-        if run.resume is not None and run.resume["average"] is not None:
-            run.average.load_state_dict(run.resume["average"], str(run.resume["path"]))
+    if spec.optim.average_epochs > 0 and run.sharded_weights:
+        raise UnimpError("optim.average_epochs: not with ZeRO-3 or FSDP, which split the weights across processes")
+    res = run.resume or {}
+    run.average = start_average(acc.unwrap_model(run.model), spec.optim.average_epochs, run.steps_per_epoch,
+                                res.get("average"), str(res.get("path")))
     if spec.run.trackers:
         config = {"lr": spec.optim.lr, "gamma": spec.optim.gamma, "batch_size": spec.optim.batch_size,
                   "tasks": ",".join(spec.data.tasks)}
@@ -289,16 +287,11 @@ def _after_step(run: Run, meter: Meter, clock: dict, advance) -> Meter:
         _log_train(run, meter, lr, rate)
         meter = Meter()
     if pos.step % run.eval_every == 0 or last:
-        with _averaged(run):
+        with averaged(run.average):
             _validate(run)
     if pos.step % spec.run.save_every == 0 and not (last or run.stopped):
         _save_checkpoint(run)
     return meter
-
-
-def _averaged(run: Run):
-    """The weights validation, best/ and final/ read: the moving average when the run keeps one."""
-    return run.average.applied() if run.average is not None else nullcontext()
 
 
 def _validate(run: Run) -> None:
@@ -419,7 +412,7 @@ def _save_final(run: Run) -> None:
     """final/: the trainable weights (their moving average, when the run keeps one) and where the run ended
     (every process must call this)."""
     run.accelerator.wait_for_everyone()
-    with _averaged(run):
+    with averaged(run.average):
         weights = _trainable_weights(run)
     if run.main:
         pos = run.position

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ from ...progress import Progress
 from ...specs.train import TrainSpec
 from ...tasks import build_eval_samples, context
 from ...training import checkpoint as ckpt
-from ...training.averaging import WeightAverage
+from ...training.averaging import averaged, start_average
 from ...training.loss import check_finite_loss
 from ...training.distributed import make_accelerator, reset_accelerate_state
 from ...training.recipe import RunFolder, record_dataset, setup_dataset, setup_run_dir
@@ -76,8 +75,9 @@ class _Loop:
         self.selection = Selection(metric_name(spec.run.select_metric), spec.run.patience or None)
         valid = build_eval_samples(ds, "rec", "valid", 1, ctx) if "rec" in ds.instances else []
         self.valid = valid[: spec.run.select_users]
-        self.average = WeightAverage(self.model, spec.optim.average_epochs * self.per_epoch) \
-            if spec.optim.average_epochs > 0 else None  # what validation, best/ and final/ read
+        res = run.resume or {}  # the average validation, best/ and final/ read
+        self.average = start_average(self.model, spec.optim.average_epochs, self.per_epoch, res.get("average"),
+                                     str(res.get("path")))
         self.step = 0
         self._order: tuple[int, np.ndarray] | None = None
         if run.resume is not None:
@@ -89,8 +89,6 @@ class _Loop:
             self.optimizer.load_state_dict(res["optimizer"])
         state = res["state"]
         self.step = int(state["step"])
-        if self.average is not None and res["average"] is not None:
-            self.average.load_state_dict(res["average"], str(res["path"]))
         self.selection = Selection.from_state(state.get("selection"), self.selection.metric, self.selection.patience)
         if res["rng"] is not None:
             ckpt.set_rng_state(res["rng"])
@@ -136,14 +134,11 @@ class _Loop:
                     self._log({"loss": float(np.mean(losses)), "lr": spec.optim.lr, "samples_per_s": rate})
                     losses = []
                 if self.valid and (self.step % self.eval_every == 0 or last):
-                    with self._averaged():
+                    with averaged(self.average):
                         stopped = self._validate()
                 if self.step % spec.run.save_every == 0 and not (last or stopped):
                     self._save_checkpoint()
         self._save_final(stopped)
-
-    def _averaged(self):
-        return self.average.applied() if self.average is not None else nullcontext()
 
     def _log(self, record: dict[str, Any]) -> None:
         RF.append_metrics(self.out, {"step": self.step, "epoch": round(self.step / self.per_epoch, 4), **record})
@@ -172,6 +167,6 @@ class _Loop:
         ckpt.save_checkpoint(self.out, self.step, files, self.spec.run.keep_last)
 
     def _save_final(self, stopped: bool) -> None:
-        with self._averaged():
+        with averaged(self.average):
             weights = trainable_state(self.model)
         ckpt.write_final(self.out, weights, {**self._state(), "early_stopped": stopped})
