@@ -484,3 +484,33 @@ def test_finetune_resumed_before_its_first_checkpoint_still_starts_from_the_sour
     assert RF.list_checkpoints(tmp_path / "ft") == []
     resumed = T.run_train(finetune_spec(source, {"run": {**overrides["run"], "resume": True}}))
     assert_same_weights(final_weights(straight), final_weights(resumed))
+
+
+def test_adam_beta2_and_clipping_follow_the_spec(sample_data, tmp_path, monkeypatch):
+    """optim.beta2 reaches the optimizer; grad_clip 0 clips nothing, any other value clips to itself."""
+    from accelerate import Accelerator
+
+    clips, betas = [], []
+    real_clip, real_build = Accelerator.clip_grad_norm_, OF.build_optimizer
+
+    def clip(self, params, max_norm, *args, **kwargs):
+        clips.append(max_norm)
+        return real_clip(self, params, max_norm, *args, **kwargs)
+
+    def build(*args, **kwargs):
+        optimizer = real_build(*args, **kwargs)
+        betas.append(optimizer.param_groups[0]["betas"])
+        return optimizer
+
+    monkeypatch.setattr(Accelerator, "clip_grad_norm_", clip)
+    monkeypatch.setattr(OF, "build_optimizer", build)
+
+    def run(name: str, **optim):
+        T.run_train(make_spec(sample_data, tmp_path / name, data={"tasks": ["rec"], "valid_users": 0},
+                              run={"max_steps": 2}, optim=optim))
+
+    run("default")
+    assert clips == [1.0, 1.0] and betas == [(0.9, 0.999)]
+    clips.clear(), betas.clear()
+    run("sasrec-like", beta2=0.98, grad_clip=0)
+    assert clips == [] and betas == [(0.9, 0.98)]

@@ -73,7 +73,11 @@ class OptimSpec(Spec):
     weight_decay: float = Field(default=0.1, ge=0, description="AdamW weight decay, applied to the gated cross-attention weights only (as the paper's code).")
     schedule: Literal["constant", "linear", "cosine"] = Field(default="cosine", description="Learning-rate schedule after warmup.")
     warmup_ratio: float = Field(default=0.03, ge=0, lt=1, description="Share of the steps spent warming up linearly.")
-    grad_clip: float = Field(default=1.0, gt=0, description="Gradient norm clipping.")
+    beta2: float = Field(
+        default=0.999, gt=0, lt=1,
+        description="Adam's second-moment decay (SASRec's 0.98 forgets a rare item's last large gradient sooner).",
+    )
+    grad_clip: float = Field(default=1.0, ge=0, description="Clip the gradients' norm to this (0: no clipping).")
     grad_accum: int = Field(default=1, ge=1, description="Micro-batches per optimizer step.")
     batch_size: int | None = Field(default=None, ge=1, description="Samples per micro-batch per process (default: 8; "
                                    "SASRec: 128 sequences, the paper's).")
