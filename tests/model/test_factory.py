@@ -277,6 +277,22 @@ def test_llama_tiny_and_dataset_checks():
         build_model(ModelSpec(), n_items=12)
 
 
+@pytest.mark.parametrize("arch", ["gpt_neox", "llama"])
+def test_feed_forward_width_is_four_times_hidden_unless_set(arch, tmp_path):
+    """tiny.ffn_size sets each decoder layer's feed-forward width (SASRec's: the hidden size), and a rebuilt run keeps it."""
+    def widths(model) -> set[int]:
+        return {m.out_features for n, m in model.lang_encoder.named_modules()
+                if isinstance(m, torch.nn.Linear) and n.endswith(("dense_h_to_4h", "up_proj"))}
+
+    ds = make_dataset(12)
+    wide = build_model(ModelSpec(tiny={"lm_arch": arch, "layers": 1, "hidden_size": 32}), items_text=ds, n_items=12)
+    narrow = build_model(ModelSpec(tiny={"lm_arch": arch, "layers": 1, "hidden_size": 32, "ffn_size": 32}),
+                         items_text=ds, n_items=12)
+    assert widths(wide.model) == {128} and widths(narrow.model) == {32}
+    save_bundle(narrow, tmp_path)
+    assert widths(load_bundle(tmp_path).model) == {32}
+
+
 def test_load_bundle_needs_a_run_folder(tmp_path):
     with pytest.raises(UnimpError, match="not a run folder"):
         load_bundle(tmp_path)

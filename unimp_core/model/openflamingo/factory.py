@@ -273,7 +273,7 @@ def tiny_lm_config(tiny: TinyModelSpec, vocab_size: int, tok: "PreTrainedTokeniz
     from transformers import GPTNeoXConfig, LlamaConfig
 
     common = dict(vocab_size=vocab_size, hidden_size=tiny.hidden_size, num_hidden_layers=tiny.layers,
-                  num_attention_heads=tiny.heads, intermediate_size=4 * tiny.hidden_size,
+                  num_attention_heads=tiny.heads, intermediate_size=tiny.ffn_size or 4 * tiny.hidden_size,
                   max_position_embeddings=tiny.max_positions, eos_token_id=tok.eos_token_id,
                   bos_token_id=tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id,
                   tie_word_embeddings=tiny.tie_embeddings)

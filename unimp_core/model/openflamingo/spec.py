@@ -28,6 +28,11 @@ class TinyModelSpec(Spec):
     hidden_size: int = Field(default=64, ge=8, le=4096, description="Hidden size of the tiny language model.")
     layers: int = Field(default=2, ge=1, le=48, description="Decoder layers of the tiny language model.")
     heads: int = Field(default=4, ge=1, le=64, description="Attention heads of the tiny language model.")
+    ffn_size: int | None = Field(
+        default=None, ge=8, le=65536,
+        description="Inner width of each decoder layer's feed-forward (default: 4 x hidden_size, GPT's; SASRec's is "
+        "hidden_size).",
+    )
     max_positions: int = Field(default=1024, ge=64, description="Longest token sequence the tiny language model accepts.")
     dropout: float = Field(
         default=0.0, ge=0.0, lt=1.0,
