@@ -43,13 +43,13 @@ def param_groups(named_params: Iterable[tuple[str, torch.nn.Parameter]], weight_
     ]
 
 
-def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float = 0.1,
-                    betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> torch.optim.AdamW:
+def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float = 0.1, beta2: float = 0.999,
+                    eps: float = 1e-8) -> torch.optim.AdamW:
     """AdamW over `model`'s trainable parameters with the paper's code's decay groups."""
     groups = param_groups(model.named_parameters(), weight_decay)
     if not any(g["params"] for g in groups):
         raise UnimpError("optimizer: the model has no trainable parameters")
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, beta2), eps=eps)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float = 0.0,
