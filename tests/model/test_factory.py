@@ -293,6 +293,26 @@ def test_feed_forward_width_is_four_times_hidden_unless_set(arch, tmp_path):
     assert widths(load_bundle(tmp_path).model) == {32}
 
 
+@pytest.mark.parametrize("tie", [True, False])
+def test_scale_embeddings_multiplies_the_input_rows_only(tie, tmp_path):
+    """tiny.scale_embeddings: the LM reads each token's row times sqrt(hidden); the answer scores are the rows as
+    they are (tied or not), and a rebuilt run keeps the scale."""
+    ds = make_dataset(12)
+    tiny = {"layers": 1, "hidden_size": 16, "heads": 2, "tie_embeddings": tie}
+    plain = build_model(ModelSpec(tiny=tiny), items_text=ds, n_items=12)
+    scaled = build_model(ModelSpec(tiny={**tiny, "scale_embeddings": True}), items_text=ds, n_items=12)
+    ids = scaled.ids.items[[3, 5]][None]
+    for bundle, factor in ((plain, 1.0), (scaled, 4.0)):
+        lm = bundle.model.lang_encoder
+        weight = lm.get_input_embeddings().weight
+        assert torch.equal(lm.get_input_embeddings()(ids), weight[ids] * factor)
+    assert torch.equal(scaled.model.lang_encoder.get_output_embeddings().weight,
+                       plain.model.lang_encoder.get_output_embeddings().weight)  # same init (init_seed), unscaled
+    save_bundle(scaled, tmp_path)
+    lm = load_bundle(tmp_path).model.lang_encoder
+    assert torch.equal(lm.get_input_embeddings()(ids), lm.get_input_embeddings().weight[ids] * 4.0)
+
+
 def test_load_bundle_needs_a_run_folder(tmp_path):
     with pytest.raises(UnimpError, match="not a run folder"):
         load_bundle(tmp_path)

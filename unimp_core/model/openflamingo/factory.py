@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
@@ -129,6 +130,8 @@ def build_model(
             ids = vocab_ids(tok, n_items, spec.image_gen_codes, item_codes)
             if item_attributes is not None:
                 _add_item_content(model.lang_encoder, ids, item_attributes, new_row_std(preset, lm) or 0.02, spec)
+            if preset.is_tiny and spec.tiny.scale_embeddings:
+                scale_input_embeddings(model.lang_encoder, math.sqrt(spec.tiny.hidden_size))
             trainable = freeze(model, train_lm=spec.train_lm)
             advance(1)
     if not meta and torch.device(device).type != "cpu":
@@ -425,6 +428,14 @@ def trainable_modules(model: "Flamingo", train_lm: bool) -> list[nn.Module]:
     if train_lm:
         modules.append(lm)
     return modules
+
+
+def scale_input_embeddings(lm: nn.Module, factor: float) -> None:
+    """Multiply what `lm`'s input embedding returns by `factor`; the output head (tied or not) is untouched.
+
+    A multiplier, not a larger init: tied rows keep their size as answers, and under Adam (steps of about
+    lr whatever the gradient's scale) the rows move `factor` times faster as inputs."""
+    lm.get_input_embeddings().register_forward_hook(lambda module, args, output: output * factor)
 
 
 def freeze(model: "Flamingo", train_lm: bool = False) -> int:

@@ -42,6 +42,11 @@ class TinyModelSpec(Spec):
         default=False,
         description="Share the tiny LM's input and output embedding rows (as SASRec scores items with its item embeddings).",
     )
+    scale_embeddings: bool = Field(
+        default=False,
+        description="Multiply the token embeddings by sqrt(hidden_size) on input only, as SASRec and the original "
+        "Transformer do (with tied rows an item weighs more as input than as answer).",
+    )
     vocab_size: int = Field(
         default=4096, ge=300, le=65536,
         description="Target size of the byte-level BPE vocabulary trained on the dataset's text (before added tokens).",
