@@ -293,6 +293,22 @@ def test_feed_forward_width_is_four_times_hidden_unless_set(arch, tmp_path):
     assert widths(load_bundle(tmp_path).model) == {32}
 
 
+@pytest.mark.parametrize("arch, own", [("gpt_neox", "GELUActivation"), ("llama", "SiLUActivation")])
+def test_activation_is_the_architectures_own_unless_set(arch, own, tmp_path):
+    """tiny.activation sets the feed-forward's activation (SASRec's: ReLU), and a rebuilt run keeps it."""
+    def activations(model) -> set[str]:
+        return {type(m.act_fn if hasattr(m, "act_fn") else m.act).__name__ for m in model.lang_encoder.modules()
+                if type(m).__name__ in ("GPTNeoXMLP", "LlamaMLP")}
+
+    ds = make_dataset(12)
+    tiny = {"lm_arch": arch, "layers": 1, "hidden_size": 16, "heads": 2}
+    assert activations(build_model(ModelSpec(tiny=tiny), items_text=ds, n_items=12).model) == {own}
+    relu = build_model(ModelSpec(tiny={**tiny, "activation": "relu"}), items_text=ds, n_items=12)
+    assert activations(relu.model) == {"ReLU"}
+    save_bundle(relu, tmp_path)
+    assert activations(load_bundle(tmp_path).model) == {"ReLU"}
+
+
 @pytest.mark.parametrize("tie", [True, False])
 def test_scale_embeddings_multiplies_the_input_rows_only(tie, tmp_path):
     """tiny.scale_embeddings: the LM reads each token's row times sqrt(hidden); the answer scores are the rows as

@@ -280,6 +280,8 @@ def tiny_lm_config(tiny: TinyModelSpec, vocab_size: int, tok: "PreTrainedTokeniz
                   max_position_embeddings=tiny.max_positions, eos_token_id=tok.eos_token_id,
                   bos_token_id=tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id,
                   tie_word_embeddings=tiny.tie_embeddings)
+    if tiny.activation is not None:
+        common["hidden_act"] = tiny.activation
     if tiny.lm_arch == "llama":
         return LlamaConfig(num_key_value_heads=tiny.heads, attention_dropout=tiny.dropout, **common)
     return GPTNeoXConfig(use_parallel_residual=False, attention_dropout=tiny.dropout, hidden_dropout=tiny.dropout,

@@ -33,6 +33,11 @@ class TinyModelSpec(Spec):
         description="Inner width of each decoder layer's feed-forward (default: 4 x hidden_size, GPT's; SASRec's is "
         "hidden_size).",
     )
+    activation: Literal["gelu", "relu", "silu"] | None = Field(
+        default=None,
+        description="The feed-forward's activation (default: the architecture's own, GPT-NeoX's GELU or Llama's gated "
+        "SiLU; SASRec's is ReLU).",
+    )
     max_positions: int = Field(default=1024, ge=64, description="Longest token sequence the tiny language model accepts.")
     dropout: float = Field(
         default=0.0, ge=0.0, lt=1.0,
