@@ -314,3 +314,11 @@ def _mean_rows(weight: torch.Tensor, old: int) -> None:
     """Set rows [old:] of `weight` to the mean of rows [:old] (in place)."""
     mean = weight[:old].float().mean(dim=0).to(weight.dtype)
     weight[old:] = mean
+
+
+def scale_input_embeddings(lm: "PreTrainedModel", factor: float) -> None:
+    """Multiply what `lm`'s input embedding returns by `factor`; the output head (tied or not) is untouched.
+
+    A multiplier, not a larger init: tied rows keep their size as answers, and under Adam (steps of about
+    lr whatever the gradient's scale) the rows move `factor` times faster as inputs."""
+    lm.get_input_embeddings().register_forward_hook(lambda module, args, output: output * factor)

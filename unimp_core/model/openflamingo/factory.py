@@ -35,7 +35,7 @@ from .presets import CHECKPOINT_FILE, Preset, resolve_preset
 from .spec import ModelSpec, TinyModelSpec
 from ..tokenizer import dataset_texts, load_tokenizer, save_tokenizer, train_bpe_tokenizer
 from ..vocab import (VocabIds, add_flamingo_tokens, add_unimp_tokens, base_vocab_size, flamingo_vocab_size,
-                    resize_embeddings, vocab_ids)
+                    resize_embeddings, scale_input_embeddings, vocab_ids)
 from .mixins import (EmbeddingFnMixin, LabelLogitsMixin, NoImageBatchMixin, OptionalMaskMixin, fp32_kwargs,
                      lacks_input_embeddings, set_generation_tokens)
 
@@ -430,14 +430,6 @@ def trainable_modules(model: "Flamingo", train_lm: bool) -> list[nn.Module]:
     if train_lm:
         modules.append(lm)
     return modules
-
-
-def scale_input_embeddings(lm: nn.Module, factor: float) -> None:
-    """Multiply what `lm`'s input embedding returns by `factor`; the output head (tied or not) is untouched.
-
-    A multiplier, not a larger init: tied rows keep their size as answers, and under Adam (steps of about
-    lr whatever the gradient's scale) the rows move `factor` times faster as inputs."""
-    lm.get_input_embeddings().register_forward_hook(lambda module, args, output: output * factor)
 
 
 def freeze(model: "Flamingo", train_lm: bool = False) -> int:
