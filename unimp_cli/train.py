@@ -77,6 +77,7 @@ TRAIN: list[Flag | str] = [
     Flag("optim.schedule"),
     Flag("optim.warmup_ratio"),
     Flag("optim.weight_decay"),
+    Flag("optim.decay_scope"),
     Flag("optim.gamma"),
     Flag("optim.batch_size"),
     Flag("optim.grad_accum"),

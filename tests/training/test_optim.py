@@ -96,6 +96,23 @@ def test_weight_decay_only_on_cross_attention_matrices():
     assert any(names[i].startswith("perceiver") for i in ids1)
 
 
+def test_decay_scope_all_decays_every_trained_matrix_and_embedding():
+    model = _flamingo_like()
+    trained = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    groups = param_groups(model.named_parameters(), weight_decay=0.1, scope="all")
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in groups[0]["params"]}
+    assert decayed == {n for n, p in trained.items() if decays(n, p, "all")}
+    assert "lang_encoder.embed.weight" in decayed and any(n.startswith("perceiver") for n in decayed)
+    assert decayed > {n for n, p in trained.items() if decays(n, p)}  # the cross-attention matrices too
+    # 1-D weights (norms, biases, gates) and frozen ones stay undecayed
+    assert all(trained[n].ndim >= 2 for n in decayed)
+    prefix = "lang_encoder.gated_cross_attn_layers.0."
+    assert {prefix + "attn_gate", prefix + "attn.norm.weight", prefix + "ff.0.weight"} <= {
+        names[id(p)] for p in groups[1]["params"]}
+    assert not any(n.startswith(("vision", "lang_encoder.body")) for n in decayed)
+
+
 def test_optimizer_needs_trainable_parameters():
     model = torch.nn.Linear(2, 2).requires_grad_(False)
     with pytest.raises(UnimpError, match="no trainable"):

@@ -486,20 +486,23 @@ def test_finetune_resumed_before_its_first_checkpoint_still_starts_from_the_sour
     assert_same_weights(final_weights(straight), final_weights(resumed))
 
 
-def test_adam_beta2_and_clipping_follow_the_spec(sample_data, tmp_path, monkeypatch):
-    """optim.beta2 reaches the optimizer; grad_clip 0 clips nothing, any other value clips to itself."""
+def test_adam_beta2_clipping_and_decay_scope_follow_the_spec(sample_data, tmp_path, monkeypatch):
+    """optim.beta2 reaches the optimizer; grad_clip 0 clips nothing, any other value clips to itself;
+    decay_scope "all" decays the token embeddings, which the default leaves undecayed."""
     from accelerate import Accelerator
 
-    clips, betas = [], []
+    clips, betas, embeddings_decayed = [], [], []
     real_clip, real_build = Accelerator.clip_grad_norm_, OF.build_optimizer
 
     def clip(self, params, max_norm, *args, **kwargs):
         clips.append(max_norm)
         return real_clip(self, params, max_norm, *args, **kwargs)
 
-    def build(*args, **kwargs):
-        optimizer = real_build(*args, **kwargs)
+    def build(model, *args, **kwargs):
+        optimizer = real_build(model, *args, **kwargs)
         betas.append(optimizer.param_groups[0]["betas"])
+        embeddings = model.lang_encoder.get_input_embeddings().weight
+        embeddings_decayed.append(any(p is embeddings for p in optimizer.param_groups[0]["params"]))
         return optimizer
 
     monkeypatch.setattr(Accelerator, "clip_grad_norm_", clip)
@@ -510,7 +513,7 @@ def test_adam_beta2_and_clipping_follow_the_spec(sample_data, tmp_path, monkeypa
                               run={"max_steps": 2}, optim=optim))
 
     run("default")
-    assert clips == [1.0, 1.0] and betas == [(0.9, 0.999)]
-    clips.clear(), betas.clear()
-    run("sasrec-like", beta2=0.98, grad_clip=0)
-    assert clips == [] and betas == [(0.9, 0.98)]
+    assert clips == [1.0, 1.0] and betas == [(0.9, 0.999)] and embeddings_decayed == [False]
+    clips.clear(), betas.clear(), embeddings_decayed.clear()
+    run("sasrec-like", beta2=0.98, grad_clip=0, decay_scope="all")
+    assert clips == [] and betas == [(0.9, 0.98)] and embeddings_decayed == [True]

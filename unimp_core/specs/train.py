@@ -70,7 +70,12 @@ class OptimSpec(Spec):
         description="Peak learning rate (default: 3e-3 for the tiny preset, which starts from random weights; "
         "1e-4, the paper's, for the OpenFlamingo presets).",
     )
-    weight_decay: float = Field(default=0.1, ge=0, description="AdamW weight decay, applied to the gated cross-attention weights only (as the paper's code).")
+    weight_decay: float = Field(default=0.1, ge=0, description="AdamW weight decay on the weights `decay_scope` names.")
+    decay_scope: Literal["cross_attention", "all"] = Field(
+        default="cross_attention",
+        description="What weight decay applies to: the gated cross-attention matrices (the paper's code's rule), or "
+        "every trained matrix and embedding (norms, biases and gates excepted).",
+    )
     schedule: Literal["constant", "linear", "cosine"] = Field(default="cosine", description="Learning-rate schedule after warmup.")
     warmup_ratio: float = Field(default=0.03, ge=0, lt=1, description="Share of the steps spent warming up linearly.")
     beta2: float = Field(

@@ -1,15 +1,16 @@
-"""AdamW with the paper's code's weight-decay groups, and the LambdaLR that follows `unimp_core.schedule`.
+"""AdamW with weight-decay groups, and the LambdaLR that follows `unimp_core.schedule`.
 
-Weight decay applies only to the gated cross-attention layers' matrices (the paper's code's rule: names
-containing "gated_cross_attn", minus biases, norms and the tanh gates); the Perceiver, the new
-token embeddings and everything else train without decay (decaying embeddings would also pull
-the rows of tokens that never occur towards zero).
+By default weight decay applies only to the gated cross-attention layers' matrices (the paper's code's
+rule: names containing "gated_cross_attn", minus biases, norms and the tanh gates); the Perceiver, the
+new token embeddings and everything else train without decay. Scope "all" decays every matrix and
+embedding: an item row then keeps its length only while the item keeps being seen, so rarely bought
+items score nearer zero and frequent ones stand out (the rows of tokens that never occur shrink too).
 """
 
 from __future__ import annotations
 
 from functools import partial
-from typing import Iterable
+from typing import Iterable, Literal
 
 import torch
 
@@ -20,23 +21,28 @@ __all__ = ["SCHEDULES", "ScheduleKind", "build_optimizer", "build_scheduler", "d
            "warmup_steps"]
 
 
-def decays(name: str, param: torch.Tensor) -> bool:
-    """True for the gated cross-attention weights that get weight decay.
+DecayScope = Literal["cross_attention", "all"]
+
+
+def decays(name: str, param: torch.Tensor, scope: DecayScope = "cross_attention") -> bool:
+    """True for the weights that get weight decay: matrices and embeddings, of the gated cross-attention
+    layers alone or (scope "all") of the whole model.
 
     Biases, norm scales and the scalar gates are all 1-D, so "2-D or more" excludes them whatever
     they are called (the paper's code's name test missed the LayerNorm inside the feed-forward, `ff.0`).
     """
     leaf = name.rsplit(".", 1)[-1]
-    return ("gated_cross_attn" in name and param.ndim >= 2 and "norm" not in name
+    return ((scope == "all" or "gated_cross_attn" in name) and param.ndim >= 2 and "norm" not in name
             and leaf != "bias" and not leaf.endswith("gate"))
 
 
-def param_groups(named_params: Iterable[tuple[str, torch.nn.Parameter]], weight_decay: float) -> list[dict]:
-    """Two AdamW groups over the trainable parameters: decayed (cross-attention weights) and the rest."""
+def param_groups(named_params: Iterable[tuple[str, torch.nn.Parameter]], weight_decay: float,
+                 scope: DecayScope = "cross_attention") -> list[dict]:
+    """Two AdamW groups over the trainable parameters: decayed (`decays`) and the rest."""
     with_wd, without_wd = [], []
     for name, p in named_params:
         if p.requires_grad:
-            (with_wd if decays(name, p) else without_wd).append(p)
+            (with_wd if decays(name, p, scope) else without_wd).append(p)
     return [
         {"params": with_wd, "weight_decay": weight_decay},
         {"params": without_wd, "weight_decay": 0.0},
@@ -44,9 +50,9 @@ def param_groups(named_params: Iterable[tuple[str, torch.nn.Parameter]], weight_
 
 
 def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float = 0.1, beta2: float = 0.999,
-                    eps: float = 1e-8) -> torch.optim.AdamW:
-    """AdamW over `model`'s trainable parameters with the paper's code's decay groups."""
-    groups = param_groups(model.named_parameters(), weight_decay)
+                    eps: float = 1e-8, decay_scope: DecayScope = "cross_attention") -> torch.optim.AdamW:
+    """AdamW over `model`'s trainable parameters with the decay groups of `decay_scope`."""
+    groups = param_groups(model.named_parameters(), weight_decay, decay_scope)
     if not any(g["params"] for g in groups):
         raise UnimpError("optimizer: the model has no trainable parameters")
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, beta2), eps=eps)

@@ -186,7 +186,8 @@ def _setup_optimizer(run: Run, setup: Setup) -> None:
     spec, acc = run.spec, run.accelerator
     model = setup.bundle.model
     run.trainable_names = [n for n, p in model.named_parameters() if p.requires_grad]
-    optimizer = build_optimizer(model, spec.optim.lr, spec.optim.weight_decay, spec.optim.beta2)
+    optimizer = build_optimizer(model, spec.optim.lr, spec.optim.weight_decay, spec.optim.beta2,
+                                decay_scope=spec.optim.decay_scope)
     # The scheduler stays outside accelerate: its wrapper steps it once per process per step.
     run.scheduler = build_scheduler(optimizer, run.total, spec.optim.warmup_ratio, spec.optim.schedule)
     if run.resume is not None:
