@@ -131,6 +131,7 @@ def test_sasrec_spec_refuses_what_does_not_apply(sample_data, tmp_path):
     for section, value, message in [("data", {"tasks": ["rec", "exp"]}, "SASRec trains task rec only"),
                                     ("data", {"history_len": 9}, "data.history_len does not apply to SASRec"),
                                     ("optim", {"gamma": 0.0}, "optim.gamma does not apply to SASRec"),
+                                    ("optim", {"decay_scope": "all"}, "optim.decay_scope does not apply to SASRec"),
                                     ("run", {"select_metric": "auc"}, "use hr@K, ndcg@K or mrr@K")]:
         with pytest.raises(Exception, match=message):
             TrainSpec.model_validate({**base, section: {**base.get(section, {}), **value}})

@@ -3,8 +3,9 @@
 By default weight decay applies only to the gated cross-attention layers' matrices (the paper's code's
 rule: names containing "gated_cross_attn", minus biases, norms and the tanh gates); the Perceiver, the
 new token embeddings and everything else train without decay. Scope "all" decays every matrix and
-embedding: an item row then keeps its length only while the item keeps being seen, so rarely bought
-items score nearer zero and frequent ones stand out (the rows of tokens that never occur shrink too).
+embedding, item rows included (the rows of tokens that never occur shrink towards zero): under a full
+softmax the rows of rarely bought items grow longest, and decay holds every row only as far out as its
+gradients push it (docs/benchmarks.md, "Seventh run").
 """
 
 from __future__ import annotations

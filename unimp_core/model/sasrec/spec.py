@@ -14,7 +14,8 @@ from ...specs.model import FamilySpec
 # setting one for a SASRec run is an error rather than silently ignored.
 NOT_FOR_SASREC = {
     "data": ("task_weights", "history_len", "task_history_len", "max_tokens", "curriculum", "valid_users"),
-    "optim": ("weight_decay", "decay_scope", "schedule", "warmup_ratio", "beta2", "grad_clip", "grad_accum", "gamma", "item_softmax"),
+    "optim": ("weight_decay", "decay_scope", "schedule", "warmup_ratio", "beta2", "grad_clip", "grad_accum", "gamma",
+              "item_softmax"),
     "run": ("precision", "distributed", "accelerate_config", "cache_vision_features", "trackers", "num_workers"),
 }
 
@@ -23,7 +24,8 @@ class SASRecSpec(FamilySpec):
     """SASRec (Kang & McAuley, ICDM 2018), the sequential-recommendation yardstick: item ids only, task rec only.
 
     Trained with Adam (betas 0.9, 0.98) at a constant learning rate on every position of every training
-    sequence; optim.schedule, warmup_ratio, weight_decay, decay_scope, beta2, grad_clip, grad_accum and gamma do not apply."""
+    sequence; optim.schedule, warmup_ratio, weight_decay, decay_scope, beta2, grad_clip, grad_accum and gamma do
+    not apply."""
 
     TITLE: ClassVar[str] = "SASRec"
     CLI_HELP: ClassVar[str] = ("the built-in SASRec baseline: item ids only, task rec, its own defaults: lr 1e-3, batch 128; "
