@@ -62,6 +62,9 @@ class DataSpec(Spec):
         return self
 
 
+DecayScope = Literal["cross_attention", "all"]  # which weights AdamW decays (training/optim.py::decays)
+
+
 class OptimSpec(Spec):
     """AdamW, schedule, clipping, accumulation."""
 
@@ -71,7 +74,7 @@ class OptimSpec(Spec):
         "1e-4, the paper's, for the OpenFlamingo presets).",
     )
     weight_decay: float = Field(default=0.1, ge=0, description="AdamW weight decay on the weights `decay_scope` names.")
-    decay_scope: Literal["cross_attention", "all"] = Field(
+    decay_scope: DecayScope = Field(
         default="cross_attention",
         description="What weight decay applies to: the gated cross-attention matrices (the paper's code's rule), or "
         "every trained matrix and embedding (norms, biases and gates excepted).",

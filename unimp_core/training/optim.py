@@ -11,18 +11,18 @@ gradients push it (docs/benchmarks.md, "Seventh run").
 from __future__ import annotations
 
 from functools import partial
-from typing import Iterable, Literal
+from typing import TYPE_CHECKING, Iterable
 
 import torch
 
 from ..errors import UnimpError
 from ..schedule import SCHEDULES, ScheduleKind, lr_at, warmup_steps
 
+if TYPE_CHECKING:
+    from ..specs.train import DecayScope
+
 __all__ = ["SCHEDULES", "ScheduleKind", "build_optimizer", "build_scheduler", "decays", "lr_at", "param_groups",
            "warmup_steps"]
-
-
-DecayScope = Literal["cross_attention", "all"]
 
 
 def decays(name: str, param: torch.Tensor, scope: DecayScope = "cross_attention") -> bool:
