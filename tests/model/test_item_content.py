@@ -125,15 +125,3 @@ def test_attribute_dropout_drops_whole_vectors_in_training_only():
     assert torch.equal(dropped[~zero_rows], torch.full_like(dropped[~zero_rows], 2.0))  # kept rows scaled by 1/(1-p)
     content.eval()
     assert torch.equal(content(), torch.ones(300, 4))
-
-
-def test_weight_decay_pulls_the_item_rows_towards_their_content(content_bundle):
-    """With decay on every weight, an item's own row is decayed and the shared attribute rows are not:
-    a rarely bought item shrinks towards what its attributes say, not towards zero."""
-    from unimp_core.training.optim import param_groups
-
-    lm = content_bundle.model.lang_encoder
-    decayed, undecayed = param_groups(content_bundle.model.named_parameters(), 0.1, "all")
-    assert any(p is lm.get_input_embeddings().weight for p in decayed["params"])
-    assert any(p is lm.item_content.attributes.weight for p in undecayed["params"])
-    assert not any(p is lm.item_content.attributes.weight for p in decayed["params"])

@@ -77,8 +77,7 @@ class OptimSpec(Spec):
     decay_scope: DecayScope = Field(
         default="cross_attention",
         description="What weight decay applies to: the gated cross-attention matrices (the paper's code's rule), or "
-        "every trained matrix and embedding (norms, biases and gates excepted; item attributes' shared rows are "
-        "never decayed, so each item's own row is pulled towards its content).",
+        "every trained matrix and embedding (norms, biases and gates excepted).",
     )
     schedule: Literal["constant", "linear", "cosine"] = Field(default="cosine", description="Learning-rate schedule after warmup.")
     warmup_ratio: float = Field(default=0.03, ge=0, lt=1, description="Share of the steps spent warming up linearly.")

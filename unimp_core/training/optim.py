@@ -5,10 +5,7 @@ rule: names containing "gated_cross_attn", minus biases, norms and the tanh gate
 new token embeddings and everything else train without decay. Scope "all" decays every matrix and
 embedding, item rows included (the rows of tokens that never occur shrink towards zero): under a full
 softmax the rows of rarely bought items grow longest, and decay holds every row only as far out as its
-gradients push it (docs/benchmarks.md, "Seventh run"). The shared attribute rows of item content
-(`model.item_attributes`) are never decayed: an item is its content plus its own row, and decaying the own
-row alone pulls a rarely bought item towards what its brand and categories say (the item offset's prior of
-collaborative topic regression, Wang and Blei 2011), where decaying both would shrink the content too.
+gradients push it (docs/benchmarks.md, "Seventh run").
 """
 
 from __future__ import annotations
@@ -36,8 +33,6 @@ def decays(name: str, param: torch.Tensor, scope: DecayScope = "cross_attention"
     they are called (the paper's code's name test missed the LayerNorm inside the feed-forward, `ff.0`).
     """
     leaf = name.rsplit(".", 1)[-1]
-    if "item_content." in name:  # the content rows each item is pulled towards (module docstring)
-        return False
     return ((scope == "all" or "gated_cross_attn" in name) and param.ndim >= 2 and "norm" not in name
             and leaf != "bias" and not leaf.endswith("gate"))
 
