@@ -24,8 +24,7 @@ class SASRecSpec(FamilySpec):
     """SASRec (Kang & McAuley, ICDM 2018), the sequential-recommendation yardstick: item ids only, task rec only.
 
     Trained with Adam (betas 0.9, 0.98) at a constant learning rate on every position of every training
-    sequence; optim.schedule, warmup_ratio, weight_decay, decay_scope, beta2, grad_clip, grad_accum and gamma do
-    not apply."""
+    sequence; the options in NOT_FOR_SASREC do not apply, and setting one is an error."""
 
     TITLE: ClassVar[str] = "SASRec"
     CLI_HELP: ClassVar[str] = ("the built-in SASRec baseline: item ids only, task rec, its own defaults: lr 1e-3, batch 128; "
