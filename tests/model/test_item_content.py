@@ -125,3 +125,35 @@ def test_attribute_dropout_drops_whole_vectors_in_training_only():
     assert torch.equal(dropped[~zero_rows], torch.full_like(dropped[~zero_rows], 2.0))  # kept rows scaled by 1/(1-p)
     content.eval()
     assert torch.equal(content(), torch.ones(300, 4))
+
+
+def test_a_content_loss_scores_item_answers_by_content_alone_in_training(dataset):
+    """With `attribute_loss` the training forward also scores the item rows against the content vectors
+    alone, which the loss adds at that weight; evaluation sees the ordinary scores only."""
+    from unimp_core.model.openflamingo import family as openflamingo
+    from unimp_core.training.loss import SplitLogits, answer_loss_parts
+
+    bundle = build_model(ModelSpec(attribute_loss=0.5, cross_attn_every_n_layers=0), items_text=dataset,
+                         n_items=N_ITEMS, item_attributes=ATTRIBUTES)
+    model, ids = bundle.model, bundle.ids
+    lm = model.lang_encoder
+    input_ids = torch.cat([torch.tensor([ids.answer]), ids.items[torch.tensor([5, 2, 7])]])[None]  # (1, 4)
+    labels = input_ids.clone()
+    labels[0, :2] = -100  # items 2 and 7 are answers
+    batch = {"vision_x": torch.zeros(1, 1, 1, 3, bundle.image_size, bundle.image_size), "input_ids": input_ids,
+             "attention_mask": torch.ones_like(input_ids), "labels": labels}
+    model.eval()
+    assert openflamingo.forward(model, batch, ids.item_range).by_content is None
+    model.train()
+    lm.item_content.dropout = 0.0
+    torch.manual_seed(0)
+    split = openflamingo.forward(model, batch, ids.item_range)
+    assert isinstance(split, SplitLogits) and split.content_weight == 0.5
+    assert split.by_content.shape == (2, N_ITEMS)
+    # every item sharing both attributes with another scores alike: content alone cannot tell them apart
+    torch.testing.assert_close(split.by_content[:, 0], split.by_content[:, 12])
+    assert not torch.allclose(split.items[:, 0], split.items[:, 12])
+    loss = answer_loss_parts(split, labels, item_range=ids.item_range).loss
+    model.zero_grad()
+    loss.backward()
+    assert lm.item_content.attributes.weight.grad.abs().sum() > 0

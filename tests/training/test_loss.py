@@ -119,3 +119,20 @@ def test_an_item_label_is_scored_against_the_items_alone_by_hand():
     loss = answer_loss_parts(logits, labels, item_range=(1, 3)).loss
     # sample 1's label 1: p = 4 / (4 + 1) over the items
     assert loss.item() == pytest.approx((math.log(2) + math.log(5 / 3) + math.log(5 / 4)) / 3)
+
+
+def test_a_content_loss_adds_a_second_item_softmax_by_hand():
+    """`model.attribute_loss`: each item label also pays the weighted cross-entropy of the items scored by
+    content alone (here even over the two items, ln 2 each); the other labels pay nothing more."""
+    from unimp_core.training.loss import SplitLogits, item_rows
+
+    logits, labels = _batch()
+    picked = logits[label_positions(labels)]  # (3, 3): labels 2, 0, 1
+    rows = item_rows(torch.tensor([2, 0, 1]), (1, 3))
+    plain = SplitLogits(picked[rows, 1:3], picked[~rows])
+    with_content = plain._replace(by_content=torch.zeros(2, 2), content_weight=0.5)
+    base = answer_loss_parts(plain, labels, item_range=(1, 3))
+    got = answer_loss_parts(with_content, labels, item_range=(1, 3))
+    assert got.loss.item() == pytest.approx(base.loss.item() + 0.5 * 2 * math.log(2) / 3)
+    assert got.sample_sums.tolist() == pytest.approx([base.sample_sums[0].item() + 0.5 * math.log(2),
+                                                      base.sample_sums[1].item() + 0.5 * math.log(2)])

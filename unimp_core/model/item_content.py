@@ -26,6 +26,11 @@ one vector (early fusion, measured on Beauty: faster to learn, no better at its 
 
 `dropout` drops an item's whole content vector in training (each call, with probability p; the kept
 ones are scaled by 1/(1-p)), so the item's own row must learn what content does not say.
+
+`loss_weight` adds a second softmax on every item answer in training, the catalogue scored by the content
+vectors alone (h . c_j, no own rows), at that weight beside the ordinary one: the attributes must tell
+items apart by themselves instead of leaving it to the own rows. The ordinary scores, and everything
+ranked at evaluation, are unchanged (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -48,10 +53,11 @@ class ItemContent(nn.Module):
     """(n_items, d) content vectors: the mean of each item's attribute embeddings (zero without attributes)."""
 
     def __init__(self, n_attributes: int, hidden: int, per_item: Sequence[Sequence[int]], std: float = 0.02,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, loss_weight: float = 0.0):
         super().__init__()
         self.n_items = len(per_item)
         self.dropout = dropout
+        self.loss_weight = loss_weight  # of the content-alone softmax in training (`scores_alone`)
         self.attributes = nn.Embedding(max(n_attributes, 1), hidden)
         nn.init.normal_(self.attributes.weight, std=std)
         flat = [a for attrs in per_item for a in attrs]
@@ -71,6 +77,10 @@ class ItemContent(nn.Module):
             keep = torch.rand(self.n_items, 1, device=content.device) >= self.dropout
             content = content * keep / (1.0 - self.dropout)
         return content
+
+    def scores_alone(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(N, n_items) the item answers' hidden states (N, d) scored by the content vectors alone."""
+        return F.linear(hidden, self().to(hidden.dtype))
 
 
 def attach(lm: nn.Module, content: ItemContent, item_ids: torch.Tensor, fusion: str = "rows") -> None:

@@ -32,6 +32,8 @@ class SplitLogits(NamedTuple):
 
     items: torch.Tensor  # (N_item, hi - lo) the rows whose label is an item token, over the item tokens lo..hi-1
     others: torch.Tensor  # (N - N_item, V) the other rows, over the whole vocabulary
+    by_content: torch.Tensor | None = None  # (N_item, hi - lo) the item rows scored by content alone (training)
+    content_weight: float = 0.0  # of by_content's softmax in each item label's loss (model.attribute_loss)
 
 
 class LossParts(NamedTuple):
@@ -74,6 +76,8 @@ def answer_loss_parts(
     token_loss = -logp
     if gamma:
         token_loss = token_loss * (1.0 - logp.exp()).pow(gamma)
+    if isinstance(logits, SplitLogits) and logits.by_content is not None:
+        token_loss = token_loss + _content_loss(logits, targets, item_range)  # a second softmax beside the first
     if weights is not None:
         rows = mask.nonzero()[:, 0]  # (N,) sample of each answer token
         token_loss = token_loss * weights.to(token_loss.dtype)[rows]
@@ -84,7 +88,8 @@ def answer_loss_parts(
         # The empty slice adds 0 but keeps the graph (and every rank's gradients) alive for a batch
         # without answer tokens, e.g. when truncation removed them all (0 * logits.sum() would turn
         # an overflowed logit into NaN). Only then: its backward is a zero-filled copy of the logits.
-        loss = loss + sum(part[..., :0].sum() for part in (logits if isinstance(logits, SplitLogits) else [logits]))
+        parts = [p for p in logits if isinstance(p, torch.Tensor)] if isinstance(logits, SplitLogits) else [logits]
+        loss = loss + sum(part[..., :0].sum() for part in parts)
     sample_sums = torch.zeros(B, dtype=torch.float32, device=labels.device)
     sample_sums.index_add_(0, mask.nonzero()[:, 0], token_loss.detach().float())
     return LossParts(loss, sample_sums, n_tokens)
@@ -100,6 +105,15 @@ def _split_log_probs(logits: SplitLogits, targets: torch.Tensor, item_range: tup
     logp[is_item] = -F.cross_entropy(logits.items.float(), targets[is_item] - lo, reduction="none")
     logp[~is_item] = -F.cross_entropy(logits.others.float(), targets[~is_item], reduction="none")
     return logp
+
+
+def _content_loss(logits: SplitLogits, targets: torch.Tensor, item_range: tuple[int, int]) -> torch.Tensor:
+    """(N,) the weighted cross-entropy of the item labels under the content-alone scores (0 elsewhere)."""
+    is_item = item_rows(targets, item_range)
+    loss = torch.zeros(targets.shape, dtype=torch.float32, device=targets.device)
+    loss[is_item] = logits.content_weight * F.cross_entropy(logits.by_content.float(), targets[is_item] - item_range[0],
+                                                            reduction="none")
+    return loss
 
 
 def item_rows(targets: torch.Tensor, item_range: tuple[int, int]) -> torch.Tensor:

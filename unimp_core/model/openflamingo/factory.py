@@ -149,8 +149,9 @@ def _add_item_content(lm, ids, item_attributes, std: float, spec: ModelSpec) -> 
         raise UnimpError("item attributes are added to atomic item ids (model.item_ids atomic), not to semantic ids")
     vocab, per_item = item_attributes
     hidden = lm.get_input_embeddings().embedding_dim
-    attach(lm, ItemContent(len(vocab), hidden, per_item, std=std, dropout=spec.attribute_dropout), ids.items,
-           fusion=spec.attribute_fusion)
+    content = ItemContent(len(vocab), hidden, per_item, std=std, dropout=spec.attribute_dropout,
+                          loss_weight=spec.attribute_loss)
+    attach(lm, content, ids.items, fusion=spec.attribute_fusion)
 
 
 def _check_item_codes(spec: ModelSpec, item_codes: "ItemCodes | None") -> None:

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...errors import UnimpError
+
 
 class EmbeddingFnMixin:
     """MosaicGPT (mpt-1b-redpajama-200b's remote code) lacks get/set_input_embeddings (open_flamingo's hack)."""
@@ -57,8 +59,9 @@ class LabelLogitsMixin:
     runs on the selected positions only and the output's `logits` is (N, V), in `mask.nonzero()` (or
     the indices') order; the same numbers as `logits[logits_at]`. With `item_rows` ((N,) bool) and
     `item_columns` (lo, hi), `logits` is a pair: those rows over the item tokens lo..hi-1 alone
-    (N_item, hi - lo), the other rows over the whole vocabulary. `position_ids` without an attention
-    mask is transformers' packed-sequence format (`model.packing`). An LM that cannot skip its logits
+    (N_item, hi - lo), the other rows over the whole vocabulary; in training with a content loss
+    (`model.attribute_loss`) also the item rows scored by the items' content alone, and that loss's weight
+    (`training.loss.SplitLogits`). `position_ids` without an attention mask is transformers' packed-sequence format (`model.packing`). An LM that cannot skip its logits
     (remote code without `logits_to_keep`) computes them all and is indexed. Being `forward`, this runs
     inside DDP / DeepSpeed wrappers like any forward pass.
     """
@@ -88,11 +91,16 @@ class LabelLogitsMixin:
                              logits_to_keep=1, use_cache=False, **extra)
                     hidden = out.hidden_states[-1].flatten(0, 1)[logits_at]  # (N, H)
                     logits = head(hidden) if item_rows is None else split_head(head, hidden, item_rows, item_columns)
+                    content = getattr(lm, "item_content", None)
+                    if item_rows is not None and self.training and content is not None and content.loss_weight:
+                        logits = (*logits, content.scores_alone(hidden[item_rows]), content.loss_weight)
                 except TypeError as exc:
                     if "logits_to_keep" not in str(exc):
                         raise
                     lm._unimp_keeps_logits = False
             if logits is None:
+                if self.training and getattr(getattr(lm, "item_content", None), "loss_weight", 0):
+                    raise UnimpError(f"model.attribute_loss: {type(lm).__name__} does not return its hidden states")
                 logits = lm(input_ids=lang_x, attention_mask=attention_mask, **extra).logits.flatten(0, 1)[logits_at]
                 if item_rows is not None:
                     lo, hi = item_columns

@@ -153,6 +153,12 @@ class ModelSpec(FamilySpec):
         description="In training, drop an item's whole attribute vector with this probability (the item's own row "
         "must then learn what its attributes do not say).",
     )
+    attribute_loss: float = Field(
+        default=0.0, ge=0.0,
+        description="In training, score each item answer a second time by the items' attribute vectors alone (no "
+        "own rows) and add that softmax's loss at this weight (with optim.item_softmax), so the attributes must "
+        "tell items apart by themselves (0: off).",
+    )
     item_codes: ItemCodesRecord | None = Field(
         default=None,
         description="Semantic ids: their levels and codes, set from the dataset's item codes when training starts "
