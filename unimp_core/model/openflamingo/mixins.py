@@ -61,9 +61,10 @@ class LabelLogitsMixin:
     `item_columns` (lo, hi), `logits` is a pair: those rows over the item tokens lo..hi-1 alone
     (N_item, hi - lo), the other rows over the whole vocabulary; in training with a content loss
     (`model.attribute_loss`) also the item rows scored by the items' content alone, and that loss's weight
-    (`training.loss.SplitLogits`). `position_ids` without an attention mask is transformers' packed-sequence format (`model.packing`). An LM that cannot skip its logits
-    (remote code without `logits_to_keep`) computes them all and is indexed. Being `forward`, this runs
-    inside DDP / DeepSpeed wrappers like any forward pass.
+    (`training.loss.SplitLogits`). `position_ids` without an attention mask is transformers' packed-sequence
+    format (`model.packing`). An LM that cannot skip its logits (remote code without `logits_to_keep`)
+    computes them all and is indexed. Being `forward`, this runs inside DDP / DeepSpeed wrappers like any
+    forward pass.
     """
 
     def forward(self, vision_x, lang_x, attention_mask=None, labels=None, clear_conditioned_layers=True,
@@ -82,6 +83,8 @@ class LabelLogitsMixin:
         if not lm._use_cached_vision_x:
             self._encode_vision_x(vision_x=vision_x)
             self._condition_media_locations(input_ids=lang_x)
+        content = getattr(lm, "item_content", None)
+        scores_alone = self.training and content is not None and content.loss_weight > 0  # model.attribute_loss
         try:
             head = lm.get_output_embeddings()
             logits = None
@@ -91,15 +94,14 @@ class LabelLogitsMixin:
                              logits_to_keep=1, use_cache=False, **extra)
                     hidden = out.hidden_states[-1].flatten(0, 1)[logits_at]  # (N, H)
                     logits = head(hidden) if item_rows is None else split_head(head, hidden, item_rows, item_columns)
-                    content = getattr(lm, "item_content", None)
-                    if item_rows is not None and self.training and content is not None and content.loss_weight:
+                    if item_rows is not None and scores_alone:
                         logits = (*logits, content.scores_alone(hidden[item_rows]), content.loss_weight)
                 except TypeError as exc:
                     if "logits_to_keep" not in str(exc):
                         raise
                     lm._unimp_keeps_logits = False
             if logits is None:
-                if self.training and getattr(getattr(lm, "item_content", None), "loss_weight", 0):
+                if scores_alone:
                     raise UnimpError(f"model.attribute_loss: {type(lm).__name__} does not return its hidden states")
                 logits = lm(input_ids=lang_x, attention_mask=attention_mask, **extra).logits.flatten(0, 1)[logits_at]
                 if item_rows is not None:
